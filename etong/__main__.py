@@ -1,0 +1,5 @@
+"""`python -m etong` is the `etong` command."""
+
+from etong.cli import main
+
+raise SystemExit(main())

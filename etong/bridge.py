@@ -1,0 +1,642 @@
+"""The bridge engine: batches inbound messages through the pipeline, and runs the schedule.
+
+This is the imperative shell around the pure stages in `etong/pipeline/` and
+`etong/delivery.py`. Its rules, each of which a test holds it to:
+
+- An inbound message is acknowledged to the broker only after the batch that decided its
+  outcome is committed, and acks go out in arrival order (DESIGN §3, §6).
+- One store read and one store transaction per batch, never per message.
+- Ingest batches and scheduler pages never interleave their read-decide-write steps (one
+  lock), so an ack and a re-send of the same delivery cannot overwrite each other.
+- Publishing happens after the commit. What the broker PUBACKs is recorded in the next
+  transaction; what it never PUBACKed is published again after a restart, with the same
+  delivery id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from etong.brokers.base import Broker, InboundMessage, PublishOptions
+from etong.clock import iso_from_unix, now_iso
+from etong.config import Settings
+from etong.delivery import (
+    Policy,
+    Step,
+    first_push,
+    new_delivery_id,
+    on_ack,
+    on_due,
+    push_payload,
+    receipt_payload,
+)
+from etong.logging import get_logger
+from etong.metrics import Metrics
+from etong.models import Ack, Event
+from etong.pipeline import dedup
+from etong.pipeline.enrich import HISTORY_WINDOW_S, build_context, event_summary
+from etong.pipeline.keys import EventKeys, Keyer
+from etong.pipeline.ratelimit import TokenBuckets
+from etong.pipeline.route import (
+    CC_EVENT_TYPES,
+    duty_officer_for_grid,
+    escalation_chain,
+    registrar_for_grid,
+)
+from etong.pipeline.validate import Rejection, parse_ack, parse_event
+from etong.roster import Roster
+from etong.store import (
+    DEAD_LETTER_PAYLOAD_CAP,
+    BatchLookup,
+    BatchWrite,
+    Delivery,
+    HistoryEntry,
+    KnownEvent,
+    Store,
+    attempt_marker,
+)
+from etong.topics import InboundTopic, Topics
+
+log = get_logger(__name__)
+
+SCHEDULER_PAGE = 500
+# Re-sends per second at most: after a long outage thousands of deliveries fall due at once,
+# and officers' terminals (and the broker) should get them as a stream, not a wall.
+RESEND_RATE_PER_S = 500.0
+IDLE_FLUSH_S = 0.5
+SCHEDULER_MAX_SLEEP_S = 5.0
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """One inbound message after the pure stages that need no store."""
+
+    msg: InboundMessage
+    topic: InboundTopic | None
+    event: Event | None = None
+    ack: Ack | None = None
+    rejection: Rejection | None = None
+    keys: EventKeys | None = None
+
+
+@dataclass(slots=True)
+class _Outbox:
+    """What a batch publishes once its transaction is committed."""
+
+    pushes: list[tuple[Delivery, str | None, bool]] = field(default_factory=list)
+    cc_pushes: list[tuple[str, bytes, bytes, str]] = field(default_factory=list)
+    receipts: list[tuple[str, str, bytes]] = field(default_factory=list)  # topic, status, bytes
+
+
+class Bridge:
+    """Ingest, decide, persist, publish. Created and driven by `etong.daemon`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        roster: Roster,
+        store: Store,
+        keyer: Keyer,
+        *,
+        grid_broker: Broker,
+        officer_broker: Broker,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.roster = roster
+        self.store = store
+        self.keyer = keyer
+        self.grid_broker = grid_broker
+        self.officer_broker = officer_broker
+        self.metrics = metrics or Metrics()
+        self.topics = Topics(settings.bridge.topic_prefix)
+        self.policy = Policy(
+            ack_timeout_s=settings.delivery.ack_timeout_s,
+            max_attempts=settings.delivery.max_attempts,
+            backoff_max_s=settings.delivery.backoff_max_s,
+        )
+        self._rng = rng or random.Random()
+        self._tz = settings.bridge.zone
+        self._buckets = TokenBuckets(settings.limits.member_rate_per_min)
+        self._queue: deque[InboundMessage] = deque()
+        self._wake_ingest = asyncio.Event()
+        self._wake_scheduler = asyncio.Event()
+        self._scheduler_target: float = 0.0
+        self._lock = asyncio.Lock()
+        self._accepting = True
+        # PUBACKs seen since the last transaction, recorded by the next one.
+        self._published_receipts: list[int] = []
+        self._published_pushes: list[tuple[int, str]] = []
+        self.batches = 0
+        self.processed = 0
+
+    # ---- inbound ----------------------------------------------------------------------
+
+    def on_message(self, msg: InboundMessage) -> None:
+        """Broker callback (loop thread): queue the message; it is acked after its commit."""
+        self._queue.append(msg)
+        self._wake_ingest.set()
+
+    def stop_accepting(self) -> None:
+        """Stop taking new batches (SIGTERM); messages not yet taken stay unacked at the broker."""
+        self._accepting = False
+        self._wake_ingest.set()
+
+    async def ingest_loop(self) -> None:
+        """Take whatever is queued (up to `store.batch_max`), process it as one batch, repeat."""
+        batch_max = self.settings.store.batch_max
+        while self._accepting:
+            if not self._queue:
+                self._wake_ingest.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_ingest.wait(), IDLE_FLUSH_S)
+                if not self._queue:
+                    if self._published_receipts or self._published_pushes:
+                        await self.process_batch([])  # record PUBACKs while idle
+                    continue
+            if not self._accepting:
+                break
+            n = min(batch_max, len(self._queue))
+            batch = [self._queue.popleft() for _ in range(n)]
+            await self.process_batch(batch)
+
+    async def drain(self, deadline: float) -> None:
+        """Process what is already queued (graceful stop), until empty or `deadline`."""
+        while self._queue and time.monotonic() < deadline:
+            n = min(self.settings.store.batch_max, len(self._queue))
+            await self.process_batch([self._queue.popleft() for _ in range(n)])
+        if self._published_receipts or self._published_pushes:
+            await self.process_batch([])
+
+    async def process_batch(self, batch: list[InboundMessage]) -> None:
+        """The whole pipeline for one batch. See the module docstring for the rules."""
+        now = time.time()
+        parsed = [self._parse(msg, now) for msg in batch]
+        async with self._lock:
+            lookup = await self._lookup(parsed, now)
+            write = BatchWrite()
+            outbox = _Outbox()
+            self._decide(parsed, lookup, write, outbox, now)
+            write.published_receipts, self._published_receipts = self._published_receipts, []
+            write.published_pushes, self._published_pushes = self._published_pushes, []
+            receipt_ids = await self.store.write(write, now)
+        # Committed: now, and only now, tell the broker we have these messages.
+        for msg in batch:
+            msg.source.ack(msg)
+        self._publish_outbox(outbox, receipt_ids)
+        if write.new_deliveries:
+            self._nudge_scheduler(min(d.next_due or now for d in write.new_deliveries))
+        if batch:
+            self.batches += 1
+            self.processed += len(batch)
+            self.metrics.batch_size.observe(len(batch))
+            done = time.monotonic()
+            for msg in batch:
+                self.metrics.ingest_latency.observe(done - msg.received_at)
+
+    # ---- pure stages that need no store -------------------------------------------------
+
+    def _parse(self, msg: InboundMessage, now: float) -> _Parsed:
+        topic = self.topics.parse(msg.topic)
+        item = _Parsed(msg, topic)
+        limits = self.settings.limits
+        if topic is None:
+            item.rejection = Rejection("topic is not an etong events or acks topic")
+        elif topic.kind == "ack":
+            result = parse_ack(msg.payload, max_payload_bytes=limits.max_payload_bytes)
+            if isinstance(result, Rejection):
+                item.rejection = result
+            else:
+                item.ack = result
+        elif not self._buckets.allow(topic.member_id, msg.received_at or time.monotonic()):
+            item.rejection = Rejection(
+                f"rate limit: at most {limits.member_rate_per_min} reports per minute per member"
+            )
+        else:
+            result_e = parse_event(
+                msg.payload,
+                topic_grid_id=topic.grid_id,
+                topic_member_id=topic.member_id,
+                max_payload_bytes=limits.max_payload_bytes,
+                now=datetime.fromtimestamp(now, self._tz),
+            )
+            if isinstance(result_e, Rejection):
+                item.rejection = result_e
+            else:
+                item.rejection = self._check_reporter(result_e)
+                if item.rejection is None:
+                    item.event = result_e
+                    item.keys = self.keyer.event_keys(result_e)
+        return item
+
+    def _check_reporter(self, event: Event) -> Rejection | None:
+        """The roster's say: the grid exists and the member belongs to it (DESIGN §2)."""
+        if event.grid_id not in self.roster.grids:
+            return Rejection(f"grid_id: unknown grid '{event.grid_id}'", "grid_id")
+        if not self.roster.member_in_grid(event.member_id, event.grid_id):
+            return Rejection(
+                f"member_id: member '{event.member_id}' does not belong to grid "
+                f"'{event.grid_id}'",
+                "member_id",
+            )
+        return None
+
+    # ---- the batch read -----------------------------------------------------------------
+
+    async def _lookup(self, parsed: list[_Parsed], now: float) -> BatchLookup:
+        events = [p for p in parsed if p.event is not None and p.keys is not None]
+        if not events and not any(p.ack for p in parsed):
+            return BatchLookup()
+        persons = {k for p in events if p.keys for k in p.keys.persons}
+        return await self.store.lookup(
+            event_ids=list({p.event.event_id for p in events if p.event}),
+            household_keys=list({p.keys.household for p in events if p.keys}),
+            household_since=now - self.settings.dedup.window_s,
+            address_keys=list({p.keys.address for p in events if p.keys}),
+            person_keys=list(persons),
+            history_since=now - HISTORY_WINDOW_S,
+            delivery_ids=list({p.ack.delivery_id for p in parsed if p.ack}),
+        )
+
+    # ---- decisions ----------------------------------------------------------------------
+
+    def _decide(
+        self,
+        parsed: list[_Parsed],
+        lookup: BatchLookup,
+        write: BatchWrite,
+        outbox: _Outbox,
+        now: float,
+    ) -> None:
+        at = now_iso(self._tz)
+        day = datetime.fromtimestamp(now, self._tz).date()
+        for item in parsed:
+            if item.rejection is not None:
+                self._reject(item, write, outbox, at)
+            elif item.event is not None and item.keys is not None:
+                self._decide_event(item.event, item.keys, lookup, write, outbox, now, at, day)
+            elif item.ack is not None and item.topic is not None:
+                self._decide_ack(item, lookup, write, outbox, now, at)
+
+    def _reject(self, item: _Parsed, write: BatchWrite, outbox: _Outbox, at: str) -> None:
+        assert item.rejection is not None
+        reason = item.rejection.reason
+        topic = item.topic
+        kind = "bad_ack" if topic is not None and topic.kind == "ack" else "rejected"
+        event_id = (
+            _event_id_hint(item.msg.payload, self.settings.limits.max_payload_bytes)
+            if kind == "rejected"
+            else None
+        )
+        write.dead_letters.append(
+            (kind, item.msg.topic, item.msg.payload[:DEAD_LETTER_PAYLOAD_CAP], reason, event_id,
+             None)
+        )
+        self.metrics.messages.labels("ack" if kind == "bad_ack" else "event", "rejected").inc()
+        if topic is not None and topic.kind == "event":
+            self._receipt(
+                write, outbox, topic.grid_id, topic.member_id, event_id, "rejected", at,
+                reason=reason,
+            )
+            log.info(
+                "report_rejected", grid_id=topic.grid_id, member_id=topic.member_id,
+                event_id=event_id, reason=reason,
+            )
+        else:
+            log.warning("message_rejected", topic=item.msg.topic, reason=reason, kind=kind)
+
+    def _decide_event(
+        self,
+        event: Event,
+        keys: EventKeys,
+        lookup: BatchLookup,
+        write: BatchWrite,
+        outbox: _Outbox,
+        now: float,
+        at: str,
+        day: Any,
+    ) -> None:
+        known = lookup.known_events.get(event.event_id)
+        decision = dedup.decide(
+            event.event_id,
+            keys.household,
+            known_event=(known.status, known.duplicate_of) if known else None,
+            household_event_id=lookup.households.get(keys.household),
+        )
+        payload = orjson.dumps(event.model_dump(mode="json"))
+        summary = event_summary(event)
+        if isinstance(decision, dedup.Duplicate):
+            if not decision.same_id:
+                write.events.append(
+                    (event.event_id, event.type, event.grid_id, event.member_id, "duplicate",
+                     decision.duplicate_of, keys.address, keys.household, now, payload,
+                     orjson.dumps(summary))
+                )
+                lookup.known_events[event.event_id] = KnownEvent(
+                    event.event_id, "duplicate", decision.duplicate_of, event.grid_id,
+                    event.member_id,
+                )
+            self._receipt(
+                write, outbox, event.grid_id, event.member_id, event.event_id, "duplicate", at,
+                duplicate_of=decision.duplicate_of,
+            )
+            self.metrics.messages.labels("event", "duplicate").inc()
+            log.info(
+                "report_duplicate", event_id=event.event_id, duplicate_of=decision.duplicate_of,
+                same_id=decision.same_id,
+            )
+            return
+
+        address_history = lookup.address_history.get(keys.address, [])
+        person_history = [h for k in keys.persons for h in lookup.person_history.get(k, [])]
+        context = build_context(
+            event, self.roster, address_key=keys.address, address_history=address_history,
+            person_history=person_history, now=now,
+        )
+        context_json = orjson.dumps(context)
+        chain = escalation_chain(self.roster, event.grid_id, day)
+        delivery = first_push(
+            Delivery(
+                delivery_id=new_delivery_id(now), event_id=event.event_id,
+                grid_id=event.grid_id, member_id=event.member_id, chain=chain, step=0,
+                attempt=1, state="pending", next_due=None, context=context_json,
+                payload=payload,
+            ),
+            self.policy, now, self._rng,
+        )
+        write.events.append(
+            (event.event_id, event.type, event.grid_id, event.member_id, "accepted", None,
+             keys.address, keys.household, now, payload, orjson.dumps(summary))
+        )
+        write.event_persons.extend((k, event.event_id, keys.address, now) for k in keys.persons)
+        write.new_deliveries.append(delivery)
+        outbox.pushes.append((delivery, None, False))
+        # Later messages of this batch must see this one (dedup, history).
+        lookup.known_events[event.event_id] = KnownEvent(
+            event.event_id, "accepted", None, event.grid_id, event.member_id
+        )
+        lookup.households.setdefault(keys.household, event.event_id)
+        entry = HistoryEntry(event.event_id, event.type, keys.address, now, summary)
+        lookup.address_history.setdefault(keys.address, []).insert(0, entry)
+        for k in keys.persons:
+            lookup.person_history.setdefault(k, []).insert(0, entry)
+        lookup.deliveries[delivery.delivery_id] = delivery
+
+        registrar = registrar_for_grid(self.roster, event.grid_id)
+        if registrar and event.type in CC_EVENT_TYPES and registrar not in chain[:1]:
+            outbox.cc_pushes.append((registrar, payload, context_json, event.event_id))
+        self._receipt(
+            write, outbox, event.grid_id, event.member_id, event.event_id, "accepted", at,
+            officer_id=delivery.recipient, delivery_id=delivery.delivery_id,
+        )
+        self.metrics.messages.labels("event", "accepted").inc()
+        log.info(
+            "report_accepted", event_id=event.event_id, grid_id=event.grid_id,
+            member_id=event.member_id, delivery_id=delivery.delivery_id,
+            officer_id=delivery.recipient, flags=context["flags"],
+        )
+
+    def _decide_ack(
+        self,
+        item: _Parsed,
+        lookup: BatchLookup,
+        write: BatchWrite,
+        outbox: _Outbox,
+        now: float,
+        at: str,
+    ) -> None:
+        assert item.ack is not None and item.topic is not None
+        ack, officer_id = item.ack, item.topic.officer_id
+        delivery = lookup.deliveries.get(ack.delivery_id)
+        if delivery is None:
+            self.metrics.messages.labels("ack", "unknown_delivery").inc()
+            log.warning(
+                "ack_unknown_delivery", officer_id=officer_id, delivery_id=ack.delivery_id,
+                security_event=True,
+            )
+            return
+        try:
+            duty: str | None = duty_officer_for_grid(self.roster, delivery.grid_id)
+        except KeyError:
+            duty = None  # the grid left the roster since; nobody to hand a decline to
+        step = on_ack(
+            delivery, officer_id=officer_id, status=ack.status, duty_officer=duty,
+            policy=self.policy, now=now, rng=self._rng,
+        )
+        if step.security:
+            self.metrics.security_events.inc()
+            self.metrics.messages.labels("ack", "unauthorised").inc()
+            log.warning(
+                "ack_from_wrong_officer", security_event=True, officer_id=officer_id,
+                delivery_id=delivery.delivery_id, pushed_to=delivery.pushed_to,
+            )
+            return
+        self.metrics.messages.labels("ack", ack.status).inc()
+        log.info(
+            "ack", delivery_id=delivery.delivery_id, officer_id=officer_id, status=ack.status,
+            state=step.delivery.state,
+        )
+        self._apply_step(step, write, outbox, at)
+        lookup.deliveries[delivery.delivery_id] = step.delivery
+
+    def _apply_step(self, step: Step, write: BatchWrite, outbox: _Outbox, at: str) -> None:
+        """Record a delivery transition: the row, its receipts, its push, its dead letter."""
+        d = step.delivery
+        write.delivery_updates.append(d)
+        for status, officer_id in step.receipts:
+            self._receipt(
+                write, outbox, d.grid_id, d.member_id, d.event_id, status, at,
+                officer_id=officer_id, delivery_id=d.delivery_id,
+            )
+        if step.push:
+            outbox.pushes.append((d, step.escalated_from, False))
+        if step.dead_letter:
+            write.dead_letters.append(
+                ("undeliverable", self.topics.inbox(d.recipient), d.delivery_id.encode(),
+                 step.dead_letter, d.event_id, d.delivery_id)
+            )
+            self.metrics.undeliverable.inc()
+            log.warning(
+                "delivery_undeliverable", delivery_id=d.delivery_id, event_id=d.event_id,
+                chain=d.chain, reason=step.dead_letter,
+            )
+
+    def _receipt(
+        self,
+        write: BatchWrite,
+        outbox: _Outbox,
+        grid_id: str,
+        member_id: str,
+        event_id: str | None,
+        status: str,
+        at: str,
+        **fields: Any,
+    ) -> None:
+        topic = self.topics.receipts(grid_id, member_id)
+        payload = receipt_payload(event_id=event_id, status=status, at=at, **fields)
+        write.receipts.append((event_id, topic, status, payload))
+        outbox.receipts.append((topic, status, payload))
+
+    # ---- publishing ---------------------------------------------------------------------
+
+    def _publish_outbox(self, outbox: _Outbox, receipt_ids: list[int]) -> None:
+        sent_at = now_iso(self._tz)
+        for delivery, escalated_from, cc in outbox.pushes:
+            self.publish_push(delivery, escalated_from, cc, sent_at)
+        for registrar, event_json, context_json, _event_id in outbox.cc_pushes:
+            payload = push_payload(
+                delivery_id=new_delivery_id(), attempt=1, event_json=event_json,
+                context_json=context_json, escalated_from=None, cc=True, sent_at=sent_at,
+                reply_to=self.topics.acks(registrar), expires_at=self._expires_at(),
+            )
+            self.officer_broker.publish(self.topics.inbox(registrar), payload)
+            self.metrics.pushes.labels("cc").inc()
+        for (topic, status, payload), rid in zip(outbox.receipts, receipt_ids, strict=True):
+            self.publish_receipt(rid, topic, payload)
+            self.metrics.receipts.labels(status).inc()
+
+    def publish_push(
+        self, d: Delivery, escalated_from: str | None, cc: bool, sent_at: str
+    ) -> None:
+        """Publish the current attempt of `d`; its PUBACK is recorded in the store later."""
+        inbox_owner = d.recipient
+        payload = push_payload(
+            delivery_id=d.delivery_id, attempt=d.attempt, event_json=d.payload,
+            context_json=d.context, escalated_from=escalated_from, cc=cc, sent_at=sent_at,
+            reply_to=self.topics.acks(inbox_owner), expires_at=self._expires_at(),
+        )
+        marker = attempt_marker(d.step, d.attempt)
+        delivery_id = d.delivery_id
+        expiry = self.settings.delivery.message_expiry_s
+        self.officer_broker.publish(
+            self.topics.inbox(inbox_owner),
+            payload,
+            options=PublishOptions(
+                correlation_data=delivery_id.encode(),
+                response_topic=self.topics.acks(inbox_owner),
+                message_expiry_s=int(expiry) if expiry else None,
+            ),
+            on_published=lambda: self._published_pushes.append((marker, delivery_id)),
+        )
+        reason = "first" if d.step == 0 and d.attempt == 1 else (
+            "resend" if d.attempt > 1 else "escalation"
+        )
+        self.metrics.pushes.labels(reason).inc()
+
+    def publish_receipt(self, receipt_id: int, topic: str, payload: bytes) -> None:
+        """Publish a stored receipt; mark it published once the broker PUBACKs it."""
+        self.grid_broker.publish(
+            topic, payload, on_published=lambda: self._published_receipts.append(receipt_id)
+        )
+
+    def _expires_at(self) -> str | None:
+        expiry = self.settings.delivery.message_expiry_s
+        return iso_from_unix(time.time() + expiry, self._tz) if expiry else None
+
+    # ---- the schedule -------------------------------------------------------------------
+
+    def _nudge_scheduler(self, due: float) -> None:
+        if due < self._scheduler_target:
+            self._wake_scheduler.set()
+
+    async def scheduler_loop(self) -> None:
+        """Send what is due, then sleep until the next due time (or a nudge). One task."""
+        rate_tokens = RESEND_RATE_PER_S
+        last = time.monotonic()
+        while True:
+            sent = await self.run_due()
+            mono = time.monotonic()
+            rate_tokens = min(RESEND_RATE_PER_S, rate_tokens + (mono - last) * RESEND_RATE_PER_S)
+            last = mono
+            rate_tokens -= sent
+            if sent >= SCHEDULER_PAGE or rate_tokens < 0:
+                # More may be due: continue, paced so a backlog goes out as a stream.
+                await asyncio.sleep(max(0.0, -rate_tokens) / RESEND_RATE_PER_S + 0.01)
+                continue
+            next_due = await self.store.next_due_time()
+            now = time.time()
+            self._scheduler_target = next_due if next_due is not None else now + 3600
+            # Wake at least every few seconds: `etong deadletters replay` changes the schedule from
+            # another process, and a sleeping scheduler would not notice for an hour.
+            delay = max(0.0, min(self._scheduler_target - now, SCHEDULER_MAX_SLEEP_S))
+            self._wake_scheduler.clear()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_scheduler.wait(), delay)
+            self._scheduler_target = 0.0
+
+    async def run_due(self, limit: int = SCHEDULER_PAGE) -> int:
+        """One scheduler page: apply `on_due` to due deliveries and publish. Returns the count."""
+        now = time.time()
+        at = now_iso(self._tz)
+        outbox = _Outbox()
+        async with self._lock:
+            due = await self.store.due_deliveries(now, limit)
+            if not due:
+                return 0
+            write = BatchWrite()
+            for d in due:
+                step = on_due(d, self.policy, now, self._rng)
+                self._apply_step(step, write, outbox, at)
+                if step.push:
+                    log.info(
+                        "delivery_resend", delivery_id=d.delivery_id,
+                        officer_id=step.delivery.recipient, attempt=step.delivery.attempt,
+                        escalated_from=step.escalated_from,
+                    )
+            receipt_ids = await self.store.write(write, now)
+        self._publish_outbox(outbox, receipt_ids)
+        return len(due)
+
+    async def republish_unconfirmed(self) -> tuple[int, int]:
+        """After a start: publish what was committed but never PUBACKed (crash recovery)."""
+        sent_at = now_iso(self._tz)
+        pushes = 0
+        after = ""
+        while page := await self.store.unpublished_deliveries(SCHEDULER_PAGE, after):
+            for d in page:
+                escalated_from = d.chain[d.step - 1] if d.step > 0 else None
+                self.publish_push(d, escalated_from, False, sent_at)
+            pushes += len(page)
+            after = page[-1].delivery_id
+            await asyncio.sleep(0)
+        receipts = 0
+        last_id = 0
+        while rows := await self.store.unpublished_receipts(SCHEDULER_PAGE, last_id):
+            for rid, topic, payload in rows:
+                self.publish_receipt(rid, topic, payload)
+            receipts += len(rows)
+            last_id = rows[-1][0]
+            await asyncio.sleep(0)
+        return pushes, receipts
+
+    def replace_roster(self, roster: Roster) -> None:
+        """Swap in a reloaded roster; batches in flight finish with the one they started with."""
+        self.roster = roster
+
+
+def _event_id_hint(payload: bytes, max_bytes: int) -> str | None:
+    """The event id of a rejected report, if one can be read safely, for the receipt."""
+    if len(payload) > max_bytes:
+        return None
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(obj, dict):
+        value = obj.get("event_id")
+        if isinstance(value, str) and 8 <= len(value) <= 64 and all(
+            c.isascii() and (c.isalnum() or c in "-_") for c in value
+        ):
+            return value
+    return None

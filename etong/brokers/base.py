@@ -1,0 +1,70 @@
+"""The small interface the daemon needs from a broker; `mqtt.py` is the real one, `fake.py` a fake.
+
+The daemon never sees paho. It receives `InboundMessage`s, acknowledges each one only after
+its outcome is committed (DESIGN §3, no loss), and publishes with a callback for the
+broker's PUBACK so the store can record what really left the building.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class InboundMessage:
+    """One message from the broker, not yet acknowledged to it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    # Which connection delivered it: an ack for a message from an older connection must not
+    # be sent on a newer one (the broker re-delivers it there with a new packet id).
+    generation: int
+    source: Broker
+    received_at: float = 0.0  # loop.time() when it arrived, for latency metrics
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOptions:
+    """MQTT 5 properties for a push (DESIGN §2); ignored on MQTT 3.1.1."""
+
+    correlation_data: bytes | None = None
+    response_topic: str | None = None
+    message_expiry_s: int | None = None
+
+
+OnMessage = Callable[[InboundMessage], None]
+OnPublished = Callable[[], None]
+
+
+class Broker(Protocol):
+    """What the daemon uses of a broker connection."""
+
+    name: str
+
+    async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:
+        """Connect (persistent session), subscribe at QoS 1, publish `online`; return when ready."""
+
+    def ack(self, message: InboundMessage) -> None:
+        """Send PUBACK for a QoS 1 message (call only after its outcome is committed)."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        options: PublishOptions | None = None,
+        on_published: OnPublished | None = None,
+    ) -> None:
+        """Publish at QoS 1; `on_published` runs on the loop when the broker has PUBACKed."""
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up and subscribed."""
+
+    async def stop(self) -> None:
+        """Publish `offline`, disconnect cleanly (the session persists), release resources."""

@@ -1,0 +1,81 @@
+"""`etong check-config`: validate the config file and the roster it names, listing every problem.
+
+Problems go to stderr, one per line as `FILE: problem` (the form editors and CI logs link), and
+the exit code is 2. When all is well a short summary goes to stdout and the exit code is 0;
+roster warnings are printed to stderr but do not fail the check.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from etong.config import Settings, load_settings, peek_roster_path, settings_file_problems
+from etong.errors import ConfigError
+from etong.roster import Roster, load_roster
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+
+
+def run(config_path: Path) -> int:
+    """Check `config_path` (with ETONG_* environment overrides) and its roster; 0 or 2."""
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        problems += _located(exc)
+    else:
+        problems += [f"{config_path}: {problem}" for problem in settings_file_problems(settings)]
+
+    # Check the roster even when the config is invalid, so one run shows everything to fix.
+    roster_path = settings.roster.path if settings else peek_roster_path(config_path)
+    roster: Roster | None = None
+    if roster_path is not None:
+        try:
+            roster = load_roster(roster_path)
+        except ConfigError as exc:
+            problems += _located(exc)
+        else:
+            for warning in roster.warnings:
+                print(f"{roster_path}: warning: {warning}", file=sys.stderr)
+
+    if problems or settings is None or roster is None:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return EXIT_INVALID
+    print(_summary(settings, roster))
+    return EXIT_OK
+
+
+def _located(exc: ConfigError) -> list[str]:
+    prefix = f"{exc.source}: " if exc.source else ""
+    return [prefix + problem for problem in exc.problems]
+
+
+def _summary(settings: Settings, roster: Roster) -> str:
+    """What the daemon would run with. URLs never carry passwords (the config refuses them)."""
+    officer = settings.officer_broker
+    lines = [
+        f"config: {settings.config_path}",
+        f"broker: {_describe_broker(settings.broker.url, settings.broker.client_id)}"
+        f", MQTT {settings.broker.protocol}",
+        "officer broker: "
+        + (
+            f"{_describe_broker(officer.url, officer.client_id)}, MQTT {officer.protocol}"
+            if officer
+            else "same as broker"
+        ),
+        f"topic prefix: {settings.bridge.topic_prefix} (instance {settings.bridge.instance_id})",
+        f"store: {settings.store.path}",
+        f"roster: {settings.roster.path} ({roster.summary()})",
+        f"http: {settings.http.listen or 'off'}",
+        "OK",
+    ]
+    return "\n".join(lines)
+
+
+def _describe_broker(url: str, client_id: str) -> str:
+    return f"{url} (client id {client_id})"

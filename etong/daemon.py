@@ -1,0 +1,219 @@
+"""The daemon's lifecycle: start up, serve, reload, stop (uvicorn's `serve()` shape).
+
+    capture signals → open store → start brokers (subscribe, `online`) → republish what
+    was never confirmed → tasks (ingest, scheduler, purge, watchdog) → READY=1
+    → wait for SIGTERM/SIGINT → stop taking batches, finish the one in hand, commit and ack
+    what is queued → `offline` → close → exit 0
+
+Signal handlers only set flags; SIGHUP reloads the roster without touching anything in
+flight. Resources are entered into an `AsyncExitStack`, so each one is cleaned up if and
+only if it was set up (aiohttp's cleanup_ctx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from contextlib import AsyncExitStack
+
+from etong.bridge import Bridge
+from etong.brokers.mqtt import MqttBroker
+from etong.config import Settings
+from etong.errors import ConfigError, EtongError
+from etong.http import HttpServer
+from etong.logging import get_logger
+from etong.metrics import Metrics
+from etong.pipeline.keys import Keyer, load_or_create_key
+from etong.roster import Roster, load_roster
+from etong.sdnotify import notify, watchdog_interval_s
+from etong.store import Store
+
+log = get_logger(__name__)
+
+GRACEFUL_STOP_S = 8.0  # issue #3: SIGTERM to exit within 10 s, with room for `offline`
+PURGE_INTERVAL_S = 86400.0
+
+
+class Daemon:
+    """Owns the bridge's resources and tasks for one run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self.bridge: Bridge | None = None
+        self._brokers: list[MqttBroker] = []
+
+    def request_stop(self) -> None:
+        """Ask for a graceful stop (signal handler)."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        started = time.monotonic()
+        async with AsyncExitStack() as stack:
+            roster = load_roster(self.settings.roster.path)
+            key = load_or_create_key(self.settings.store.resolved_pii_key_file)
+            store = await Store.open(self.settings.store.path)
+            stack.push_async_callback(store.close)
+            grid_broker, officer_broker = self._make_brokers()
+            bridge = Bridge(
+                self.settings, roster, store, Keyer(key),
+                grid_broker=grid_broker, officer_broker=officer_broker, metrics=self.metrics,
+            )
+            self.bridge = bridge
+            if self.settings.http.enabled:
+                assert self.settings.http.host is not None and self.settings.http.port is not None
+                http = HttpServer(
+                    self.settings.http.host, self.settings.http.port,
+                    ready=self._readiness, metrics=self._render_metrics,
+                )
+                await http.start()
+                stack.push_async_callback(http.stop)
+            await self._start_brokers(bridge, stack)
+            pushes, receipts = await bridge.republish_unconfirmed()
+            tasks = await stack.enter_async_context(_TaskSet())
+            ingest = tasks.start(bridge.ingest_loop(), "ingest")
+            tasks.start(bridge.scheduler_loop(), "scheduler")
+            tasks.start(self._purge_loop(store), "purge")
+            tasks.start(self._reload_loop(bridge), "roster-reload")
+            tasks.start(self._gauges_loop(store), "gauges")
+            if (interval := watchdog_interval_s()) is not None:
+                tasks.start(_watchdog(interval), "watchdog")
+            notify("READY=1")
+            log.info(
+                "bridge_ready", instance_id=self.settings.bridge.instance_id,
+                startup_s=round(time.monotonic() - started, 3), roster=roster.summary(),
+                republished_pushes=pushes, republished_receipts=receipts,
+            )
+            stop_wait = asyncio.create_task(self._stop.wait())
+            done, _ = await asyncio.wait(
+                {stop_wait, *tasks.tasks}, return_when=asyncio.FIRST_COMPLETED
+            )
+            stop_wait.cancel()
+            failed = [t for t in done if t is not stop_wait and not t.cancelled() and t.exception()]
+            if failed:
+                exc = failed[0].exception()
+                log.error("task_failed", task=failed[0].get_name(), error=repr(exc))
+                raise EtongError(f"task {failed[0].get_name()} failed: {exc!r}") from exc
+            notify("STOPPING=1")
+            log.info("bridge_stopping")
+            deadline = time.monotonic() + GRACEFUL_STOP_S - 2
+            bridge.stop_accepting()
+            # Let the ingest task finish the batch in hand, then commit and ack what is queued.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ingest), max(0.1, deadline - time.monotonic()))
+            await tasks.cancel_all()
+            await bridge.drain(deadline)
+        log.info("bridge_stopped", processed=bridge.processed, batches=bridge.batches)
+        return 0
+
+    def _make_brokers(self) -> tuple[MqttBroker, MqttBroker]:
+        s = self.settings
+        status = f"{s.bridge.topic_prefix.strip('/')}/bridge/{s.bridge.instance_id}/status"
+        grid = MqttBroker(s.broker, name="grid", status_topic=status)
+        self._brokers = [grid]
+        if s.officer_broker is None:
+            return grid, grid
+        officer = MqttBroker(s.officer_broker, name="officer", status_topic=status)
+        self._brokers.append(officer)
+        return grid, officer
+
+    async def _start_brokers(self, bridge: Bridge, stack: AsyncExitStack) -> None:
+        grid = self._brokers[0]
+        if len(self._brokers) == 1:
+            await grid.start(bridge.on_message, [bridge.topics.events_filter, bridge.topics.acks_filter])
+            stack.push_async_callback(grid.stop)
+            return
+        officer = self._brokers[1]
+        await officer.start(bridge.on_message, [bridge.topics.acks_filter])
+        stack.push_async_callback(officer.stop)
+        await grid.start(bridge.on_message, [bridge.topics.events_filter])
+        stack.push_async_callback(grid.stop)
+
+    def _readiness(self) -> tuple[bool, str]:
+        down = [b.name for b in self._brokers if not b.connected]
+        if self.bridge is None:
+            return False, "starting"
+        if down:
+            return False, "broker disconnected: " + ", ".join(down)
+        return True, "ready"
+
+    def _render_metrics(self) -> bytes:
+        for b in self._brokers:
+            self.metrics.connected.labels(b.name).set(1 if b.connected else 0)
+            self.metrics.reconnects.labels(b.name).set(b.reconnects)
+        return self.metrics.render()
+
+    async def _reload_loop(self, bridge: Bridge) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            notify("RELOADING=1")
+            try:
+                roster: Roster = load_roster(self.settings.roster.path)
+            except ConfigError as exc:
+                log.error("roster_reload_failed", problems=exc.problems, kept="previous roster")
+            else:
+                bridge.replace_roster(roster)
+                log.info("roster_reloaded", roster=roster.summary())
+            notify("READY=1")
+
+    async def _purge_loop(self, store: Store) -> None:
+        while True:
+            await asyncio.sleep(60)  # not at start: let a restarting bridge serve first
+            before = time.time() - self.settings.retention.days * 86400
+            counts = await store.purge(before)
+            log.info("retention_purge", days=self.settings.retention.days, deleted=counts)
+            await asyncio.sleep(PURGE_INTERVAL_S - 60)
+
+    async def _gauges_loop(self, store: Store) -> None:
+        while True:
+            counts = await store.counts()
+            self.metrics.pending.set(counts.get("deliveries_pending", 0))
+            self.metrics.dead_letters.set(counts.get("dead_letters_open", 0))
+            await asyncio.sleep(15)
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+class _TaskSet:
+    """Named tasks started together and cancelled together (cleanup runs on any exit)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self, coro: object, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self.tasks.append(task)
+        return task
+
+    async def cancel_all(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def __aenter__(self) -> _TaskSet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.cancel_all()
+
+
+def run_daemon(settings: Settings) -> int:
+    """Entry point of `etong run`: the event loop, then the daemon."""
+    return asyncio.run(Daemon(settings).run())
+

@@ -1,0 +1,229 @@
+"""Delivery decisions (pure): re-send, escalate, give up, apply an officer's ack.
+
+The schedule itself lives in the store (`deliveries.next_due`); these functions take a row
+and the time and say what happens next. The daemon does the I/O: it pages due rows, applies
+`on_due`, writes the result, then publishes. Nothing here keeps state between calls.
+
+A delivery walks its chain: step 0 is the grid's officer (or the backup when the officer is
+absent), then the backup, then the station's duty officer (`pipeline/route.py`). Each step
+gets `max_attempts` pushes with the same delivery id, waiting longer after each one.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import orjson
+
+from etong.store import Delivery
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_delivery_id(now: float | None = None) -> str:
+    """A ULID-style id: 48 bits of milliseconds then 80 random bits, Crockford base32.
+
+    Sortable by creation time, which makes the store's paging and an operator's reading easy.
+    """
+    ms = int((time.time() if now is None else now) * 1000)
+    value = (ms << 80) | secrets.randbits(80)
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def backoff_s(
+    attempt: int, *, ack_timeout_s: float, backoff_max_s: float, rng: random.Random
+) -> float:
+    """How long to wait for an ack after push number `attempt` (1-based) to one recipient.
+
+    Doubles each time from `ack_timeout_s`, capped at `backoff_max_s`, with up to 20% extra
+    jitter so that a crowd of deliveries made in one burst does not re-send in one burst.
+    """
+    base = min(backoff_max_s, ack_timeout_s * (2 ** max(0, attempt - 1)))
+    return min(backoff_max_s, base * (1.0 + 0.2 * rng.random()))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The `[delivery]` settings the decisions need."""
+
+    ack_timeout_s: float
+    max_attempts: int
+    backoff_max_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What to do with a delivery now."""
+
+    delivery: Delivery
+    push: bool = False  # push `delivery.recipient` now with `delivery.attempt`
+    escalated_from: str | None = None
+    receipts: tuple[tuple[str, str | None], ...] = ()  # (status, officer_id) for the reporter
+    dead_letter: str | None = None  # reason, when the delivery became undeliverable
+    security: str | None = None  # an ack that must not count, and why
+
+
+def first_push(delivery: Delivery, policy: Policy, now: float, rng: random.Random) -> Delivery:
+    """The delivery as it is when first pushed: step 0, attempt 1, next due after a timeout."""
+    return replace(
+        delivery,
+        step=0,
+        attempt=1,
+        state="pending",
+        next_due=now
+        + backoff_s(
+            1, ack_timeout_s=policy.ack_timeout_s, backoff_max_s=policy.backoff_max_s, rng=rng
+        ),
+    )
+
+
+def on_due(d: Delivery, policy: Policy, now: float, rng: random.Random) -> Step:
+    """No `received` ack came in time: re-send, escalate to the next officer, or give up."""
+    if d.attempt < policy.max_attempts:
+        attempt = d.attempt + 1
+        wait = backoff_s(
+            attempt,
+            ack_timeout_s=policy.ack_timeout_s,
+            backoff_max_s=policy.backoff_max_s,
+            rng=rng,
+        )
+        return Step(replace(d, attempt=attempt, next_due=now + wait), push=True,
+                    escalated_from=d.chain[d.step - 1] if d.step > 0 else None)
+    if d.step + 1 < len(d.chain):
+        step = d.step + 1
+        wait = backoff_s(
+            1, ack_timeout_s=policy.ack_timeout_s, backoff_max_s=policy.backoff_max_s, rng=rng
+        )
+        moved = replace(d, step=step, attempt=1, next_due=now + wait)
+        return Step(
+            moved,
+            push=True,
+            escalated_from=d.recipient,
+            receipts=(("escalated", moved.recipient),),
+        )
+    return Step(
+        replace(d, state="undeliverable", next_due=None),
+        receipts=(("undeliverable", None),),
+        dead_letter=(
+            f"no officer acknowledged: {len(d.chain)} recipient(s) "
+            f"({', '.join(d.chain)}), {policy.max_attempts} attempt(s) each"
+        ),
+    )
+
+
+AckStatus = Literal["received", "verified", "declined"]
+
+
+def on_ack(
+    d: Delivery,
+    *,
+    officer_id: str,
+    status: AckStatus,
+    duty_officer: str | None,
+    policy: Policy,
+    now: float,
+    rng: random.Random,
+) -> Step:
+    """An officer acknowledged `d` with `status` on its own acks topic."""
+    if officer_id not in d.pushed_to:
+        return Step(d, security="ack from an officer this delivery was not pushed to")
+    if status == "received":
+        if d.state in ("pending", "undeliverable"):
+            # A late ack from an earlier recipient still closes the delivery.
+            return Step(
+                replace(d, state="received", next_due=None, acked_by=officer_id),
+                receipts=(("received", officer_id),),
+            )
+        return Step(d)  # a repeat; the terminal did not see our first answer
+    if status == "verified":
+        if d.state == "verified":
+            return Step(d)
+        return Step(
+            replace(d, state="verified", next_due=None, acked_by=officer_id),
+            receipts=(("verified", officer_id),),
+        )
+    # declined: "not mine" — hand it to the station's duty officer.
+    if d.state == "verified":
+        return Step(d)
+    if duty_officer is None or duty_officer == officer_id:
+        return Step(
+            replace(d, state="undeliverable", next_due=None, acked_by=officer_id),
+            receipts=(("declined", officer_id), ("undeliverable", None)),
+            dead_letter=f"declined by {officer_id}, and there is nobody left to hand it to",
+        )
+    if d.state == "pending" and d.recipient == duty_officer:
+        return Step(d, receipts=(("declined", officer_id),))  # already with the duty officer
+    chain = [*d.chain[: d.step + 1], duty_officer]
+    wait = backoff_s(
+        1, ack_timeout_s=policy.ack_timeout_s, backoff_max_s=policy.backoff_max_s, rng=rng
+    )
+    moved = replace(
+        d, chain=chain, step=len(chain) - 1, attempt=1, state="pending", next_due=now + wait
+    )
+    return Step(
+        moved,
+        push=True,
+        escalated_from=officer_id,
+        receipts=(("declined", officer_id), ("escalated", duty_officer)),
+    )
+
+
+def push_payload(
+    *,
+    delivery_id: str,
+    attempt: int,
+    event_json: bytes,
+    context_json: bytes,
+    escalated_from: str | None,
+    cc: bool,
+    sent_at: str,
+    reply_to: str,
+    expires_at: str | None,
+) -> bytes:
+    """The push (DESIGN §2), assembled from pre-serialised event and context.
+
+    The event and context were serialised once when the report was accepted; splicing the
+    stored bytes avoids re-encoding them on every re-send. `reply_to` and `expires_at`
+    carry in the payload what MQTT 5 carries in properties, for 3.1.1 terminals.
+    """
+    head = orjson.dumps({"delivery_id": delivery_id, "attempt": attempt})
+    tail = orjson.dumps(
+        {
+            "escalated_from": escalated_from,
+            "cc": cc,
+            "sent_at": sent_at,
+            "reply_to": reply_to,
+            "expires_at": expires_at,
+        }
+    )
+    return b"".join(
+        (head[:-1], b',"event":', event_json, b',"context":', context_json, b",", tail[1:])
+    )
+
+
+def receipt_payload(
+    *,
+    event_id: str | None,
+    status: str,
+    at: str,
+    reason: str | None = None,
+    duplicate_of: str | None = None,
+    officer_id: str | None = None,
+    delivery_id: str | None = None,
+) -> bytes:
+    """A receipt (DESIGN §2); `delivery_id` is an addition so handhelds can correlate."""
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "status": status,
+            "reason": reason,
+            "duplicate_of": duplicate_of,
+            "officer_id": officer_id,
+            "delivery_id": delivery_id,
+            "at": at,
+        }
+    )

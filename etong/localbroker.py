@@ -1,0 +1,510 @@
+"""Private processes for the demo, the e2e tests and the benchmarks: a mosquitto broker and
+the etong daemon, each started on this machine, watched, and stopped again.
+
+`LocalMosquitto` runs a broker on a free 127.0.0.1 port with a config written into a folder
+of its own (persistence, log). `LocalBridge` runs `python -m etong run --config PATH` as a
+subprocess and knows it is ready when the bridge's retained status says `online` (DESIGN §2).
+`render_toml` and `local_bridge_config` write the small TOML files both need.
+
+Only the wire contract and the command line are used here: nothing imports the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+from etong.errors import EtongError
+from etong.simulate import MonitorClient, Topics
+
+_INSTALL_HINT = (
+    "install it with `sudo apt-get install -y mosquitto` (Debian/Ubuntu), "
+    "`sudo dnf install mosquitto` (Fedora) or `brew install mosquitto` (macOS)"
+)
+# Debian and Ubuntu install the broker in /usr/sbin, which is often not on a user's PATH.
+_EXTRA_MOSQUITTO_DIRS = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin")
+
+
+class LocalProcessError(EtongError):
+    """A private broker or bridge process could not be found, started or stopped."""
+
+
+def find_mosquitto() -> str:
+    """Return the path of the `mosquitto` executable, from PATH or the usual sbin folders."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for folder in _EXTRA_MOSQUITTO_DIRS:
+        candidate = Path(folder) / "mosquitto"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise LocalProcessError(f"the mosquitto broker is not installed: {_INSTALL_HINT}")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """Return the last `lines` lines of a text file, or a note that it does not exist."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class LocalMosquitto:
+    """A mosquitto broker of our own on 127.0.0.1, configured the way DESIGN §6 asks.
+
+    Use it as a context manager, or call `start()` and `stop()`. `restart()` keeps the port,
+    so clients and the bridge reconnect to the same URL and find their persistent sessions.
+    """
+
+    def __init__(self, directory: Path, *, port: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.port = port if port is not None else free_port()
+        self.config_path = self.directory / "mosquitto.conf"
+        self.log_path = self.directory / "mosquitto.log"
+        self.stderr_path = self.directory / "mosquitto.stderr"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The broker URL for clients and the bridge config, e.g. `mqtt://127.0.0.1:41883`."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def config_text(self) -> str:
+        """The mosquitto.conf this broker runs with."""
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence true",
+            # The trailing slash matters: mosquitto concatenates it with the file name.
+            f"persistence_location {self.directory}/",
+            # The default snapshots the in-memory state every 30 minutes, so a restart would lose
+            # every message queued since; one second keeps restarts in tests honest (DESIGN §6).
+            "autosave_interval 1",
+            # The default (1000) silently drops QoS 1 messages for a slow but connected client;
+            # 0 means unlimited, which is what a no-loss bridge needs from its broker (DESIGN §6).
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+            "max_inflight_messages 1000",
+            # Offline persistent sessions (the bridge's, an officer's) must outlive a test run.
+            "persistent_client_expiration 1d",
+            "set_tcp_nodelay true",
+            f"log_dest file {self.directory}/mosquitto.log",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        ]
+        if os.geteuid() == 0:
+            # Started as root, mosquitto 2 switches to the `mosquitto` user, which then cannot
+            # write its persistence file or log into our (root-owned, 0700) temp folder.
+            lines.append(f"user {getpass.getuser()}")
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the broker and return once its port accepts connections."""
+        if self.running:
+            return
+        executable = find_mosquitto()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text(), encoding="utf-8")
+        with self.stderr_path.open("ab") as stderr:
+            self._process = subprocess.Popen(
+                [executable, "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                start_new_session=True,  # a Ctrl-C in the terminal goes to us, not the broker
+            )
+        self._wait_until_listening(self._process, timeout)
+
+    def _wait_until_listening(self, process: subprocess.Popen[bytes], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not _port_accepts(self.port):
+            if time.monotonic() > deadline:
+                self.kill()
+                raise LocalProcessError(
+                    f"mosquitto did not listen on port {self.port} within {timeout:.0f} s; "
+                    f"log tail:\n{self._log_tail()}"
+                )
+            # Waiting on the process doubles as the pause between probes and notices an early exit.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = process.wait(timeout=0.02)
+                raise LocalProcessError(
+                    f"mosquitto exited with code {code} while starting on port {self.port}; "
+                    f"log tail:\n{self._log_tail()}"
+                )
+
+    def _log_tail(self) -> str:
+        return f"{tail(self.stderr_path, 10)}\n{tail(self.log_path, 20)}"
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Stop the broker with SIGTERM (it saves its persistence file then) and wait for it."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._process = None
+        return process.returncode
+
+    def kill(self) -> None:
+        """Stop the broker with SIGKILL: whatever it had not saved yet is gone."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        self._process = None
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Stop the broker gracefully and start it again on the same port."""
+        self.stop(timeout)
+        self.start(timeout)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --- TOML files for the bridge -----------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # A JSON string is a valid TOML basic string: the same quotes and escapes.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all(ch.isascii() and (ch.isalnum() or ch in "-_") for ch in key)
+    return key if bare else json.dumps(key, ensure_ascii=False)
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
+
+
+def render_toml(document: Mapping[str, Any]) -> str:
+    """Write a config or roster document as TOML.
+
+    Top-level mappings become `[tables]`, top-level lists of mappings `[[arrays of tables]]`;
+    anything nested deeper is written inline. That covers the config and roster formats.
+    """
+    out: list[str] = []
+    for key, value in document.items():
+        if not isinstance(value, Mapping) and not _is_table_array(value):
+            out.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in document.items():
+        if isinstance(value, Mapping):
+            out.append(f"\n[{_toml_key(key)}]")
+            out.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        elif _is_table_array(value):
+            for table in value:
+                out.append(f"\n[[{_toml_key(key)}]]")
+                out.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items())
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def local_bridge_config(
+    *,
+    broker_url: str,
+    store_path: Path,
+    roster_path: Path,
+    instance_id: str = "etong-local",
+    topic_prefix: str = "etong/v1",
+    protocol: int = 5,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """A bridge config (DESIGN §4) for a private run: short timeouts, no HTTP, JSON logs.
+
+    `overrides` replaces keys section by section, e.g. `{"delivery": {"ack_timeout_s": 1}}`.
+    """
+    config: dict[str, dict[str, Any]] = {
+        "bridge": {"instance_id": instance_id, "topic_prefix": topic_prefix},
+        "broker": {"url": broker_url, "client_id": f"{instance_id}-bridge", "protocol": protocol},
+        "store": {"path": str(store_path)},
+        "roster": {"path": str(roster_path)},
+        "delivery": {
+            "ack_timeout_s": 2,
+            "max_attempts": 3,
+            "backoff_max_s": 10,
+            "message_expiry_s": 3600,
+        },
+        "dedup": {"window_s": 86400},
+        # Demos and tests send bursts from a few members; the production default (120/min)
+        # would reject most of them.
+        "limits": {"max_payload_bytes": 65536, "member_rate_per_min": 1_000_000},
+        "http": {"listen": ""},
+        "retention": {"days": 180},
+        "log": {"level": "info", "format": "json"},
+    }
+    for section, keys in (overrides or {}).items():
+        config.setdefault(section, {}).update(keys)
+    return config
+
+
+# --- the bridge daemon as a subprocess ---------------------------------------------------
+
+
+class LocalBridge:
+    """The etong daemon as a subprocess: `python -m etong run --config PATH`.
+
+    Ready means the bridge published `online` on its retained status topic after this start;
+    a status left over from an earlier run (the same broker, a killed daemon) does not count.
+    """
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        log_path: Path | None = None,
+        python: str = sys.executable,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.log_path = log_path or self.config_path.with_name("etong.log")
+        self.python = python
+        self.extra_env = dict(extra_env or {})
+        config = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+        self.broker_url: str = config["broker"]["url"]
+        self.instance_id: str = config["bridge"]["instance_id"]
+        self.topics = Topics(config.get("bridge", {}).get("topic_prefix", "etong/v1"))
+        self._process: subprocess.Popen[bytes] | None = None
+        self._monitor: MonitorClient | None = None
+        self._started_at = 0.0
+        self.starts = 0
+
+    @property
+    def status_topic(self) -> str:
+        """The bridge's retained status topic."""
+        return self.topics.status(self.instance_id)
+
+    @property
+    def pid(self) -> int | None:
+        """The daemon's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The daemon's exit code once it exited, else None."""
+        return self._process.poll() if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the daemon process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Spawn the daemon; its stdout and stderr go to `log_path` (appended across restarts)."""
+        if self.running:
+            raise LocalProcessError("the bridge is already running")
+        if self._monitor is None:
+            # Subscribe before spawning, so the fresh `online` cannot slip past unseen.
+            self._monitor = MonitorClient(self.broker_url, [self.status_topic])
+            self._monitor.connect()
+        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        self._started_at = time.time()
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n=== etong run, start #{self.starts} ===\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                [self.python, "-m", "etong", "run", "--config", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.config_path.parent,
+                env=env,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait for this run's retained `online` status; raise with the daemon's log if not."""
+        monitor = self._monitor
+        process = self._process
+        if monitor is None or process is None:
+            raise LocalProcessError("the bridge was not started")
+        deadline = time.monotonic() + timeout
+        while not monitor.has(self._is_fresh_online):
+            if process.poll() is not None:
+                raise LocalProcessError(
+                    f"the bridge exited with code {process.returncode} before it was ready; "
+                    f"log tail:\n{tail(self.log_path, 40)}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LocalProcessError(
+                    f"the bridge did not publish `online` on {self.status_topic} within "
+                    f"{timeout:.0f} s; log tail:\n{tail(self.log_path, 40)}"
+                )
+            # Bounded waits, so that a daemon that dies is noticed within a quarter second.
+            monitor.wait_for(self._is_fresh_online, timeout=min(0.25, remaining), raise_=False)
+
+    def _is_fresh_online(self, topic: str, payload: Any, retained: bool) -> bool:
+        if topic != self.status_topic or not isinstance(payload, dict):
+            return False
+        if payload.get("status") != "online":
+            return False
+        if not retained:
+            return True  # published while we were subscribed, hence by this run
+        return _timestamp(payload.get("at")) >= self._started_at - 0.5
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """The latest status message seen on the status topic (retained or live)."""
+        monitor = self._monitor
+        if monitor is None:
+            return None
+        latest = monitor.latest(self.status_topic)
+        return latest if isinstance(latest, dict) else None
+
+    def wait_status(self, status: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait until the latest status message says `status` and return it."""
+        monitor = self._monitor
+        if monitor is None:
+            raise LocalProcessError("the bridge was not started")
+
+        def latest_is(topic: str, payload: Any, retained: bool) -> bool:
+            latest = monitor.latest(self.status_topic)
+            return isinstance(latest, dict) and latest.get("status") == status
+
+        monitor.wait_for(latest_is, timeout=timeout)
+        latest = monitor.latest(self.status_topic)
+        assert isinstance(latest, dict)
+        return latest
+
+    def sighup(self) -> None:
+        """Ask the daemon to reload its roster."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGHUP)
+
+    def sigterm(self, timeout: float = 10.0) -> int:
+        """Stop the daemon gracefully; return its exit code, or raise if it overstays `timeout`."""
+        process = self._process
+        if process is None:
+            raise LocalProcessError("the bridge was not started")
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise LocalProcessError(
+                f"the bridge did not exit within {timeout:.0f} s of SIGTERM (killed it); "
+                f"log tail:\n{tail(self.log_path, 40)}"
+            ) from None
+
+    def kill9(self) -> None:
+        """Kill the daemon with SIGKILL, as a crash or the OOM killer would."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def restart(self, ready_timeout: float = 20.0) -> None:
+        """Start the daemon again (stopping it first if it runs) and wait until it is ready."""
+        if self.running:
+            self.sigterm()
+        self.start()
+        self.wait_ready(ready_timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines the daemon wrote."""
+        return tail(self.log_path, lines)
+
+    def close(self) -> None:
+        """Kill the daemon if it still runs and disconnect the status watcher."""
+        self.kill9()
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _timestamp(value: Any) -> float:
+    """Seconds since the epoch of an RFC 3339 time, or 0 when it is missing or unreadable."""
+    if not isinstance(value, str):
+        return 0.0
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def open_log(path: Path) -> IO[bytes]:
+    """Open a log file for appending (a helper for callers that spawn more processes)."""
+    return path.open("ab")

@@ -1,0 +1,56 @@
+"""Prometheus metrics of one bridge (a registry per bridge, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """Every metric the bridge exports on /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages = Counter(
+            "etong_messages", "Inbound messages by kind and outcome", ["kind", "outcome"],
+            registry=r,
+        )
+        self.pushes = Counter(
+            "etong_pushes", "Pushes published to officers, by reason", ["reason"], registry=r
+        )
+        self.receipts = Counter(
+            "etong_receipts", "Receipts published to grid members, by status", ["status"],
+            registry=r,
+        )
+        self.undeliverable = Counter(
+            "etong_undeliverable", "Deliveries that exhausted their escalation chain", registry=r
+        )
+        self.security_events = Counter(
+            "etong_security_events", "Acks from officers a delivery was not pushed to", registry=r
+        )
+        self.batch_size = Histogram(
+            "etong_batch_size", "Inbound messages per store transaction",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r,
+        )
+        self.ingest_latency = Histogram(
+            "etong_ingest_seconds", "From arrival to commit and PUBACK of an inbound message",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.pending = Gauge(
+            "etong_deliveries_pending", "Deliveries waiting for an officer's ack", registry=r
+        )
+        self.dead_letters = Gauge(
+            "etong_dead_letters_open", "Dead letters not yet replayed", registry=r
+        )
+        self.connected = Gauge(
+            "etong_broker_connected", "1 while the broker connection is up", ["broker"],
+            registry=r,
+        )
+        self.reconnects = Gauge(
+            "etong_broker_reconnects", "Reconnections since start", ["broker"], registry=r
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)

@@ -1,0 +1,633 @@
+"""The durable store: SQLite in WAL mode through aiosqlite.
+
+Everything the bridge must not forget lives here, written in one transaction per batch of
+inbound messages (DESIGN §6: a commit per message caps the bridge near 1.6k msg/s):
+
+- `events`          every accepted or duplicate report, with keys for dedup and history;
+- `event_persons`   keyed hashes of the persons of each event (history of a person);
+- `deliveries`      the re-send schedule: recipient chain, step, attempt, next due time;
+- `receipts`        an outbox: receipts to grid members, flagged once the broker PUBACKed them;
+- `dead_letters`    rejected messages, bad acks and undeliverable deliveries, for operations.
+
+Reads for a batch are a handful of `IN (...)` queries, not one query per message. The
+schedule is paged by due time, so 200,000 pending deliveries cost no memory until due.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from etong.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+# Each migration takes the schema from version N-1 to N. Append only; never edit a shipped one.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE events (
+        event_id      TEXT PRIMARY KEY,
+        type          TEXT NOT NULL,
+        grid_id       TEXT NOT NULL,
+        member_id     TEXT NOT NULL,
+        status        TEXT NOT NULL,          -- accepted | duplicate
+        duplicate_of  TEXT,
+        address_key   TEXT NOT NULL,          -- keyed hash of the normalised address
+        household_key TEXT NOT NULL,          -- keyed hash of type + address + persons
+        received_at   REAL NOT NULL,          -- unix seconds
+        payload       BLOB NOT NULL,          -- the validated event, JSON
+        summary       BLOB NOT NULL           -- what a history entry shows, JSON
+    );
+    CREATE INDEX events_household ON events (household_key, received_at)
+        WHERE status = 'accepted';
+    CREATE INDEX events_address ON events (address_key, received_at) WHERE status = 'accepted';
+    CREATE INDEX events_received ON events (received_at);
+
+    CREATE TABLE event_persons (
+        person_key  TEXT NOT NULL,            -- keyed hash, never the clear id number
+        event_id    TEXT NOT NULL,
+        address_key TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX event_persons_key ON event_persons (person_key, received_at);
+    CREATE INDEX event_persons_event ON event_persons (event_id);
+
+    CREATE TABLE deliveries (
+        delivery_id       TEXT PRIMARY KEY,
+        event_id          TEXT NOT NULL,
+        grid_id           TEXT NOT NULL,
+        member_id         TEXT NOT NULL,
+        chain             TEXT NOT NULL,      -- JSON list of officer ids, in escalation order
+        step              INTEGER NOT NULL,   -- index of the current recipient in chain
+        attempt           INTEGER NOT NULL,   -- pushes made to the current recipient
+        state             TEXT NOT NULL,      -- pending | received | verified | undeliverable
+        next_due          REAL,               -- unix seconds of the next send, pending only
+        published_attempt INTEGER NOT NULL DEFAULT 0,  -- highest (step, attempt) the broker PUBACKed
+        context           BLOB NOT NULL,      -- the push context, JSON
+        acked_by          TEXT,
+        created_at        REAL NOT NULL,
+        updated_at        REAL NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_due) WHERE state = 'pending';
+    CREATE INDEX deliveries_event ON deliveries (event_id);
+
+    CREATE TABLE receipts (
+        id         INTEGER PRIMARY KEY,
+        event_id   TEXT,
+        topic      TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        payload    BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        published  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX receipts_unpublished ON receipts (id) WHERE published = 0;
+    CREATE INDEX receipts_event ON receipts (event_id);
+
+    CREATE TABLE dead_letters (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,            -- rejected | bad_ack | undeliverable
+        topic       TEXT NOT NULL,
+        payload     BLOB NOT NULL,            -- raw message, capped
+        reason      TEXT NOT NULL,
+        event_id    TEXT,
+        delivery_id TEXT,
+        created_at  REAL NOT NULL,
+        replayed_at REAL
+    );
+    CREATE INDEX dead_letters_created ON dead_letters (created_at);
+    """,
+]
+
+DEAD_LETTER_PAYLOAD_CAP = 8192
+
+
+@dataclass(slots=True)
+class KnownEvent:
+    """An event id the store has already seen."""
+
+    event_id: str
+    status: str
+    duplicate_of: str | None
+    grid_id: str
+    member_id: str
+
+
+@dataclass(slots=True)
+class HistoryEntry:
+    """An earlier accepted event, as enrichment sees it."""
+
+    event_id: str
+    type: str
+    address_key: str
+    received_at: float
+    summary: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One row of the delivery schedule."""
+
+    delivery_id: str
+    event_id: str
+    grid_id: str
+    member_id: str
+    chain: list[str]
+    step: int
+    attempt: int
+    state: str
+    next_due: float | None
+    context: bytes
+    published_attempt: int = 0
+    acked_by: str | None = None
+    payload: bytes = b""  # the event JSON; filled by the scheduler's page query
+
+    @property
+    def recipient(self) -> str:
+        """The officer the delivery is currently pushed to."""
+        return self.chain[self.step]
+
+    @property
+    def pushed_to(self) -> list[str]:
+        """Every officer this delivery has been pushed to so far (acks are accepted from these)."""
+        return self.chain[: self.step + 1]
+
+
+@dataclass(slots=True)
+class BatchLookup:
+    """What the store knows that a batch's decisions need; one read per batch."""
+
+    known_events: dict[str, KnownEvent] = field(default_factory=dict)
+    households: dict[str, str] = field(default_factory=dict)  # household_key -> event_id
+    address_history: dict[str, list[HistoryEntry]] = field(default_factory=dict)
+    person_history: dict[str, list[HistoryEntry]] = field(default_factory=dict)
+    deliveries: dict[str, Delivery] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BatchWrite:
+    """Rows one batch adds or changes; written in one transaction."""
+
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    event_persons: list[tuple[Any, ...]] = field(default_factory=list)
+    new_deliveries: list[Delivery] = field(default_factory=list)
+    delivery_updates: list[Delivery] = field(default_factory=list)
+    receipts: list[tuple[str | None, str, str, bytes]] = field(default_factory=list)
+    dead_letters: list[tuple[str, str, bytes, str, str | None, str | None]] = field(
+        default_factory=list
+    )
+    published_receipts: list[int] = field(default_factory=list)
+    published_pushes: list[tuple[int, str]] = field(default_factory=list)  # (marker, id)
+
+    def is_empty(self) -> bool:
+        """True when the batch changes nothing (no transaction needed)."""
+        return not (
+            self.events
+            or self.event_persons
+            or self.new_deliveries
+            or self.delivery_updates
+            or self.receipts
+            or self.dead_letters
+            or self.published_receipts
+            or self.published_pushes
+        )
+
+
+def _chunks(items: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
+    # SQLite limits bound parameters per statement; stay well under the oldest default (999).
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+_DELIVERY_COLUMNS = (
+    "delivery_id, event_id, grid_id, member_id, chain, step, attempt, state, next_due, "
+    "context, published_attempt, acked_by"
+)
+
+
+def _delivery_from_row(row: Sequence[Any]) -> Delivery:
+    return Delivery(
+        delivery_id=row[0],
+        event_id=row[1],
+        grid_id=row[2],
+        member_id=row[3],
+        chain=orjson.loads(row[4]),
+        step=row[5],
+        attempt=row[6],
+        state=row[7],
+        next_due=row[8],
+        context=row[9],
+        published_attempt=row[10],
+        acked_by=row[11],
+        payload=row[12] if len(row) > 12 else b"",
+    )
+
+
+def attempt_marker(step: int, attempt: int) -> int:
+    """One integer ordering (step, attempt) pairs, for the `published_attempt` column."""
+    return step * 1000 + attempt
+
+
+class Store:
+    """The bridge's SQLite store. Open with `await Store.open(path)`; close with `close()`."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path, *, synchronous: str = "FULL") -> Store:
+        """Open (creating with mode 0600 if needed) and migrate the store at `path`."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Create the file ourselves with 0600 so SQLite never creates it world-readable
+            # (it would use the process umask); the -wal/-shm files inherit the mode.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            os.chmod(path, 0o600)
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+        store = cls(conn, path)
+        try:
+            await store._configure(synchronous)
+            await store._migrate()
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise StoreError(f"cannot prepare store {path}: {exc}") from exc
+        return store
+
+    async def close(self) -> None:
+        """Close the connection (a WAL checkpoint happens on close)."""
+        await self._conn.close()
+
+    async def _configure(self, synchronous: str) -> None:
+        # WAL: readers (etong status/trace) never block the daemon's writer.
+        # synchronous=FULL in WAL fsyncs each commit, so a power cut loses no committed
+        # batch; it is affordable because commits are per batch, not per message.
+        await self._conn.execute("PRAGMA journal_mode=WAL")
+        await self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        await self._conn.execute("PRAGMA busy_timeout=5000")
+        await self._conn.execute("PRAGMA foreign_keys=OFF")
+
+    async def _migrate(self) -> None:
+        async with self._conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than this etong "
+                f"({SCHEMA_VERSION}); upgrade etong or use another store"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(_MIGRATIONS[target - 1]):
+                    await self._conn.execute(statement)
+                await self._conn.execute(f"PRAGMA user_version={target}")
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+
+    # ---- batch read -------------------------------------------------------------------
+
+    async def lookup(
+        self,
+        *,
+        event_ids: Sequence[str],
+        household_keys: Sequence[str],
+        household_since: float,
+        address_keys: Sequence[str],
+        person_keys: Sequence[str],
+        history_since: float,
+        delivery_ids: Sequence[str],
+    ) -> BatchLookup:
+        """Everything a batch's decisions need from the store, in a few queries."""
+        out = BatchLookup()
+        for chunk in _chunks(event_ids):
+            sql = (
+                "SELECT event_id, status, duplicate_of, grid_id, member_id FROM events "
+                f"WHERE event_id IN ({_placeholders(len(chunk))})"
+            )
+            for row in await self._conn.execute_fetchall(sql, chunk):
+                out.known_events[row[0]] = KnownEvent(*row)
+        for chunk in _chunks(household_keys):
+            sql = (
+                "SELECT household_key, event_id FROM events WHERE status = 'accepted' AND "
+                f"household_key IN ({_placeholders(len(chunk))}) AND received_at >= ? "
+                "ORDER BY received_at"
+            )
+            for row in await self._conn.execute_fetchall(sql, [*chunk, household_since]):
+                out.households.setdefault(row[0], row[1])
+        for chunk in _chunks(address_keys):
+            sql = (
+                "SELECT event_id, type, address_key, received_at, summary FROM events "
+                f"WHERE status = 'accepted' AND address_key IN ({_placeholders(len(chunk))}) "
+                "AND received_at >= ? ORDER BY received_at DESC"
+            )
+            for row in await self._conn.execute_fetchall(sql, [*chunk, history_since]):
+                entry = HistoryEntry(row[0], row[1], row[2], row[3], orjson.loads(row[4]))
+                out.address_history.setdefault(row[2], []).append(entry)
+        for chunk in _chunks(person_keys):
+            sql = (
+                "SELECT p.person_key, e.event_id, e.type, e.address_key, e.received_at, "
+                "e.summary FROM event_persons p JOIN events e ON e.event_id = p.event_id "
+                f"WHERE p.person_key IN ({_placeholders(len(chunk))}) AND p.received_at >= ? "
+                "AND e.status = 'accepted' ORDER BY p.received_at DESC"
+            )
+            for row in await self._conn.execute_fetchall(sql, [*chunk, history_since]):
+                entry = HistoryEntry(row[1], row[2], row[3], row[4], orjson.loads(row[5]))
+                out.person_history.setdefault(row[0], []).append(entry)
+        for chunk in _chunks(delivery_ids):
+            sql = (
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries "
+                f"WHERE delivery_id IN ({_placeholders(len(chunk))})"
+            )
+            for row in await self._conn.execute_fetchall(sql, chunk):
+                out.deliveries[row[0]] = _delivery_from_row(row)
+        return out
+
+    # ---- batch write ------------------------------------------------------------------
+
+    async def write(self, batch: BatchWrite, now: float) -> list[int]:
+        """Commit one batch; returns the row ids of the receipts it added, in order."""
+        receipt_ids: list[int] = []
+        if batch.is_empty():
+            return receipt_ids
+        conn = self._conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.events:
+                await conn.executemany(
+                    "INSERT OR IGNORE INTO events (event_id, type, grid_id, member_id, status, "
+                    "duplicate_of, address_key, household_key, received_at, payload, summary) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    batch.events,
+                )
+            if batch.event_persons:
+                await conn.executemany(
+                    "INSERT INTO event_persons (person_key, event_id, address_key, received_at) "
+                    "VALUES (?,?,?,?)",
+                    batch.event_persons,
+                )
+            if batch.new_deliveries:
+                await conn.executemany(
+                    "INSERT INTO deliveries (delivery_id, event_id, grid_id, member_id, chain, "
+                    "step, attempt, state, next_due, context, acked_by, created_at, updated_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            d.delivery_id, d.event_id, d.grid_id, d.member_id,
+                            orjson.dumps(d.chain).decode(), d.step, d.attempt, d.state,
+                            d.next_due, d.context, d.acked_by, now, now,
+                        )
+                        for d in batch.new_deliveries
+                    ],
+                )
+            if batch.delivery_updates:
+                await conn.executemany(
+                    "UPDATE deliveries SET chain = ?, step = ?, attempt = ?, state = ?, "
+                    "next_due = ?, acked_by = ?, updated_at = ? WHERE delivery_id = ?",
+                    [
+                        (
+                            orjson.dumps(d.chain).decode(), d.step, d.attempt, d.state,
+                            d.next_due, d.acked_by, now, d.delivery_id,
+                        )
+                        for d in batch.delivery_updates
+                    ],
+                )
+            if batch.published_pushes:
+                await conn.executemany(
+                    "UPDATE deliveries SET published_attempt = MAX(published_attempt, ?) "
+                    "WHERE delivery_id = ?",
+                    batch.published_pushes,
+                )
+            if batch.published_receipts:
+                await conn.executemany(
+                    "UPDATE receipts SET published = 1 WHERE id = ?",
+                    [(rid,) for rid in batch.published_receipts],
+                )
+            for event_id, topic, status, payload in batch.receipts:
+                cur = await conn.execute(
+                    "INSERT INTO receipts (event_id, topic, status, payload, created_at) "
+                    "VALUES (?,?,?,?,?)",
+                    (event_id, topic, status, payload, now),
+                )
+                receipt_ids.append(int(cur.lastrowid or 0))
+            if batch.dead_letters:
+                await conn.executemany(
+                    "INSERT INTO dead_letters (kind, topic, payload, reason, event_id, "
+                    "delivery_id, created_at) VALUES (?,?,?,?,?,?,?)",
+                    [(*row, now) for row in batch.dead_letters],
+                )
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        return receipt_ids
+
+    # ---- schedule ---------------------------------------------------------------------
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries due at or before `now`, earliest first, at most `limit`."""
+        sql = (
+            f"SELECT {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}, "
+            "e.payload FROM deliveries d JOIN events e ON e.event_id = d.event_id "
+            "WHERE d.state = 'pending' AND d.next_due <= ? ORDER BY d.next_due LIMIT ?"
+        )
+        rows = await self._conn.execute_fetchall(sql, (now, limit))
+        return [_delivery_from_row(row) for row in rows]
+
+    async def next_due_time(self) -> float | None:
+        """The earliest due time of any pending delivery, or None when nothing is pending."""
+        rows = list(
+            await self._conn.execute_fetchall(
+                "SELECT MIN(next_due) FROM deliveries WHERE state = 'pending'"
+            )
+        )
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    async def unpublished_deliveries(self, limit: int, after: str = "") -> list[Delivery]:
+        """Pending deliveries whose current push the broker never PUBACKed (crash recovery)."""
+        sql = (
+            f"SELECT {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}, "
+            "e.payload FROM deliveries d JOIN events e ON e.event_id = d.event_id "
+            "WHERE d.state = 'pending' AND d.published_attempt < d.step * 1000 + d.attempt "
+            "AND d.delivery_id > ? ORDER BY d.delivery_id LIMIT ?"
+        )
+        rows = await self._conn.execute_fetchall(sql, (after, limit))
+        return [_delivery_from_row(row) for row in rows]
+
+    async def unpublished_receipts(self, limit: int, after: int = 0) -> list[tuple[int, str, bytes]]:
+        """Receipts committed but never PUBACKed, oldest first: (id, topic, payload)."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT id, topic, payload FROM receipts WHERE published = 0 AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    # ---- operations -------------------------------------------------------------------
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts by table and delivery state, for `etong status` and metrics."""
+        out: dict[str, int] = {}
+        for table in ("events", "receipts", "dead_letters"):
+            rows = list(await self._conn.execute_fetchall(f"SELECT COUNT(*) FROM {table}"))
+            out[table] = int(rows[0][0])
+        for state, n in await self._conn.execute_fetchall(
+            "SELECT state, COUNT(*) FROM deliveries GROUP BY state"
+        ):
+            out[f"deliveries_{state}"] = int(n)
+        rows = list(
+            await self._conn.execute_fetchall(
+                "SELECT COUNT(*) FROM dead_letters WHERE replayed_at IS NULL"
+            )
+        )
+        out["dead_letters_open"] = int(rows[0][0])
+        return out
+
+    async def trace(self, event_id: str) -> dict[str, Any]:
+        """Everything the store knows about one event: row, deliveries, receipts, dead letters."""
+        events = await self._conn.execute_fetchall(
+            "SELECT event_id, type, grid_id, member_id, status, duplicate_of, received_at "
+            "FROM events WHERE event_id = ?",
+            (event_id,),
+        )
+        deliveries = await self._conn.execute_fetchall(
+            "SELECT delivery_id, chain, step, attempt, state, next_due, acked_by, created_at, "
+            "updated_at FROM deliveries WHERE event_id = ? ORDER BY created_at",
+            (event_id,),
+        )
+        receipts = await self._conn.execute_fetchall(
+            "SELECT status, created_at, published, payload FROM receipts WHERE event_id = ? "
+            "ORDER BY id",
+            (event_id,),
+        )
+        dead = await self._conn.execute_fetchall(
+            "SELECT id, kind, reason, created_at, replayed_at FROM dead_letters "
+            "WHERE event_id = ? ORDER BY id",
+            (event_id,),
+        )
+        return {
+            "events": [dict(zip(("event_id", "type", "grid_id", "member_id", "status",
+                                 "duplicate_of", "received_at"), r, strict=True)) for r in events],
+            "deliveries": [
+                dict(zip(("delivery_id", "chain", "step", "attempt", "state", "next_due",
+                          "acked_by", "created_at", "updated_at"), r, strict=True))
+                for r in deliveries
+            ],
+            "receipts": [
+                {"status": r[0], "created_at": r[1], "published": bool(r[2]),
+                 "receipt": orjson.loads(r[3])}
+                for r in receipts
+            ],
+            "dead_letters": [
+                dict(zip(("id", "kind", "reason", "created_at", "replayed_at"), r, strict=True))
+                for r in dead
+            ],
+        }
+
+    async def dead_letters(self, *, include_replayed: bool = False, limit: int = 1000) -> list[
+        dict[str, Any]
+    ]:
+        """Dead letters, newest first."""
+        where = "" if include_replayed else "WHERE replayed_at IS NULL"
+        rows = await self._conn.execute_fetchall(
+            "SELECT id, kind, topic, reason, event_id, delivery_id, created_at, replayed_at "
+            f"FROM dead_letters {where} ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        keys = ("id", "kind", "topic", "reason", "event_id", "delivery_id", "created_at",
+                "replayed_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    async def replay_dead_letters(self, ids: Sequence[int] | None, now: float) -> list[str]:
+        """Put undeliverable deliveries back at the start of their chain, due now.
+
+        Only `undeliverable` dead letters can be replayed (a rejected message is wrong data,
+        not a stuck delivery). Returns the delivery ids put back. The delivery id is kept,
+        so a terminal that already saw it can still drop the repeat.
+        """
+        where = "kind = 'undeliverable' AND replayed_at IS NULL"
+        params: list[Any] = []
+        if ids is not None:
+            where += f" AND id IN ({_placeholders(len(ids))})"
+            params.extend(ids)
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = await self._conn.execute_fetchall(
+                f"SELECT id, delivery_id FROM dead_letters WHERE {where}",
+                params,
+            )
+            replayed: list[str] = []
+            for dl_id, delivery_id in rows:
+                await self._conn.execute(
+                    "UPDATE deliveries SET state = 'pending', step = 0, attempt = 0, "
+                    "next_due = ?, published_attempt = 0, updated_at = ? "
+                    "WHERE delivery_id = ? AND state = 'undeliverable'",
+                    (now, now, delivery_id),
+                )
+                await self._conn.execute(
+                    "UPDATE dead_letters SET replayed_at = ? WHERE id = ?", (now, dl_id)
+                )
+                replayed.append(str(delivery_id))
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        return replayed
+
+    async def purge(self, before: float) -> dict[str, int]:
+        """Delete events (and what hangs off them) received before `before`; returns counts."""
+        counts: dict[str, int] = {}
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            old = "SELECT event_id FROM events WHERE received_at < ?"
+            for table, column in (
+                ("event_persons", "event_id"),
+                ("receipts", "event_id"),
+                ("deliveries", "event_id"),
+            ):
+                cur = await self._conn.execute(
+                    f"DELETE FROM {table} WHERE {column} IN ({old})",
+                    (before,),
+                )
+                counts[table] = cur.rowcount
+            cur = await self._conn.execute("DELETE FROM events WHERE received_at < ?", (before,))
+            counts["events"] = cur.rowcount
+            cur = await self._conn.execute(
+                "DELETE FROM dead_letters WHERE created_at < ?", (before,)
+            )
+            counts["dead_letters"] = cur.rowcount
+            cur = await self._conn.execute(
+                "DELETE FROM receipts WHERE event_id IS NULL AND created_at < ?", (before,)
+            )
+            counts["receipts"] += cur.rowcount
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        return counts
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration script into statements (no semicolons inside our literals)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def now_s() -> float:
+    """Wall-clock unix seconds (the store's time unit)."""
+    return time.time()
