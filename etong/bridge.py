@@ -20,14 +20,15 @@ import contextlib
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
 
 from etong.brokers.base import Broker, InboundMessage, PublishOptions
-from etong.clock import iso_from_unix, now_iso
+from etong.clock import iso_from_unix
 from etong.config import Settings
 from etong.delivery import (
     Policy,
@@ -97,6 +98,18 @@ class _Outbox:
     receipts: list[tuple[str, str, bytes]] = field(default_factory=list)  # topic, status, bytes
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One transaction's worth of decisions: what was read, what to write and to publish."""
+
+    lookup: BatchLookup
+    now: float
+    at: str  # `now` as RFC 3339, for receipts
+    day: date  # the local calendar day, for officers' absences
+    write: BatchWrite = field(default_factory=BatchWrite)
+    outbox: _Outbox = field(default_factory=_Outbox)
+
+
 class Bridge:
     """Ingest, decide, persist, publish. Created and driven by `etong.daemon`."""
 
@@ -111,6 +124,7 @@ class Bridge:
         officer_broker: Broker,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.roster = roster
@@ -126,6 +140,7 @@ class Bridge:
             backoff_max_s=settings.delivery.backoff_max_s,
         )
         self._rng = rng or random.Random()
+        self._clock = clock  # wall-clock seconds; tests pass a fake to step through re-sends
         self._tz = settings.bridge.zone
         self._buckets = TokenBuckets(settings.limits.member_rate_per_min)
         self._queue: deque[InboundMessage] = deque()
@@ -180,13 +195,12 @@ class Bridge:
 
     async def process_batch(self, batch: list[InboundMessage]) -> None:
         """The whole pipeline for one batch. See the module docstring for the rules."""
-        now = time.time()
+        now = self._clock()
         parsed = [self._parse(msg, now) for msg in batch]
         async with self._lock:
-            lookup = await self._lookup(parsed, now)
-            write = BatchWrite()
-            outbox = _Outbox()
-            self._decide(parsed, lookup, write, outbox, now)
+            b = self._new_batch(await self._lookup(parsed, now), now)
+            self._decide(parsed, b)
+            write, outbox = b.write, b.outbox
             write.published_receipts, self._published_receipts = self._published_receipts, []
             write.published_pushes, self._published_pushes = self._published_pushes, []
             receipt_ids = await self.store.write(write, now)
@@ -245,8 +259,7 @@ class Bridge:
             return Rejection(f"grid_id: unknown grid '{event.grid_id}'", "grid_id")
         if not self.roster.member_in_grid(event.member_id, event.grid_id):
             return Rejection(
-                f"member_id: member '{event.member_id}' does not belong to grid "
-                f"'{event.grid_id}'",
+                f"member_id: member '{event.member_id}' does not belong to grid '{event.grid_id}'",
                 "member_id",
             )
         return None
@@ -270,25 +283,24 @@ class Bridge:
 
     # ---- decisions ----------------------------------------------------------------------
 
-    def _decide(
-        self,
-        parsed: list[_Parsed],
-        lookup: BatchLookup,
-        write: BatchWrite,
-        outbox: _Outbox,
-        now: float,
-    ) -> None:
-        at = now_iso(self._tz)
-        day = datetime.fromtimestamp(now, self._tz).date()
+    def _new_batch(self, lookup: BatchLookup, now: float) -> _Batch:
+        return _Batch(
+            lookup=lookup,
+            now=now,
+            at=iso_from_unix(now, self._tz),
+            day=datetime.fromtimestamp(now, self._tz).date(),
+        )
+
+    def _decide(self, parsed: list[_Parsed], b: _Batch) -> None:
         for item in parsed:
             if item.rejection is not None:
-                self._reject(item, write, outbox, at)
+                self._reject(item, b)
             elif item.event is not None and item.keys is not None:
-                self._decide_event(item.event, item.keys, lookup, write, outbox, now, at, day)
+                self._decide_event(item.event, item.keys, b)
             elif item.ack is not None and item.topic is not None:
-                self._decide_ack(item, lookup, write, outbox, now, at)
+                self._decide_ack(item, b)
 
-    def _reject(self, item: _Parsed, write: BatchWrite, outbox: _Outbox, at: str) -> None:
+    def _reject(self, item: _Parsed, b: _Batch) -> None:
         assert item.rejection is not None
         reason = item.rejection.reason
         topic = item.topic
@@ -298,34 +310,38 @@ class Bridge:
             if kind == "rejected"
             else None
         )
-        write.dead_letters.append(
-            (kind, item.msg.topic, item.msg.payload[:DEAD_LETTER_PAYLOAD_CAP], reason, event_id,
-             None)
+        b.write.dead_letters.append(
+            (
+                kind,
+                item.msg.topic,
+                item.msg.payload[:DEAD_LETTER_PAYLOAD_CAP],
+                reason,
+                event_id,
+                None,
+            )
         )
         self.metrics.messages.labels("ack" if kind == "bad_ack" else "event", "rejected").inc()
         if topic is not None and topic.kind == "event":
             self._receipt(
-                write, outbox, topic.grid_id, topic.member_id, event_id, "rejected", at,
+                b,
+                grid_id=topic.grid_id,
+                member_id=topic.member_id,
+                event_id=event_id,
+                status="rejected",
                 reason=reason,
             )
             log.info(
-                "report_rejected", grid_id=topic.grid_id, member_id=topic.member_id,
-                event_id=event_id, reason=reason,
+                "report_rejected",
+                grid_id=topic.grid_id,
+                member_id=topic.member_id,
+                event_id=event_id,
+                reason=reason,
             )
         else:
             log.warning("message_rejected", topic=item.msg.topic, reason=reason, kind=kind)
 
-    def _decide_event(
-        self,
-        event: Event,
-        keys: EventKeys,
-        lookup: BatchLookup,
-        write: BatchWrite,
-        outbox: _Outbox,
-        now: float,
-        at: str,
-        day: Any,
-    ) -> None:
+    def _decide_event(self, event: Event, keys: EventKeys, b: _Batch) -> None:
+        lookup, write, outbox, now = b.lookup, b.write, b.outbox, b.now
         known = lookup.known_events.get(event.event_id)
         decision = dedup.decide(
             event.event_id,
@@ -338,21 +354,40 @@ class Bridge:
         if isinstance(decision, dedup.Duplicate):
             if not decision.same_id:
                 write.events.append(
-                    (event.event_id, event.type, event.grid_id, event.member_id, "duplicate",
-                     decision.duplicate_of, keys.address, keys.household, now, payload,
-                     orjson.dumps(summary))
+                    (
+                        event.event_id,
+                        event.type,
+                        event.grid_id,
+                        event.member_id,
+                        "duplicate",
+                        decision.duplicate_of,
+                        keys.address,
+                        keys.household,
+                        now,
+                        payload,
+                        orjson.dumps(summary),
+                    )
                 )
                 lookup.known_events[event.event_id] = KnownEvent(
-                    event.event_id, "duplicate", decision.duplicate_of, event.grid_id,
+                    event.event_id,
+                    "duplicate",
+                    decision.duplicate_of,
+                    event.grid_id,
                     event.member_id,
                 )
             self._receipt(
-                write, outbox, event.grid_id, event.member_id, event.event_id, "duplicate", at,
+                b,
+                grid_id=event.grid_id,
+                member_id=event.member_id,
+                event_id=event.event_id,
+                status="duplicate",
                 duplicate_of=decision.duplicate_of,
             )
             self.metrics.messages.labels("event", "duplicate").inc()
             log.info(
-                "report_duplicate", event_id=event.event_id, duplicate_of=decision.duplicate_of,
+                "report_duplicate",
+                event_id=event.event_id,
+                duplicate_of=decision.duplicate_of,
                 same_id=decision.same_id,
             )
             return
@@ -360,23 +395,47 @@ class Bridge:
         address_history = lookup.address_history.get(keys.address, [])
         person_history = [h for k in keys.persons for h in lookup.person_history.get(k, [])]
         context = build_context(
-            event, self.roster, address_key=keys.address, address_history=address_history,
-            person_history=person_history, now=now,
+            event,
+            self.roster,
+            address_key=keys.address,
+            address_history=address_history,
+            person_history=person_history,
+            now=now,
         )
         context_json = orjson.dumps(context)
-        chain = escalation_chain(self.roster, event.grid_id, day)
+        chain = escalation_chain(self.roster, event.grid_id, b.day)
         delivery = first_push(
             Delivery(
-                delivery_id=new_delivery_id(now), event_id=event.event_id,
-                grid_id=event.grid_id, member_id=event.member_id, chain=chain, step=0,
-                attempt=1, state="pending", next_due=None, context=context_json,
+                delivery_id=new_delivery_id(now),
+                event_id=event.event_id,
+                grid_id=event.grid_id,
+                member_id=event.member_id,
+                chain=chain,
+                step=0,
+                attempt=1,
+                state="pending",
+                next_due=None,
+                context=context_json,
                 payload=payload,
             ),
-            self.policy, now, self._rng,
+            self.policy,
+            now,
+            self._rng,
         )
         write.events.append(
-            (event.event_id, event.type, event.grid_id, event.member_id, "accepted", None,
-             keys.address, keys.household, now, payload, orjson.dumps(summary))
+            (
+                event.event_id,
+                event.type,
+                event.grid_id,
+                event.member_id,
+                "accepted",
+                None,
+                keys.address,
+                keys.household,
+                now,
+                payload,
+                orjson.dumps(summary),
+            )
         )
         write.event_persons.extend((k, event.event_id, keys.address, now) for k in keys.persons)
         write.new_deliveries.append(delivery)
@@ -396,32 +455,36 @@ class Bridge:
         if registrar and event.type in CC_EVENT_TYPES and registrar not in chain[:1]:
             outbox.cc_pushes.append((registrar, payload, context_json, event.event_id))
         self._receipt(
-            write, outbox, event.grid_id, event.member_id, event.event_id, "accepted", at,
-            officer_id=delivery.recipient, delivery_id=delivery.delivery_id,
+            b,
+            grid_id=event.grid_id,
+            member_id=event.member_id,
+            event_id=event.event_id,
+            status="accepted",
+            officer_id=delivery.recipient,
+            delivery_id=delivery.delivery_id,
         )
         self.metrics.messages.labels("event", "accepted").inc()
         log.info(
-            "report_accepted", event_id=event.event_id, grid_id=event.grid_id,
-            member_id=event.member_id, delivery_id=delivery.delivery_id,
-            officer_id=delivery.recipient, flags=context["flags"],
+            "report_accepted",
+            event_id=event.event_id,
+            grid_id=event.grid_id,
+            member_id=event.member_id,
+            delivery_id=delivery.delivery_id,
+            officer_id=delivery.recipient,
+            flags=context["flags"],
         )
 
-    def _decide_ack(
-        self,
-        item: _Parsed,
-        lookup: BatchLookup,
-        write: BatchWrite,
-        outbox: _Outbox,
-        now: float,
-        at: str,
-    ) -> None:
-        assert item.ack is not None and item.topic is not None
+    def _decide_ack(self, item: _Parsed, b: _Batch) -> None:
+        assert item.ack is not None
+        assert item.topic is not None
         ack, officer_id = item.ack, item.topic.officer_id
-        delivery = lookup.deliveries.get(ack.delivery_id)
+        delivery = b.lookup.deliveries.get(ack.delivery_id)
         if delivery is None:
             self.metrics.messages.labels("ack", "unknown_delivery").inc()
             log.warning(
-                "ack_unknown_delivery", officer_id=officer_id, delivery_id=ack.delivery_id,
+                "ack_unknown_delivery",
+                officer_id=officer_id,
+                delivery_id=ack.delivery_id,
                 security_event=True,
             )
             return
@@ -430,74 +493,104 @@ class Bridge:
         except KeyError:
             duty = None  # the grid left the roster since; nobody to hand a decline to
         step = on_ack(
-            delivery, officer_id=officer_id, status=ack.status, duty_officer=duty,
-            policy=self.policy, now=now, rng=self._rng,
+            delivery,
+            officer_id=officer_id,
+            status=ack.status,
+            duty_officer=duty,
+            policy=self.policy,
+            now=b.now,
+            rng=self._rng,
         )
         if step.security:
             self.metrics.security_events.inc()
             self.metrics.messages.labels("ack", "unauthorised").inc()
             log.warning(
-                "ack_from_wrong_officer", security_event=True, officer_id=officer_id,
-                delivery_id=delivery.delivery_id, pushed_to=delivery.pushed_to,
+                "ack_from_wrong_officer",
+                security_event=True,
+                officer_id=officer_id,
+                delivery_id=delivery.delivery_id,
+                pushed_to=delivery.pushed_to,
             )
             return
         self.metrics.messages.labels("ack", ack.status).inc()
         log.info(
-            "ack", delivery_id=delivery.delivery_id, officer_id=officer_id, status=ack.status,
+            "ack",
+            delivery_id=delivery.delivery_id,
+            officer_id=officer_id,
+            status=ack.status,
             state=step.delivery.state,
         )
-        self._apply_step(step, write, outbox, at)
-        lookup.deliveries[delivery.delivery_id] = step.delivery
+        self._apply_step(step, b)
+        b.lookup.deliveries[delivery.delivery_id] = step.delivery
 
-    def _apply_step(self, step: Step, write: BatchWrite, outbox: _Outbox, at: str) -> None:
+    def _apply_step(self, step: Step, b: _Batch) -> None:
         """Record a delivery transition: the row, its receipts, its push, its dead letter."""
         d = step.delivery
-        write.delivery_updates.append(d)
+        b.write.delivery_updates.append(d)
         for status, officer_id in step.receipts:
             self._receipt(
-                write, outbox, d.grid_id, d.member_id, d.event_id, status, at,
-                officer_id=officer_id, delivery_id=d.delivery_id,
+                b,
+                grid_id=d.grid_id,
+                member_id=d.member_id,
+                event_id=d.event_id,
+                status=status,
+                officer_id=officer_id,
+                delivery_id=d.delivery_id,
             )
         if step.push:
-            outbox.pushes.append((d, step.escalated_from, False))
+            b.outbox.pushes.append((d, step.escalated_from, False))
         if step.dead_letter:
-            write.dead_letters.append(
-                ("undeliverable", self.topics.inbox(d.recipient), d.delivery_id.encode(),
-                 step.dead_letter, d.event_id, d.delivery_id)
+            b.write.dead_letters.append(
+                (
+                    "undeliverable",
+                    self.topics.inbox(d.recipient),
+                    d.delivery_id.encode(),
+                    step.dead_letter,
+                    d.event_id,
+                    d.delivery_id,
+                )
             )
             self.metrics.undeliverable.inc()
             log.warning(
-                "delivery_undeliverable", delivery_id=d.delivery_id, event_id=d.event_id,
-                chain=d.chain, reason=step.dead_letter,
+                "delivery_undeliverable",
+                delivery_id=d.delivery_id,
+                event_id=d.event_id,
+                chain=d.chain,
+                reason=step.dead_letter,
             )
 
     def _receipt(
         self,
-        write: BatchWrite,
-        outbox: _Outbox,
+        b: _Batch,
+        *,
         grid_id: str,
         member_id: str,
         event_id: str | None,
         status: str,
-        at: str,
         **fields: Any,
     ) -> None:
         topic = self.topics.receipts(grid_id, member_id)
-        payload = receipt_payload(event_id=event_id, status=status, at=at, **fields)
-        write.receipts.append((event_id, topic, status, payload))
-        outbox.receipts.append((topic, status, payload))
+        payload = receipt_payload(event_id=event_id, status=status, at=b.at, **fields)
+        b.write.receipts.append((event_id, topic, status, payload))
+        b.outbox.receipts.append((topic, status, payload))
 
     # ---- publishing ---------------------------------------------------------------------
 
     def _publish_outbox(self, outbox: _Outbox, receipt_ids: list[int]) -> None:
-        sent_at = now_iso(self._tz)
+        sent_at = iso_from_unix(self._clock(), self._tz)
         for delivery, escalated_from, cc in outbox.pushes:
             self.publish_push(delivery, escalated_from, cc, sent_at)
         for registrar, event_json, context_json, _event_id in outbox.cc_pushes:
             payload = push_payload(
-                delivery_id=new_delivery_id(), attempt=1, event_json=event_json,
-                context_json=context_json, escalated_from=None, cc=True, sent_at=sent_at,
-                reply_to=self.topics.acks(registrar), expires_at=self._expires_at(),
+                delivery_id=new_delivery_id(),
+                attempt=1,
+                event_json=event_json,
+                context_json=context_json,
+                escalated_from=None,
+                cc=True,
+                sent_at=sent_at,
+                reply_to=self.topics.acks(registrar),
+                expires_at=self._expires_at(),
             )
             self.officer_broker.publish(self.topics.inbox(registrar), payload)
             self.metrics.pushes.labels("cc").inc()
@@ -505,15 +598,19 @@ class Bridge:
             self.publish_receipt(rid, topic, payload)
             self.metrics.receipts.labels(status).inc()
 
-    def publish_push(
-        self, d: Delivery, escalated_from: str | None, cc: bool, sent_at: str
-    ) -> None:
+    def publish_push(self, d: Delivery, escalated_from: str | None, cc: bool, sent_at: str) -> None:
         """Publish the current attempt of `d`; its PUBACK is recorded in the store later."""
         inbox_owner = d.recipient
         payload = push_payload(
-            delivery_id=d.delivery_id, attempt=d.attempt, event_json=d.payload,
-            context_json=d.context, escalated_from=escalated_from, cc=cc, sent_at=sent_at,
-            reply_to=self.topics.acks(inbox_owner), expires_at=self._expires_at(),
+            delivery_id=d.delivery_id,
+            attempt=d.attempt,
+            event_json=d.payload,
+            context_json=d.context,
+            escalated_from=escalated_from,
+            cc=cc,
+            sent_at=sent_at,
+            reply_to=self.topics.acks(inbox_owner),
+            expires_at=self._expires_at(),
         )
         marker = attempt_marker(d.step, d.attempt)
         delivery_id = d.delivery_id
@@ -528,8 +625,10 @@ class Bridge:
             ),
             on_published=lambda: self._published_pushes.append((marker, delivery_id)),
         )
-        reason = "first" if d.step == 0 and d.attempt == 1 else (
-            "resend" if d.attempt > 1 else "escalation"
+        reason = (
+            "first"
+            if d.step == 0 and d.attempt == 1
+            else ("resend" if d.attempt > 1 else "escalation")
         )
         self.metrics.pushes.labels(reason).inc()
 
@@ -541,7 +640,7 @@ class Bridge:
 
     def _expires_at(self) -> str | None:
         expiry = self.settings.delivery.message_expiry_s
-        return iso_from_unix(time.time() + expiry, self._tz) if expiry else None
+        return iso_from_unix(self._clock() + expiry, self._tz) if expiry else None
 
     # ---- the schedule -------------------------------------------------------------------
 
@@ -564,7 +663,7 @@ class Bridge:
                 await asyncio.sleep(max(0.0, -rate_tokens) / RESEND_RATE_PER_S + 0.01)
                 continue
             next_due = await self.store.next_due_time()
-            now = time.time()
+            now = self._clock()
             self._scheduler_target = next_due if next_due is not None else now + 3600
             # Wake at least every few seconds: `etong deadletters replay` changes the schedule from
             # another process, and a sleeping scheduler would not notice for an hour.
@@ -577,21 +676,22 @@ class Bridge:
 
     async def run_due(self, limit: int = SCHEDULER_PAGE) -> int:
         """One scheduler page: apply `on_due` to due deliveries and publish. Returns the count."""
-        now = time.time()
-        at = now_iso(self._tz)
-        outbox = _Outbox()
+        now = self._clock()
         async with self._lock:
             due = await self.store.due_deliveries(now, limit)
             if not due:
                 return 0
-            write = BatchWrite()
+            b = self._new_batch(BatchLookup(), now)
+            write, outbox = b.write, b.outbox
             for d in due:
                 step = on_due(d, self.policy, now, self._rng)
-                self._apply_step(step, write, outbox, at)
+                self._apply_step(step, b)
                 if step.push:
                     log.info(
-                        "delivery_resend", delivery_id=d.delivery_id,
-                        officer_id=step.delivery.recipient, attempt=step.delivery.attempt,
+                        "delivery_resend",
+                        delivery_id=d.delivery_id,
+                        officer_id=step.delivery.recipient,
+                        attempt=step.delivery.attempt,
                         escalated_from=step.escalated_from,
                     )
             receipt_ids = await self.store.write(write, now)
@@ -600,7 +700,7 @@ class Bridge:
 
     async def republish_unconfirmed(self) -> tuple[int, int]:
         """After a start: publish what was committed but never PUBACKed (crash recovery)."""
-        sent_at = now_iso(self._tz)
+        sent_at = iso_from_unix(self._clock(), self._tz)
         pushes = 0
         after = ""
         while page := await self.store.unpublished_deliveries(SCHEDULER_PAGE, after):
@@ -635,8 +735,10 @@ def _event_id_hint(payload: bytes, max_bytes: int) -> str | None:
         return None
     if isinstance(obj, dict):
         value = obj.get("event_id")
-        if isinstance(value, str) and 8 <= len(value) <= 64 and all(
-            c.isascii() and (c.isalnum() or c in "-_") for c in value
+        if (
+            isinstance(value, str)
+            and 8 <= len(value) <= 64
+            and all(c.isascii() and (c.isalnum() or c in "-_") for c in value)
         ):
             return value
     return None

@@ -102,9 +102,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_deadletters(args: argparse.Namespace) -> int:
     """`etong deadletters list|replay`."""
     if args.action == "list":
-        rows = asyncio.run(
-            _with_store(args, lambda s: s.dead_letters(include_replayed=args.all))
-        )
+        rows = asyncio.run(_with_store(args, lambda s: s.dead_letters(include_replayed=args.all)))
         if args.json:
             _print_json(rows)
             return EXIT_OK
@@ -132,7 +130,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
     days = args.days if args.days is not None else settings.retention.days
     before = time.time() - days * 86400
     counts = asyncio.run(_with_store(args, lambda s: s.purge(before)))
-    print(f"purged data older than {days} days: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(
+        f"purged data older than {days} days: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    )
     return EXIT_OK
 
 
@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     def verb(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> Any:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument(
-            "--config", default=str(DEFAULT_CONFIG),
+            "--config",
+            default=str(DEFAULT_CONFIG),
             help=f"config file (default {DEFAULT_CONFIG}; env ETONG_CONFIG)",
         )
         p.set_defaults(func=fn)

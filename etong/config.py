@@ -36,6 +36,8 @@ from pydantic import (
 from etong.errors import ConfigError
 
 __all__ = [
+    "ENV_PREFIX",
+    "ID_PATTERN",
     "BridgeSettings",
     "BrokerSettings",
     "DedupSettings",
@@ -47,6 +49,7 @@ __all__ = [
     "RosterSettings",
     "Settings",
     "StoreSettings",
+    "apply_env_overrides",
     "close_match_hint",
     "load_settings",
     "parse_settings",
@@ -684,7 +687,8 @@ def validation_problems(
 ) -> list[str]:
     """Turn a pydantic ValidationError into "dotted.key: what is wrong" lines.
 
-    Never echoes the offending value (it may be personal data, or a password). `model` lets an
+    Never echoes the input pydantic saw (it may be personal data, or a password); only our own
+    validators name a value, and only where it is harmless (a time zone). `model` lets an
     unknown key get a "did you mean" hint; `prefix` is put before every key (e.g. a roster row).
     A validator raising ValueError("key: text\\nother: text") reports two problems on those keys.
     """

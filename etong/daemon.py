@@ -65,15 +65,23 @@ class Daemon:
             stack.push_async_callback(store.close)
             grid_broker, officer_broker = self._make_brokers()
             bridge = Bridge(
-                self.settings, roster, store, Keyer(key),
-                grid_broker=grid_broker, officer_broker=officer_broker, metrics=self.metrics,
+                self.settings,
+                roster,
+                store,
+                Keyer(key),
+                grid_broker=grid_broker,
+                officer_broker=officer_broker,
+                metrics=self.metrics,
             )
             self.bridge = bridge
             if self.settings.http.enabled:
-                assert self.settings.http.host is not None and self.settings.http.port is not None
+                assert self.settings.http.host is not None
+                assert self.settings.http.port is not None
                 http = HttpServer(
-                    self.settings.http.host, self.settings.http.port,
-                    ready=self._readiness, metrics=self._render_metrics,
+                    self.settings.http.host,
+                    self.settings.http.port,
+                    ready=self._readiness,
+                    metrics=self._render_metrics,
                 )
                 await http.start()
                 stack.push_async_callback(http.stop)
@@ -89,9 +97,12 @@ class Daemon:
                 tasks.start(_watchdog(interval), "watchdog")
             notify("READY=1")
             log.info(
-                "bridge_ready", instance_id=self.settings.bridge.instance_id,
-                startup_s=round(time.monotonic() - started, 3), roster=roster.summary(),
-                republished_pushes=pushes, republished_receipts=receipts,
+                "bridge_ready",
+                instance_id=self.settings.bridge.instance_id,
+                startup_s=round(time.monotonic() - started, 3),
+                roster=roster.summary(),
+                republished_pushes=pushes,
+                republished_receipts=receipts,
             )
             stop_wait = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait(
@@ -109,7 +120,9 @@ class Daemon:
             bridge.stop_accepting()
             # Let the ingest task finish the batch in hand, then commit and ack what is queued.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(ingest), max(0.1, deadline - time.monotonic()))
+                await asyncio.wait_for(
+                    asyncio.shield(ingest), max(0.1, deadline - time.monotonic())
+                )
             await tasks.cancel_all()
             await bridge.drain(deadline)
         log.info("bridge_stopped", processed=bridge.processed, batches=bridge.batches)
@@ -129,7 +142,9 @@ class Daemon:
     async def _start_brokers(self, bridge: Bridge, stack: AsyncExitStack) -> None:
         grid = self._brokers[0]
         if len(self._brokers) == 1:
-            await grid.start(bridge.on_message, [bridge.topics.events_filter, bridge.topics.acks_filter])
+            await grid.start(
+                bridge.on_message, [bridge.topics.events_filter, bridge.topics.acks_filter]
+            )
             stack.push_async_callback(grid.stop)
             return
         officer = self._brokers[1]
@@ -160,7 +175,9 @@ class Daemon:
             try:
                 roster: Roster = load_roster(self.settings.roster.path)
             except ConfigError as exc:
-                log.error("roster_reload_failed", problems=exc.problems, kept="previous roster")
+                log.error(  # noqa: TRY400 - the problems list says it all; no traceback wanted
+                    "roster_reload_failed", problems=exc.problems, kept="previous roster"
+                )
             else:
                 bridge.replace_roster(roster)
                 log.info("roster_reloaded", roster=roster.summary())
@@ -216,4 +233,3 @@ class _TaskSet:
 def run_daemon(settings: Settings) -> int:
     """Entry point of `etong run`: the event loop, then the daemon."""
     return asyncio.run(Daemon(settings).run())
-

@@ -42,7 +42,7 @@ def backoff_s(
     Doubles each time from `ack_timeout_s`, capped at `backoff_max_s`, with up to 20% extra
     jitter so that a crowd of deliveries made in one burst does not re-send in one burst.
     """
-    base = min(backoff_max_s, ack_timeout_s * (2 ** max(0, attempt - 1)))
+    base = min(backoff_max_s, ack_timeout_s * (2.0 ** max(0, attempt - 1)))
     return min(backoff_max_s, base * (1.0 + 0.2 * rng.random()))
 
 
@@ -91,8 +91,11 @@ def on_due(d: Delivery, policy: Policy, now: float, rng: random.Random) -> Step:
             backoff_max_s=policy.backoff_max_s,
             rng=rng,
         )
-        return Step(replace(d, attempt=attempt, next_due=now + wait), push=True,
-                    escalated_from=d.chain[d.step - 1] if d.step > 0 else None)
+        return Step(
+            replace(d, attempt=attempt, next_due=now + wait),
+            push=True,
+            escalated_from=d.chain[d.step - 1] if d.step > 0 else None,
+        )
     if d.step + 1 < len(d.chain):
         step = d.step + 1
         wait = backoff_s(

@@ -44,7 +44,11 @@ class HttpServer:
         try:
             request_line = await asyncio.wait_for(reader.readline(), 5)
             # Drain headers; we need none of them.
-            while (line := await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+            while (line := await asyncio.wait_for(reader.readline(), 5)) not in (
+                b"\r\n",
+                b"\n",
+                b"",
+            ):
                 if len(line) > 8192:
                     break
             parts = request_line.decode("latin-1").split()
@@ -72,5 +76,9 @@ class HttpServer:
             return "200 OK", "text/plain", b"ok\n"
         if path == "/readyz":
             ok, why = self._ready()
-            return ("200 OK" if ok else "503 Service Unavailable"), "text/plain", (why + "\n").encode()
+            return (
+                ("200 OK" if ok else "503 Service Unavailable"),
+                "text/plain",
+                (why + "\n").encode(),
+            )
         return "404 Not Found", "text/plain", b"not found\n"

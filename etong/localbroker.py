@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any, Self
 
 from etong.errors import EtongError
 from etong.simulate import MonitorClient, Topics
@@ -337,6 +337,8 @@ class LocalBridge:
         self._monitor: MonitorClient | None = None
         self._started_at = 0.0
         self.starts = 0
+        self.stopped_by_us = False
+        """Whether the last exit was asked for (sigterm, kill9, close) rather than a crash."""
 
     @property
     def status_topic(self) -> str:
@@ -367,6 +369,7 @@ class LocalBridge:
             self._monitor = MonitorClient(self.broker_url, [self.status_topic])
             self._monitor.connect()
         env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        self.stopped_by_us = False
         self._started_at = time.time()
         self.starts += 1
         with self.log_path.open("ab") as log:
@@ -413,7 +416,7 @@ class LocalBridge:
             return True  # published while we were subscribed, hence by this run
         return _timestamp(payload.get("at")) >= self._started_at - 0.5
 
-    def status(self, timeout: float = 5.0) -> dict[str, Any] | None:
+    def status(self) -> dict[str, Any] | None:
         """The latest status message seen on the status topic (retained or live)."""
         monitor = self._monitor
         if monitor is None:
@@ -447,6 +450,7 @@ class LocalBridge:
         if process is None:
             raise LocalProcessError("the bridge was not started")
         if process.poll() is None:
+            self.stopped_by_us = True
             process.send_signal(signal.SIGTERM)
         try:
             return process.wait(timeout=timeout)
@@ -462,6 +466,7 @@ class LocalBridge:
         """Kill the daemon with SIGKILL, as a crash or the OOM killer would."""
         process = self._process
         if process is not None and process.poll() is None:
+            self.stopped_by_us = True
             process.kill()
             process.wait()
 
@@ -503,8 +508,3 @@ def _timestamp(value: Any) -> float:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return 0.0
-
-
-def open_log(path: Path) -> IO[bytes]:
-    """Open a log file for appending (a helper for callers that spawn more processes)."""
-    return path.open("ab")

@@ -12,14 +12,18 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.messages = Counter(
-            "etong_messages", "Inbound messages by kind and outcome", ["kind", "outcome"],
+            "etong_messages",
+            "Inbound messages by kind and outcome",
+            ["kind", "outcome"],
             registry=r,
         )
         self.pushes = Counter(
             "etong_pushes", "Pushes published to officers, by reason", ["reason"], registry=r
         )
         self.receipts = Counter(
-            "etong_receipts", "Receipts published to grid members, by status", ["status"],
+            "etong_receipts",
+            "Receipts published to grid members, by status",
+            ["status"],
             registry=r,
         )
         self.undeliverable = Counter(
@@ -29,11 +33,14 @@ class Metrics:
             "etong_security_events", "Acks from officers a delivery was not pushed to", registry=r
         )
         self.batch_size = Histogram(
-            "etong_batch_size", "Inbound messages per store transaction",
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r,
+            "etong_batch_size",
+            "Inbound messages per store transaction",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
         )
         self.ingest_latency = Histogram(
-            "etong_ingest_seconds", "From arrival to commit and PUBACK of an inbound message",
+            "etong_ingest_seconds",
+            "From arrival to commit and PUBACK of an inbound message",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
@@ -44,7 +51,9 @@ class Metrics:
             "etong_dead_letters_open", "Dead letters not yet replayed", registry=r
         )
         self.connected = Gauge(
-            "etong_broker_connected", "1 while the broker connection is up", ["broker"],
+            "etong_broker_connected",
+            "1 while the broker connection is up",
+            ["broker"],
             registry=r,
         )
         self.reconnects = Gauge(

@@ -308,6 +308,9 @@ class Receipt(BaseModel):
     officer_id: str | None = Field(
         default=None, description="The officer the event was pushed to (or escalated to)."
     )
+    delivery_id: str | None = Field(
+        default=None, description="The delivery this state change belongs to, if any."
+    )
     at: datetime = Field(description="When the state changed, RFC 3339.")
 
 
@@ -344,24 +347,25 @@ class ReporterRef(BaseModel):
     model_config = _OUTBOUND
 
     id: str = Field(description="Member id.")
-    name: str = Field(description="Member name, from the roster.")
+    name: str | None = Field(description="Member name, from the roster; null if not listed.")
     is_head: bool = Field(description="True if the member is the grid head.")
 
 
 class HistoryEntry(BaseModel):
-    """A recent event at the same address or about one of the same persons."""
+    """A recent event at the same address, or about one of the same persons elsewhere."""
 
     model_config = _OUTBOUND
 
     event_id: str = Field(description="The earlier event's id.")
     type: EventType = Field(description="The earlier event's type.")
     reported_at: datetime = Field(description="When the earlier event was reported.")
-    address_text: str = Field(description="The earlier event's address as written.")
-    match: Literal["address", "person"] = Field(
-        description="Why it is listed: same address, or a same person at another address."
-    )
-    status: ReceiptStatus | None = Field(
-        default=None, description="The earlier event's latest state, if known."
+    grid_id: str = Field(description="The grid that reported the earlier event.")
+    member_id: str = Field(description="The member who reported the earlier event.")
+    address: str = Field(description="The earlier event's address text, as written.")
+    persons: list[str] = Field(description="Names of the persons in the earlier event.")
+    same_address: bool = Field(
+        description="True if it was at this event's address; false if it is listed because "
+        "one of the same persons was reported at another address."
     )
 
 
@@ -386,7 +390,10 @@ class PushContext(BaseModel):
             "within 30 days)."
         ),
     )
-    priority: str = Field(default="normal", description="Handling priority, e.g. normal or high.")
+    priority: Literal["normal", "high"] = Field(
+        default="normal",
+        description="high when a flag is raised or many persons are involved, else normal.",
+    )
 
 
 class Push(BaseModel):
@@ -407,6 +414,14 @@ class Push(BaseModel):
         default=False, description="True for the registrar's copy: informational, never re-sent."
     )
     sent_at: datetime = Field(description="When this attempt was sent, RFC 3339.")
+    reply_to: str | None = Field(
+        default=None,
+        description="The officer's acks topic (MQTT 5 carries it as Response Topic too).",
+    )
+    expires_at: datetime | None = Field(
+        default=None,
+        description="When the push stops being useful (MQTT 5 carries a Message Expiry Interval).",
+    )
 
 
 class BridgeStatus(BaseModel):
@@ -415,8 +430,8 @@ class BridgeStatus(BaseModel):
     model_config = _OUTBOUND
 
     status: BridgeState = Field(description="online, or offline (set by the last will).")
-    at: datetime | None = Field(
-        default=None, description="When the status was set; may be absent in the last will."
+    at: datetime = Field(
+        description="When the status was set (for the last will: when it was registered)."
     )
 
 

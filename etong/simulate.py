@@ -577,6 +577,7 @@ class GridMemberTerminal(MqttClient):
         self.member_id = member_id
         self.receipts: dict[str | None, list[dict[str, Any]]] = {}
         self.sent_at: dict[str, float] = {}
+        self.sent: list[bytes] = []
         super().__init__(
             url,
             client_id or f"etong-sim-{grid_id}-{member_id}-{new_event_id()[-6:]}",
@@ -598,11 +599,13 @@ class GridMemberTerminal(MqttClient):
         event_id = str(event.get("event_id"))
         with self._cond:
             self.sent_at.setdefault(event_id, time.monotonic())
-        self.publish(self.events_topic, encode(event))
+        self.send_raw(encode(event))
         return event_id
 
     def send_raw(self, payload: bytes) -> None:
         """Publish arbitrary bytes on this member's events topic (for malformed input)."""
+        with self._cond:
+            self.sent.append(payload)
         self.publish(self.events_topic, payload)
 
     def _handle(self, message: Received) -> list[tuple[str, bytes]]:

@@ -70,7 +70,7 @@ _MIGRATIONS: list[str] = [
         attempt           INTEGER NOT NULL,   -- pushes made to the current recipient
         state             TEXT NOT NULL,      -- pending | received | verified | undeliverable
         next_due          REAL,               -- unix seconds of the next send, pending only
-        published_attempt INTEGER NOT NULL DEFAULT 0,  -- highest (step, attempt) the broker PUBACKed
+        published_attempt INTEGER NOT NULL DEFAULT 0,  -- highest step*1000+attempt PUBACKed
         context           BLOB NOT NULL,      -- the push context, JSON
         acked_by          TEXT,
         created_at        REAL NOT NULL,
@@ -215,6 +215,8 @@ _DELIVERY_COLUMNS = (
     "context, published_attempt, acked_by"
 )
 
+_DELIVERY_COLUMNS_D = ", ".join("d." + c.strip() for c in _DELIVERY_COLUMNS.split(","))
+
 
 def _delivery_from_row(row: Sequence[Any]) -> Delivery:
     return Delivery(
@@ -266,6 +268,9 @@ class Store:
         except sqlite3.Error as exc:
             await conn.close()
             raise StoreError(f"cannot prepare store {path}: {exc}") from exc
+        except BaseException:
+            await conn.close()
+            raise
         return store
 
     async def close(self) -> None:
@@ -351,9 +356,11 @@ class Store:
                 entry = HistoryEntry(row[1], row[2], row[3], row[4], orjson.loads(row[5]))
                 out.person_history.setdefault(row[0], []).append(entry)
         for chunk in _chunks(delivery_ids):
+            # The event payload comes along: an ack (declined) can trigger a push.
             sql = (
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries "
-                f"WHERE delivery_id IN ({_placeholders(len(chunk))})"
+                f"SELECT {_DELIVERY_COLUMNS_D}, e.payload FROM deliveries d "
+                "JOIN events e ON e.event_id = d.event_id "
+                f"WHERE d.delivery_id IN ({_placeholders(len(chunk))})"
             )
             for row in await self._conn.execute_fetchall(sql, chunk):
                 out.deliveries[row[0]] = _delivery_from_row(row)
@@ -389,9 +396,19 @@ class Store:
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [
                         (
-                            d.delivery_id, d.event_id, d.grid_id, d.member_id,
-                            orjson.dumps(d.chain).decode(), d.step, d.attempt, d.state,
-                            d.next_due, d.context, d.acked_by, now, now,
+                            d.delivery_id,
+                            d.event_id,
+                            d.grid_id,
+                            d.member_id,
+                            orjson.dumps(d.chain).decode(),
+                            d.step,
+                            d.attempt,
+                            d.state,
+                            d.next_due,
+                            d.context,
+                            d.acked_by,
+                            now,
+                            now,
                         )
                         for d in batch.new_deliveries
                     ],
@@ -402,8 +419,14 @@ class Store:
                     "next_due = ?, acked_by = ?, updated_at = ? WHERE delivery_id = ?",
                     [
                         (
-                            orjson.dumps(d.chain).decode(), d.step, d.attempt, d.state,
-                            d.next_due, d.acked_by, now, d.delivery_id,
+                            orjson.dumps(d.chain).decode(),
+                            d.step,
+                            d.attempt,
+                            d.state,
+                            d.next_due,
+                            d.acked_by,
+                            now,
+                            d.delivery_id,
                         )
                         for d in batch.delivery_updates
                     ],
@@ -443,7 +466,7 @@ class Store:
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
         """Pending deliveries due at or before `now`, earliest first, at most `limit`."""
         sql = (
-            f"SELECT {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}, "
+            f"SELECT {_DELIVERY_COLUMNS_D}, "
             "e.payload FROM deliveries d JOIN events e ON e.event_id = d.event_id "
             "WHERE d.state = 'pending' AND d.next_due <= ? ORDER BY d.next_due LIMIT ?"
         )
@@ -462,7 +485,7 @@ class Store:
     async def unpublished_deliveries(self, limit: int, after: str = "") -> list[Delivery]:
         """Pending deliveries whose current push the broker never PUBACKed (crash recovery)."""
         sql = (
-            f"SELECT {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}, "
+            f"SELECT {_DELIVERY_COLUMNS_D}, "
             "e.payload FROM deliveries d JOIN events e ON e.event_id = d.event_id "
             "WHERE d.state = 'pending' AND d.published_attempt < d.step * 1000 + d.attempt "
             "AND d.delivery_id > ? ORDER BY d.delivery_id LIMIT ?"
@@ -470,7 +493,9 @@ class Store:
         rows = await self._conn.execute_fetchall(sql, (after, limit))
         return [_delivery_from_row(row) for row in rows]
 
-    async def unpublished_receipts(self, limit: int, after: int = 0) -> list[tuple[int, str, bytes]]:
+    async def unpublished_receipts(
+        self, limit: int, after: int = 0
+    ) -> list[tuple[int, str, bytes]]:
         """Receipts committed but never PUBACKed, oldest first: (id, topic, payload)."""
         rows = await self._conn.execute_fetchall(
             "SELECT id, topic, payload FROM receipts WHERE published = 0 AND id > ? "
@@ -522,16 +547,51 @@ class Store:
             (event_id,),
         )
         return {
-            "events": [dict(zip(("event_id", "type", "grid_id", "member_id", "status",
-                                 "duplicate_of", "received_at"), r, strict=True)) for r in events],
+            "events": [
+                dict(
+                    zip(
+                        (
+                            "event_id",
+                            "type",
+                            "grid_id",
+                            "member_id",
+                            "status",
+                            "duplicate_of",
+                            "received_at",
+                        ),
+                        r,
+                        strict=True,
+                    )
+                )
+                for r in events
+            ],
             "deliveries": [
-                dict(zip(("delivery_id", "chain", "step", "attempt", "state", "next_due",
-                          "acked_by", "created_at", "updated_at"), r, strict=True))
+                dict(
+                    zip(
+                        (
+                            "delivery_id",
+                            "chain",
+                            "step",
+                            "attempt",
+                            "state",
+                            "next_due",
+                            "acked_by",
+                            "created_at",
+                            "updated_at",
+                        ),
+                        r,
+                        strict=True,
+                    )
+                )
                 for r in deliveries
             ],
             "receipts": [
-                {"status": r[0], "created_at": r[1], "published": bool(r[2]),
-                 "receipt": orjson.loads(r[3])}
+                {
+                    "status": r[0],
+                    "created_at": r[1],
+                    "published": bool(r[2]),
+                    "receipt": orjson.loads(r[3]),
+                }
                 for r in receipts
             ],
             "dead_letters": [
@@ -540,9 +600,9 @@ class Store:
             ],
         }
 
-    async def dead_letters(self, *, include_replayed: bool = False, limit: int = 1000) -> list[
-        dict[str, Any]
-    ]:
+    async def dead_letters(
+        self, *, include_replayed: bool = False, limit: int = 1000
+    ) -> list[dict[str, Any]]:
         """Dead letters, newest first."""
         where = "" if include_replayed else "WHERE replayed_at IS NULL"
         rows = await self._conn.execute_fetchall(
@@ -550,8 +610,16 @@ class Store:
             f"FROM dead_letters {where} ORDER BY id DESC LIMIT ?",
             (limit,),
         )
-        keys = ("id", "kind", "topic", "reason", "event_id", "delivery_id", "created_at",
-                "replayed_at")
+        keys = (
+            "id",
+            "kind",
+            "topic",
+            "reason",
+            "event_id",
+            "delivery_id",
+            "created_at",
+            "replayed_at",
+        )
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def replay_dead_letters(self, ids: Sequence[int] | None, now: float) -> list[str]:

@@ -37,6 +37,7 @@ from etong.brokers.base import (
     OnPublished,
     PublishOptions,
 )
+from etong.clock import now_iso
 from etong.config import BrokerSettings
 from etong.errors import BrokerError
 from etong.logging import get_logger
@@ -55,8 +56,6 @@ class _TransientConnectError(Exception):
 
 def status_payload(status: str) -> bytes:
     """The retained bridge status message (DESIGN §2)."""
-    from etong.clock import now_iso  # local import: clock imports nothing from brokers
-
     return orjson.dumps({"status": status, "at": now_iso()})
 
 
@@ -110,13 +109,9 @@ class MqttBroker:
         if s.username:
             client.username_pw_set(s.username, s.read_password())
         if s.tls:
-            context = ssl.create_default_context(
-                cafile=str(s.ca_file) if s.ca_file else None
-            )
+            context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
             if s.cert_file:
-                context.load_cert_chain(
-                    str(s.cert_file), str(s.key_file) if s.key_file else None
-                )
+                context.load_cert_chain(str(s.cert_file), str(s.key_file) if s.key_file else None)
             client.tls_set_context(context)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -132,7 +127,7 @@ class MqttBroker:
     def _connect_properties(self) -> Properties | None:
         if not self._v5:
             return None
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._settings.session_expiry_s
         # How many unacked QoS 1 messages the broker may have in flight to us: our batch size.
         props.ReceiveMaximum = self._settings.receive_maximum
@@ -239,7 +234,7 @@ class MqttBroker:
         self._on_message(
             InboundMessage(
                 topic=topic,
-                payload=msg.payload,
+                payload=bytes(msg.payload),
                 qos=msg.qos,
                 mid=msg.mid,
                 generation=self._generation,
@@ -395,7 +390,7 @@ class MqttBroker:
         """Publish at QoS 1. While disconnected paho queues it and sends it on reconnect."""
         properties: Properties | None = None
         if self._v5 and options is not None:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if options.correlation_data is not None:
                 properties.CorrelationData = options.correlation_data
             if options.response_topic is not None:

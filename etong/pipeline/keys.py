@@ -61,9 +61,7 @@ class Keyer:
 
     def event_keys(self, event: Event) -> EventKeys:
         """Address, household and person keys of `event`."""
-        persons = sorted(
-            {normalize_id_number(p.id_number) for p in event.persons if p.id_number}
-        )
+        persons = sorted({normalize_id_number(p.id_number) for p in event.persons if p.id_number})
         return EventKeys(
             address=self.mac("addr:" + normalize_address(event.address.text)),
             household=self.mac("hh:" + household_key(event)),

@@ -30,6 +30,4 @@ class TokenBuckets:
     def _forget_full(self, now: float) -> None:
         # A full bucket carries no information; dropping them bounds memory.
         full_after = self.capacity / self.rate_per_s
-        self._buckets = {
-            k: v for k, v in self._buckets.items() if now - v[1] < full_after
-        }
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}

@@ -65,7 +65,7 @@ max_payload_bytes = 32768
 member_rate_per_min = 60
 
 [http]
-listen = "0.0.0.0:9200"
+listen = "192.0.2.10:9200"
 
 [retention]
 days = 30
@@ -151,7 +151,7 @@ def test_every_documented_key_is_accepted_and_relative_paths_follow_the_config_f
     assert settings.roster.path == config_dir / "roster.toml"
     assert settings.delivery.ack_timeout_s == 12.5
     assert settings.delivery.message_expiry_s == 0
-    assert (settings.http.host, settings.http.port) == ("0.0.0.0", 9200)
+    assert (settings.http.host, settings.http.port) == ("192.0.2.10", 9200)
     assert (settings.log.level, settings.log.format) == ("debug", "json")
 
 

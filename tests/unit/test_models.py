@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from etong.delivery import push_payload, receipt_payload
 from etong.models import (
     Ack,
     Address,
@@ -124,7 +126,7 @@ def test_bool_is_not_accepted_as_a_string_or_list() -> None:
 def test_inbound_models_are_frozen() -> None:
     event = Event.model_validate(event_dict())
     with pytest.raises(ValidationError):
-        event.note = "changed"  # type: ignore[misc]
+        event.note = "changed"
 
 
 def test_resident_id_is_checked_only_for_resident_id_type() -> None:
@@ -136,10 +138,10 @@ def test_resident_id_is_checked_only_for_resident_id_type() -> None:
 
 
 def test_validator_messages_do_not_contain_the_input() -> None:
-    secret = "110105194912310021"
+    wrong_id = "110105194912310021"
     with pytest.raises(ValidationError) as caught:
-        Person.model_validate({"name": "A", "id_number": secret})
-    assert secret not in caught.value.errors(include_input=False)[0]["msg"]
+        Person.model_validate({"name": "A", "id_number": wrong_id})
+    assert wrong_id not in caught.value.errors(include_input=False)[0]["msg"]
 
 
 # --- outbound messages --------------------------------------------------------------------------
@@ -186,9 +188,11 @@ def push_dict() -> dict[str, Any]:
                     "event_id": "earlier-0001",
                     "type": "move_out",
                     "reported_at": "2026-11-01T10:00:00+08:00",
-                    "address_text": "3号楼1418室",
-                    "match": "address",
-                    "status": "verified",
+                    "grid_id": "ZS-017",
+                    "member_id": "g-0231",
+                    "address": "3号楼1418室",
+                    "persons": ["李四"],
+                    "same_address": True,
                 }
             ],
             "flags": ["high_turnover"],
@@ -197,12 +201,14 @@ def push_dict() -> dict[str, Any]:
         "escalated_from": None,
         "cc": False,
         "sent_at": "2026-11-28T09:14:14.200+08:00",
+        "reply_to": "etong/v1/officer/p-1001/acks",
+        "expires_at": "2026-11-29T09:14:14.200+08:00",
     }
 
 
 def test_design_push_example_validates_and_round_trips_through_json() -> None:
     push = Push.model_validate(push_dict())
-    assert push.context.history[0].match == "address"
+    assert push.context.history[0].same_address
     again = Push.model_validate_json(push.model_dump_json())
     assert again == push
 
@@ -223,6 +229,35 @@ def test_push_context_defaults_to_no_history_and_no_flags() -> None:
     assert context.history == []
     assert context.flags == []
     assert context.priority == "normal"
+
+
+def test_push_as_the_daemon_assembles_it_validates() -> None:
+    """The hot path splices pre-serialised bytes; the result must still be a valid Push."""
+    data = push_dict()
+    payload = push_payload(
+        delivery_id=data["delivery_id"],
+        attempt=2,
+        event_json=orjson.dumps(data["event"]),
+        context_json=orjson.dumps(data["context"]),
+        escalated_from="p-1001",
+        cc=False,
+        sent_at=data["sent_at"],
+        reply_to=data["reply_to"],
+        expires_at=None,
+    )
+    push = Push.model_validate_json(payload)
+    assert (push.attempt, push.escalated_from) == (2, "p-1001")
+    assert push.event == Event.model_validate(data["event"])
+
+
+def test_receipt_as_the_daemon_assembles_it_validates() -> None:
+    payload = receipt_payload(
+        event_id=None,
+        status="rejected",
+        at="2026-11-28T09:14:14.120+08:00",
+        reason="payload is not valid UTF-8",
+    )
+    assert Receipt.model_validate_json(payload).status == "rejected"
 
 
 @pytest.mark.parametrize("status", ["online", "offline"])

@@ -17,7 +17,9 @@ from etong.pipeline.normalize import (
 from tests.unit.test_validate import event_dict
 
 
-@pytest.mark.parametrize("variant", ["3号楼1418室", "3 号楼 1418 室", "３号楼１４１８室", "３\u3000号楼\t1418\n室"])
+@pytest.mark.parametrize(
+    "variant", ["3号楼1418室", "3 号楼 1418 室", "３号楼１４１８室", "３\u3000号楼\t1418\n室"]
+)
 def test_design_address_variants_are_one_address(variant: str) -> None:
     assert normalize_address(variant) == "3号楼1418室"
 
@@ -39,7 +41,13 @@ def test_normalize_address_is_idempotent(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "variant", ["11010519491231002x", "１１０１０５１９４９１２３１００２Ｘ", " 110105 19491231 002X ", "110105\u300019491231002x"]
+    "variant",
+    [
+        "11010519491231002x",
+        "１１０１０５１９４９１２３１００２Ｘ",
+        " 110105 19491231 002X ",
+        "110105\u300019491231002x",
+    ],
 )
 def test_id_number_variants_normalise_to_one(variant: str) -> None:
     assert normalize_id_number(variant) == "11010519491231002X"
@@ -82,7 +90,9 @@ def test_household_key_folds_address_variants() -> None:
 
 def test_household_key_ignores_everything_but_type_address_and_persons() -> None:
     base = _event()
-    other = _event(event_id="another-event-id", note="different", reported_at="2026-11-28T08:00:00+08:00")
+    other = _event(
+        event_id="another-event-id", note="different", reported_at="2026-11-28T08:00:00+08:00"
+    )
     assert household_key(base) == household_key(other)
 
 

@@ -397,38 +397,38 @@ def test_first_failing_field_is_the_one_named() -> None:
 
 # --- personal data never echoed -----------------------------------------------------------------
 
-SECRET_ID = OTHER_RESIDENT_ID
-SECRET_PHONE = "13912345678"
+PRIVATE_ID = OTHER_RESIDENT_ID
+PRIVATE_PHONE = "13912345678"
 
 
 def _leaky_events() -> list[dict[str, Any]]:
     """Invalid events that carry a resident id or a phone number where a rejection could echo it."""
-    wrong_digit = SECRET_ID[:17] + ("0" if SECRET_ID[17] != "0" else "1")
+    wrong_digit = PRIVATE_ID[:17] + ("0" if PRIVATE_ID[17] != "0" else "1")
     return [
-        with_person(id_number=wrong_digit, phone=SECRET_PHONE),
-        with_person(id_number=SECRET_ID + "123"),
-        with_person(id_number=SECRET_ID * 2),
-        with_person(phone=SECRET_PHONE + " ext. 12"),
-        with_person(phone=SECRET_PHONE * 3),
-        with_person(phone=int(SECRET_PHONE)),
-        with_person(id_number=int(SECRET_ID[:17])),
-        with_person(name=SECRET_ID, id_type=SECRET_PHONE),
-        with_changes(event_id=SECRET_ID + "/" + SECRET_PHONE),
-        with_changes(type=SECRET_ID),
-        with_changes(grid_id=SECRET_PHONE + "!"),
-        with_changes(note=SECRET_ID * 100),
-        with_changes(reported_at=SECRET_PHONE),
-        with_changes(persons=SECRET_ID),
-        with_changes(address={"text": SECRET_ID * 40}),
-        with_changes(address={"text": "x", "room": SECRET_ID * 4}),
+        with_person(id_number=wrong_digit, phone=PRIVATE_PHONE),
+        with_person(id_number=PRIVATE_ID + "123"),
+        with_person(id_number=PRIVATE_ID * 2),
+        with_person(phone=PRIVATE_PHONE + " ext. 12"),
+        with_person(phone=PRIVATE_PHONE * 3),
+        with_person(phone=int(PRIVATE_PHONE)),
+        with_person(id_number=int(PRIVATE_ID[:17])),
+        with_person(name=PRIVATE_ID, id_type=PRIVATE_PHONE),
+        with_changes(event_id=PRIVATE_ID + "/" + PRIVATE_PHONE),
+        with_changes(type=PRIVATE_ID),
+        with_changes(grid_id=PRIVATE_PHONE + "!"),
+        with_changes(note=PRIVATE_ID * 100),
+        with_changes(reported_at=PRIVATE_PHONE),
+        with_changes(persons=PRIVATE_ID),
+        with_changes(address={"text": PRIVATE_ID * 40}),
+        with_changes(address={"text": "x", "room": PRIVATE_ID * 4}),
     ]
 
 
 @pytest.mark.parametrize("event", _leaky_events())
 def test_rejection_reason_never_contains_the_id_or_phone_number(event: dict[str, Any]) -> None:
     reason = rejected(parse(event)).reason
-    assert SECRET_ID[:10] not in reason
-    assert SECRET_PHONE[3:] not in reason
+    assert PRIVATE_ID[:10] not in reason
+    assert PRIVATE_PHONE[3:] not in reason
 
 
 # --- decode_json_object -------------------------------------------------------------------------

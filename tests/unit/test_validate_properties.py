@@ -25,8 +25,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -75,7 +76,9 @@ def _paths(value: object, prefix: tuple[str | int, ...] = ()) -> list[tuple[str 
 _EVENT_PATHS = _paths(event_dict())
 
 
-def _mutate(event: dict[str, Any], path: tuple[str | int, ...], replacement: object, delete: bool) -> None:
+def _mutate(
+    event: dict[str, Any], path: tuple[str | int, ...], replacement: object, delete: bool
+) -> None:
     """Replace or delete the value at `path`, if an earlier mutation left that path in place."""
     parent: Any = event
     for step in path[:-1]:

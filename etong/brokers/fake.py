@@ -1,0 +1,107 @@
+"""An in-memory broker for fast daemon tests: no network, PUBACKs on the next loop turn.
+
+It records what the bridge acknowledged and published so a test can check the no-loss rule
+(an ack only after the commit) and the wire output, without mosquitto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from etong.brokers.base import InboundMessage, OnMessage, OnPublished, PublishOptions
+
+
+@dataclass(slots=True)
+class Published:
+    """One message the bridge published."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    options: PublishOptions | None
+
+    def json(self) -> dict[str, Any]:
+        """The payload, decoded."""
+        value = orjson.loads(self.payload)
+        assert isinstance(value, dict)
+        return value
+
+
+class FakeBroker:
+    """Implements `etong.brokers.base.Broker` in memory."""
+
+    def __init__(self, name: str = "fake", *, auto_puback: bool = True) -> None:
+        self.name = name
+        self.auto_puback = auto_puback
+        self.published: list[Published] = []
+        self.acked: list[int] = []
+        self.subscriptions: list[str] = []
+        self._on_message: OnMessage | None = None
+        self._mids = itertools.count(1)
+        self._connected = False
+        self._held: list[OnPublished] = []
+
+    async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:
+        """Remember the callback; ready at once."""
+        self._on_message = on_message
+        self.subscriptions = list(subscriptions)
+        self._connected = True
+
+    def inject(self, topic: str, payload: bytes | str | dict[str, object]) -> int:
+        """Deliver a QoS 1 message to the bridge as the broker would; returns its mid."""
+        if isinstance(payload, dict):
+            payload = orjson.dumps(payload)
+        elif isinstance(payload, str):
+            payload = payload.encode()
+        mid = next(self._mids)
+        assert self._on_message is not None, "start() first"
+        self._on_message(
+            InboundMessage(topic, payload, 1, mid, 1, self, received_at=time.monotonic())
+        )
+        return mid
+
+    def ack(self, message: InboundMessage) -> None:
+        """Record the PUBACK."""
+        self.acked.append(message.mid)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        options: PublishOptions | None = None,
+        on_published: OnPublished | None = None,
+    ) -> None:
+        """Record the message; PUBACK it on the next loop turn (or hold it, see release())."""
+        self.published.append(Published(topic, payload, retain, options))
+        if on_published is not None:
+            if self.auto_puback:
+                asyncio.get_running_loop().call_soon(on_published)
+            else:
+                self._held.append(on_published)
+
+    def release_pubacks(self) -> None:
+        """PUBACK everything held while `auto_puback` was off."""
+        held, self._held = self._held, []
+        for callback in held:
+            callback()
+
+    def on(self, topic_suffix: str) -> list[dict[str, Any]]:
+        """Decoded payloads published on topics ending with `topic_suffix`."""
+        return [p.json() for p in self.published if p.topic.endswith(topic_suffix)]
+
+    @property
+    def connected(self) -> bool:
+        """True after start() until stop()."""
+        return self._connected
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        self._connected = False

@@ -1,0 +1,80 @@
+"""The SQLite store on a temp file: creation, migration, paging, purge."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from etong.errors import StoreError
+from etong.store import SCHEMA_VERSION, BatchWrite, Delivery, Store
+
+
+def _delivery(i: int, due: float) -> Delivery:
+    return Delivery(
+        delivery_id=f"D{i:06d}",
+        event_id=f"E{i:06d}",
+        grid_id="G",
+        member_id="m",
+        chain=["o"],
+        step=0,
+        attempt=1,
+        state="pending",
+        next_due=due,
+        context=b"{}",
+    )
+
+
+def _event_row(i: int, at: float) -> tuple[object, ...]:
+    return (f"E{i:06d}", "move_in", "G", "m", "accepted", None, "A", f"H{i}", at, b"{}", b"{}")
+
+
+async def test_store_file_is_created_private_and_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "etong.db"
+    store = await Store.open(path)
+    await store.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # Opening again is a no-op migration.
+    store = await Store.open(path)
+    await store.close()
+
+
+async def test_a_store_from_a_newer_etong_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "etong.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer"):
+        await Store.open(path)
+
+
+async def test_due_deliveries_are_paged_earliest_first(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "etong.db")
+    write = BatchWrite()
+    write.events = [_event_row(i, 1.0) for i in range(50)]
+    write.new_deliveries = [_delivery(i, due=float(100 - i)) for i in range(50)]
+    await store.write(write, now=1.0)
+    page = await store.due_deliveries(now=60.0, limit=5)
+    assert [d.next_due for d in page] == [51.0, 52.0, 53.0, 54.0, 55.0]
+    assert len(await store.due_deliveries(now=60.0, limit=1000)) == 10
+    assert await store.next_due_time() == 51.0
+    await store.close()
+
+
+async def test_purge_removes_old_events_and_what_hangs_off_them(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "etong.db")
+    write = BatchWrite()
+    write.events = [_event_row(0, 10.0), _event_row(1, 1000.0)]
+    write.event_persons = [("P", "E000000", "A", 10.0), ("P", "E000001", "A", 1000.0)]
+    write.new_deliveries = [_delivery(0, 20.0), _delivery(1, 2000.0)]
+    write.receipts = [("E000000", "t", "accepted", b"{}"), ("E000001", "t", "accepted", b"{}")]
+    await store.write(write, now=10.0)
+    counts = await store.purge(before=500.0)
+    assert counts["events"] == 1 and counts["deliveries"] == 1 and counts["event_persons"] == 1
+    trace = await store.trace("E000001")
+    assert trace["events"] and trace["deliveries"]
+    assert not (await store.trace("E000000"))["events"]
+    await store.close()

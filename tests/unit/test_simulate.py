@@ -1,0 +1,206 @@
+"""The pure half of the simulator (ids, events, topics) and the TOML writer of localbroker.
+
+The generated events are also checked against the bridge's own validator: the demo and the
+e2e tests rely on "valid" meaning valid to the bridge.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import tomllib
+import unicodedata
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etong import models
+from etong.localbroker import local_bridge_config, render_toml
+from etong.pipeline.validate import Rejection, parse_event
+from etong.simulate import (
+    BrokerAddress,
+    SimRoster,
+    Topics,
+    encode,
+    gb11643_check_char,
+    make_event,
+    make_resident_id,
+    new_event_id,
+    restated,
+    to_fullwidth,
+    with_bad_check_digit,
+    with_wrong_check_char,
+)
+
+EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+def _parse(event: dict[str, object]) -> object:
+    return parse_event(
+        encode(event),
+        topic_grid_id=str(event["grid_id"]),
+        topic_member_id=str(event["member_id"]),
+        max_payload_bytes=65536,
+        now=datetime.now(UTC),
+    )
+
+
+def test_check_char_of_the_design_example_is_x() -> None:
+    assert gb11643_check_char("11010519491231002") == "X"
+
+
+@given(st.text(alphabet="0123456789", min_size=17, max_size=17))
+def test_check_char_agrees_with_the_bridge(first17: str) -> None:
+    assert gb11643_check_char(first17) == models.gb11643_check_char(first17)
+
+
+@pytest.mark.parametrize("first17", ["1101051949123100", "1101051949123100２", "a" * 17])
+def test_check_char_refuses_anything_but_17_ascii_digits(first17: str) -> None:
+    with pytest.raises(ValueError, match="17 ASCII digits"):
+        gb11643_check_char(first17)
+
+
+@given(st.integers(min_value=0, max_value=2**32))
+def test_resident_ids_are_18_characters_with_a_valid_check_char(seed: int) -> None:
+    resident_id = make_resident_id(random.Random(seed))
+    assert len(resident_id) == 18
+    assert resident_id[-1] == gb11643_check_char(resident_id[:17])
+    wrong = with_wrong_check_char(resident_id)
+    assert wrong[:17] == resident_id[:17]
+    assert wrong[-1] != resident_id[-1]
+
+
+def test_event_ids_are_26_crockford_characters_that_sort_by_time() -> None:
+    rng = random.Random(1)
+    earlier = new_event_id(rng, at=1_800_000_000.000)
+    later = new_event_id(rng, at=1_800_000_000.001)
+    assert EVENT_ID_RE.match(earlier)
+    assert len(earlier) == 26
+    assert earlier < later
+    assert new_event_id() != new_event_id()
+
+
+def test_made_event_has_the_wire_fields_and_a_china_time() -> None:
+    event = make_event("ZS-017", "g-0231", building="3", unit="1", room="1418", persons=3)
+    assert event["grid_id"] == "ZS-017"
+    assert event["member_id"] == "g-0231"
+    assert event["type"] == "move_in"
+    assert event["address"]["text"] == "北高教园社区3号楼1单元1418室"
+    assert len(event["persons"]) == 3
+    reported_at = datetime.fromisoformat(event["reported_at"])
+    assert reported_at.utcoffset() == timedelta(hours=8)
+    assert abs(reported_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_made_events_are_deterministic_for_a_seeded_rng() -> None:
+    first = make_event("ZS-017", "g-0231", rng=random.Random(7), reported_at="x")
+    second = make_event("ZS-017", "g-0231", rng=random.Random(7), reported_at="x")
+    assert first == second
+
+
+@given(
+    seed=st.integers(min_value=0, max_value=2**32),
+    event_type=st.sampled_from(["move_in", "move_out", "tenant_change", "info_update"]),
+    persons=st.integers(min_value=1, max_value=20),
+)
+def test_made_events_pass_the_bridge_validator(seed: int, event_type: str, persons: int) -> None:
+    event = make_event("ZS-017", "g-0231", type=event_type, persons=persons,
+                       rng=random.Random(seed), note="新租客")
+    assert not isinstance(_parse(event), Rejection), _parse(event)
+
+
+def test_bad_check_digit_event_is_rejected_by_the_bridge_validator_on_the_id_field() -> None:
+    bad = with_bad_check_digit(make_event("ZS-017", "g-0231", persons=2))
+    result = _parse(bad)
+    assert isinstance(result, Rejection)
+    assert result.field == "persons[0].id_number"
+
+
+def test_full_width_writes_ascii_the_way_handheld_imes_do() -> None:
+    assert to_fullwidth("3号楼1418室") == "３号楼１４１８室"
+    assert to_fullwidth("Room 3") == "Ｒｏｏｍ\u3000３"
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E)))
+def test_full_width_folds_back_under_nfkc(text: str) -> None:
+    assert unicodedata.normalize("NFKC", to_fullwidth(text)) == text
+
+
+def test_restated_event_is_the_same_household_under_a_new_id_from_another_member() -> None:
+    original = make_event("ZS-017", "g-0231", persons=2)
+    again = restated(original, member_id="g-0232")
+    assert again["event_id"] != original["event_id"]
+    assert again["member_id"] == "g-0232"
+    assert again["persons"] == original["persons"]
+    assert again["address"]["text"] != original["address"]["text"]
+    assert unicodedata.normalize("NFKC", again["address"]["text"]) == original["address"]["text"]
+    assert original["member_id"] == "g-0231"  # the original is left alone
+
+
+def test_topics_follow_the_wire_contract() -> None:
+    topics = Topics("etong/v1")
+    assert topics.events("ZS-017", "g-0231") == "etong/v1/grid/ZS-017/member/g-0231/events"
+    assert topics.receipts("ZS-017", "g-0231") == "etong/v1/grid/ZS-017/member/g-0231/receipts"
+    assert topics.inbox("p-1001") == "etong/v1/officer/p-1001/inbox"
+    assert topics.acks("p-1001") == "etong/v1/officer/p-1001/acks"
+    assert topics.status("etong-1") == "etong/v1/bridge/etong-1/status"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://127.0.0.1:41883", BrokerAddress("127.0.0.1", 41883, tls=False)),
+        ("mqtt://broker", BrokerAddress("broker", 1883, tls=False)),
+        ("mqtts://broker", BrokerAddress("broker", 8883, tls=True)),
+    ],
+)
+def test_broker_urls_parse_with_default_ports(url: str, expected: BrokerAddress) -> None:
+    assert BrokerAddress.parse(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://broker:1883", "127.0.0.1:1883", "mqtt://"])
+def test_broker_url_without_mqtt_scheme_or_host_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="not an mqtt"):
+        BrokerAddress.parse(url)
+
+
+def test_sim_roster_lists_every_grid_member_and_officer() -> None:
+    roster = SimRoster.from_document({
+        "grids": [{"id": "ZS-017", "members": ["g-0001", "g-0231"]},
+                  {"id": "ZS-018", "members": ["g-0301"]}],
+        "officers": [{"id": "p-1001"}, {"id": "p-2001"}],
+    })
+    assert roster.members == (("ZS-017", "g-0001"), ("ZS-017", "g-0231"), ("ZS-018", "g-0301"))
+    assert roster.officers == ("p-1001", "p-2001")
+
+
+def test_rendered_toml_reads_back_as_the_same_document() -> None:
+    document = {
+        "stations": [{"id": "zhuangshi", "name": "庄市派出所", "duty_officer": "p-9001"}],
+        "officers": [
+            {"id": "p-2001", "name": "陈 \"建国\"", "station": "zhuangshi",
+             "absent": [{"from": date(2026, 12, 1), "to": date(2026, 12, 5)}]},
+        ],
+        "delivery": {"ack_timeout_s": 1.5, "max_attempts": 2, "cc": True},
+        "grids": [{"id": "ZS-017", "members": ["g-0001", "g-0231"]}],
+    }
+    assert tomllib.loads(render_toml(document)) == document
+
+
+def test_local_bridge_config_takes_overrides_section_by_section() -> None:
+    config = local_bridge_config(
+        broker_url="mqtt://127.0.0.1:1",
+        store_path=Path("etong.db"),
+        roster_path=Path("roster.toml"),
+        protocol=3,
+        overrides={"delivery": {"ack_timeout_s": 1}},
+    )
+    assert config["broker"]["protocol"] == 3
+    assert config["delivery"]["ack_timeout_s"] == 1
+    assert config["delivery"]["max_attempts"] == 3
+    assert config["http"]["listen"] == ""
+    parsed = tomllib.loads(render_toml(config))
+    assert parsed["store"]["path"] == "etong.db"
