@@ -336,6 +336,7 @@ class LocalBridge:
         self._process: subprocess.Popen[bytes] | None = None
         self._monitor: MonitorClient | None = None
         self._started_at = 0.0
+        self._first_message = 0
         self.starts = 0
         self.stopped_by_us = False
         """Whether the last exit was asked for (sigterm, kill9, close) rather than a crash."""
@@ -370,6 +371,8 @@ class LocalBridge:
             self._monitor.connect()
         env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
         self.stopped_by_us = False
+        # Only status messages from here on can speak for this run.
+        self._first_message = self._monitor.message_count
         self._started_at = time.time()
         self.starts += 1
         with self.log_path.open("ab") as log:
@@ -392,7 +395,8 @@ class LocalBridge:
         if monitor is None or process is None:
             raise LocalProcessError("the bridge was not started")
         deadline = time.monotonic() + timeout
-        while not monitor.has(self._is_fresh_online):
+        since = self._first_message
+        while not monitor.has(self._is_fresh_online, since=since):
             if process.poll() is not None:
                 raise LocalProcessError(
                     f"the bridge exited with code {process.returncode} before it was ready; "
@@ -405,7 +409,9 @@ class LocalBridge:
                     f"{timeout:.0f} s; log tail:\n{tail(self.log_path, 40)}"
                 )
             # Bounded waits, so that a daemon that dies is noticed within a quarter second.
-            monitor.wait_for(self._is_fresh_online, timeout=min(0.25, remaining), raise_=False)
+            monitor.wait_for(
+                self._is_fresh_online, timeout=min(0.25, remaining), since=since, raise_=False
+            )
 
     def _is_fresh_online(self, topic: str, payload: Any, retained: bool) -> bool:
         if topic != self.status_topic or not isinstance(payload, dict):
@@ -413,7 +419,9 @@ class LocalBridge:
         if payload.get("status") != "online":
             return False
         if not retained:
-            return True  # published while we were subscribed, hence by this run
+            return True  # published live after this start, hence by this run
+        # Retained copies come on (re)subscribing, e.g. after a broker restart: only a status
+        # stamped after this start is this run's.
         return _timestamp(payload.get("at")) >= self._started_at - 0.5
 
     def status(self) -> dict[str, Any] | None:

@@ -507,19 +507,26 @@ class MqttClient:
             if not self._cond.wait_for(condition, timeout=timeout):
                 raise TimeoutError(f"{self.client_id}: {what} not seen within {timeout} s")
 
-    def has(self, predicate: Predicate) -> bool:
-        """Whether any message received so far matches `predicate(topic, payload, retained)`."""
+    @property
+    def message_count(self) -> int:
+        """How many messages arrived so far; pass it as `since` to look only at later ones."""
         with self._cond:
-            return any(predicate(m.topic, m.payload, m.retained) for m in self.messages)
+            return len(self.messages)
+
+    def has(self, predicate: Predicate, *, since: int = 0) -> bool:
+        """Whether a message (index `since` on) matches `predicate(topic, payload, retained)`."""
+        with self._cond:
+            return any(predicate(m.topic, m.payload, m.retained) for m in self.messages[since:])
 
     def wait_for(
-        self, predicate: Predicate, timeout: float = 10.0, *, raise_: bool = True
+        self, predicate: Predicate, timeout: float = 10.0, *, since: int = 0, raise_: bool = True
     ) -> Received | None:
-        """The first message matching `predicate`, waiting up to `timeout` seconds for it."""
+        """The first message (from index `since` on) matching `predicate`, waiting for it."""
 
         def first() -> Received | None:
             return next(
-                (m for m in self.messages if predicate(m.topic, m.payload, m.retained)), None
+                (m for m in self.messages[since:] if predicate(m.topic, m.payload, m.retained)),
+                None,
             )
 
         with self._cond:

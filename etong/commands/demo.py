@@ -68,13 +68,20 @@ class Case:
 
 SCENARIO: tuple[Case, ...] = (
     Case("move-in, 2 persons", "ZS-017", "g-0231", "valid", "verified"),
-    Case("tenant change by the grid head", "ZS-017", "g-0001", "valid", "verified",
-         type="tenant_change"),
+    Case(
+        "tenant change by the grid head",
+        "ZS-017",
+        "g-0001",
+        "valid",
+        "verified",
+        type="tenant_change",
+    ),
     Case("move-in, grid officer away", "ZS-018", "g-0301", "valid", "verified"),
     Case("move-out", "ZS-019", "g-0401", "valid", "verified", type="move_out"),
     Case("#1 resent, same event_id", "ZS-017", "g-0231", "resend", "duplicate", repeats=1),
-    Case("#1's household, full-width digits", "ZS-017", "g-0232", "restated", "duplicate",
-         repeats=1),
+    Case(
+        "#1's household, full-width digits", "ZS-017", "g-0232", "restated", "duplicate", repeats=1
+    ),
     Case("resident id with a bad check digit", "ZS-018", "g-0302", "bad_check_digit", "rejected"),
     Case("unparseable payload", "ZS-019", "g-0402", "unparseable", "rejected"),
 )
@@ -108,15 +115,26 @@ def demo_roster(today: date) -> dict[str, Any]:
         "officers": [
             {"id": "p-1001", "name": "郑向阳", "station": station, "backup": "p-1002"},
             {"id": "p-1002", "name": "王立新", "station": station},
-            {"id": "p-2001", "name": "陈建国", "station": station, "backup": "p-2002",
-             "absent": [away]},
+            {
+                "id": "p-2001",
+                "name": "陈建国",
+                "station": station,
+                "backup": "p-2002",
+                "absent": [away],
+            },
             {"id": "p-2002", "name": "李海燕", "station": station},
             {"id": "p-9001", "name": "值班民警", "station": station},
             {"id": REGISTRAR, "name": "周敏", "station": station},
         ],
         "grids": [
-            {"id": grid_id, "name": f"北高教园第{grid_id[-2:]}网格", "community": "bgjy",
-             "officer": officer, "head": MEMBERS[grid_id][0], "members": list(MEMBERS[grid_id])}
+            {
+                "id": grid_id,
+                "name": f"北高教园第{grid_id[-2:]}网格",
+                "community": "bgjy",
+                "officer": officer,
+                "head": MEMBERS[grid_id][0],
+                "members": list(MEMBERS[grid_id]),
+            }
             for grid_id, (officer, _) in GRIDS.items()
         ],
         "members": [
@@ -166,21 +184,29 @@ class Demo:
         stack.callback(bridge.close)
         bridge.start()
         bridge.wait_ready(timeout=WAIT_S)
-        print(f"mosquitto on {self.broker.url}; bridge {INSTANCE_ID} (MQTT {self.protocol}) "
-              f"online after {time.monotonic() - started:.1f} s")
+        print(
+            f"mosquitto on {self.broker.url}; bridge {INSTANCE_ID} (MQTT {self.protocol}) "
+            f"online after {time.monotonic() - started:.1f} s"
+        )
         for officer_id in (*OFFICERS, REGISTRAR):
             # Officers confirm receipt and report the on-site check at once; the registrar
             # only gets copies, which are never re-sent and need no ack.
             auto_ack = ("received", "verified") if officer_id != REGISTRAR else ()
-            terminal = OfficerTerminal(self.broker.url, officer_id, topics=TOPICS,
-                                       protocol=self.protocol, auto_ack=auto_ack)
+            terminal = OfficerTerminal(
+                self.broker.url,
+                officer_id,
+                topics=TOPICS,
+                protocol=self.protocol,
+                auto_ack=auto_ack,
+            )
             terminal.connect()
             stack.callback(terminal.close)
             self.officers[officer_id] = terminal
         for grid_id, members in MEMBERS.items():
             for member_id in members:
-                member = GridMemberTerminal(self.broker.url, grid_id, member_id, topics=TOPICS,
-                                            protocol=self.protocol)
+                member = GridMemberTerminal(
+                    self.broker.url, grid_id, member_id, topics=TOPICS, protocol=self.protocol
+                )
                 member.connect()
                 stack.callback(member.close)
                 self.members[member_id] = member
@@ -217,8 +243,7 @@ class Demo:
             member.send(event)
             return Sent(number, case, str(event["event_id"]), event, receipts_from=skip)
         if case.kind == "restated" and original is not None:
-            event = restated(original, grid_id=case.grid_id, member_id=case.member_id,
-                             rng=self.rng)
+            event = restated(original, grid_id=case.grid_id, member_id=case.member_id, rng=self.rng)
         elif case.kind == "bad_check_digit":
             event = with_bad_check_digit(member.event(rng=self.rng))
         else:
@@ -366,9 +391,11 @@ class Demo:
         except TimeoutError as exc:
             self.failures.append(f"registrar copies: {exc}")
         copies = sum(1 for push in registrar.push_payloads() if push.get("cc"))
-        print(f"registrar {REGISTRAR} got {copies} copies (cc) of "
-              f"{len(self.copied)} move-ins and tenant changes; "
-              f"p-2001 (away) got {len(absent)} pushes")
+        print(
+            f"registrar {REGISTRAR} got {copies} copies (cc) of "
+            f"{len(self.copied)} move-ins and tenant changes; "
+            f"p-2001 (away) got {len(absent)} pushes"
+        )
 
 
 def _first(receipts: Iterable[dict[str, Any]], status: str) -> dict[str, Any] | None:
@@ -391,14 +418,16 @@ def format_table(sent: list[Sent]) -> str:
         deliveries = ",".join(sorted({str(push["delivery_id"]) for _, push in item.pushes})) or "-"
         if case.kind == "resend":  # its pushes are the original's; it had none of its own
             officers = deliveries = f"as #{case.repeats}"
-        rows.append((
-            str(item.number),
-            case.label,
-            f"{case.grid_id}/{case.member_id}",
-            " → ".join(str(r.get("status")) for r in item.receipts) or "(none)",
-            officers,
-            deliveries,
-        ))
+        rows.append(
+            (
+                str(item.number),
+                case.label,
+                f"{case.grid_id}/{case.member_id}",
+                " → ".join(str(r.get("status")) for r in item.receipts) or "(none)",
+                officers,
+                deliveries,
+            )
+        )
         notes.append(_notes(item))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
@@ -425,14 +454,29 @@ def _notes(item: Sent) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `etong demo` (its `--config` is ignored: the demo writes its own)."""
-    parser.add_argument("--reports", type=int, default=DEFAULT_REPORTS, metavar="N",
-                        help=f"size of the timed burst of reports (default {DEFAULT_REPORTS})")
-    parser.add_argument("--protocol", type=int, choices=(3, 5), default=5,
-                        help="MQTT version of the bridge and terminals: 5 or 3 (3.1.1)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work folder (config, roster, store, logs)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="use this folder instead of a temp folder (implies --keep)")
+    parser.add_argument(
+        "--reports",
+        type=int,
+        default=DEFAULT_REPORTS,
+        metavar="N",
+        help=f"size of the timed burst of reports (default {DEFAULT_REPORTS})",
+    )
+    parser.add_argument(
+        "--protocol",
+        type=int,
+        choices=(3, 5),
+        default=5,
+        help="MQTT version of the bridge and terminals: 5 or 3 (3.1.1)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work folder (config, roster, store, logs)"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="use this folder instead of a temp folder (implies --keep)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

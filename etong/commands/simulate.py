@@ -26,12 +26,18 @@ FINAL_STATUSES = ("accepted", "duplicate", "rejected")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `etong simulate`."""
-    parser.add_argument("--roster", type=Path, default=None,
-                        help="roster TOML (default: the config's roster.path)")
-    parser.add_argument("--rate", type=float, default=10.0,
-                        help="reports per second, all members together (default 10)")
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds to keep publishing (default 10)")
+    parser.add_argument(
+        "--roster", type=Path, default=None, help="roster TOML (default: the config's roster.path)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=10.0,
+        help="reports per second, all members together (default 10)",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds to keep publishing (default 10)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed for the reports")
 
 
@@ -63,8 +69,14 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         officers = []
         for officer_id in roster.officers:
-            officer = OfficerTerminal(url, officer_id, topics=topics, protocol=protocol,
-                                      auto_ack=("received", "verified"), persistent=False)
+            officer = OfficerTerminal(
+                url,
+                officer_id,
+                topics=topics,
+                protocol=protocol,
+                auto_ack=("received", "verified"),
+                persistent=False,
+            )
             officer.connect()
             stack.callback(officer.close)
             officers.append(officer)
@@ -74,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
             member.connect()
             stack.callback(member.close)
             members.append(member)
-        print(f"simulating {len(members)} grid members and {len(officers)} officers on {url}: "
-              f"{args.rate:g} reports/s for {args.duration:g} s")
+        print(
+            f"simulating {len(members)} grid members and {len(officers)} officers on {url}: "
+            f"{args.rate:g} reports/s for {args.duration:g} s"
+        )
         sent = _publish(members, rate=args.rate, duration=args.duration, rng=rng)
         unsettled = _settle(sent)
         _print_counts(members, officers, sent, unsettled)
@@ -124,8 +138,10 @@ def _print_counts(
     payloads = [push for officer in officers for push in officer.push_payloads()]
     copies = sum(1 for push in payloads if push.get("cc"))
     published = sum(len(ids) for ids in sent.values())
-    print(f"published {published} reports; officers received {len(payloads) - copies} pushes "
-          f"and {copies} copies (cc)")
+    print(
+        f"published {published} reports; officers received {len(payloads) - copies} pushes "
+        f"and {copies} copies (cc)"
+    )
     print("receipts: " + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none"))
     if unsettled:
         print(f"{unsettled} reports got no accepted/duplicate/rejected receipt in time")

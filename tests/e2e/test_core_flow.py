@@ -208,6 +208,21 @@ def test_report_from_a_grid_whose_officer_is_absent_goes_to_the_backup(
     assert absent.pushes_of(event_id) == []
 
 
+def test_push_to_an_offline_officer_waits_at_the_broker_and_arrives_on_reconnect(
+    bridge: LocalBridge, terminals: Terminals
+) -> None:
+    officer = terminals.officer("p-1001", auto_ack=("received",))
+    member = terminals.member("ZS-017", "g-0231")
+    officer.disconnect()
+
+    event_id = member.send(member.event())
+    member.wait_for_receipt(event_id, "accepted")  # the push has been published by now
+    assert officer.reconnect() is True  # the broker kept the officer's session
+
+    officer.wait_for_push(event_id)
+    member.wait_for_receipt(event_id, "received")
+
+
 def test_ack_on_another_officers_topic_is_ignored(
     bridge: LocalBridge, terminals: Terminals
 ) -> None:

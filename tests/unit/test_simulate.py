@@ -107,8 +107,9 @@ def test_made_events_are_deterministic_for_a_seeded_rng() -> None:
     persons=st.integers(min_value=1, max_value=20),
 )
 def test_made_events_pass_the_bridge_validator(seed: int, event_type: str, persons: int) -> None:
-    event = make_event("ZS-017", "g-0231", type=event_type, persons=persons,
-                       rng=random.Random(seed), note="新租客")
+    event = make_event(
+        "ZS-017", "g-0231", type=event_type, persons=persons, rng=random.Random(seed), note="新租客"
+    )
     assert not isinstance(_parse(event), Rejection), _parse(event)
 
 
@@ -168,11 +169,15 @@ def test_broker_url_without_mqtt_scheme_or_host_is_refused(url: str) -> None:
 
 
 def test_sim_roster_lists_every_grid_member_and_officer() -> None:
-    roster = SimRoster.from_document({
-        "grids": [{"id": "ZS-017", "members": ["g-0001", "g-0231"]},
-                  {"id": "ZS-018", "members": ["g-0301"]}],
-        "officers": [{"id": "p-1001"}, {"id": "p-2001"}],
-    })
+    roster = SimRoster.from_document(
+        {
+            "grids": [
+                {"id": "ZS-017", "members": ["g-0001", "g-0231"]},
+                {"id": "ZS-018", "members": ["g-0301"]},
+            ],
+            "officers": [{"id": "p-1001"}, {"id": "p-2001"}],
+        }
+    )
     assert roster.members == (("ZS-017", "g-0001"), ("ZS-017", "g-0231"), ("ZS-018", "g-0301"))
     assert roster.officers == ("p-1001", "p-2001")
 
@@ -181,8 +186,12 @@ def test_rendered_toml_reads_back_as_the_same_document() -> None:
     document = {
         "stations": [{"id": "zhuangshi", "name": "庄市派出所", "duty_officer": "p-9001"}],
         "officers": [
-            {"id": "p-2001", "name": "陈 \"建国\"", "station": "zhuangshi",
-             "absent": [{"from": date(2026, 12, 1), "to": date(2026, 12, 5)}]},
+            {
+                "id": "p-2001",
+                "name": '陈 "建国"',
+                "station": "zhuangshi",
+                "absent": [{"from": date(2026, 12, 1), "to": date(2026, 12, 5)}],
+            },
         ],
         "delivery": {"ack_timeout_s": 1.5, "max_attempts": 2, "cc": True},
         "grids": [{"id": "ZS-017", "members": ["g-0001", "g-0231"]}],
