@@ -43,6 +43,7 @@ from etong.delivery import (
 from etong.logging import get_logger
 from etong.metrics import Metrics
 from etong.models import Ack, Event
+from etong.pii import mask_text
 from etong.pipeline import dedup
 from etong.pipeline.enrich import HISTORY_WINDOW_S, build_context, event_summary
 from etong.pipeline.keys import EventKeys, Keyer
@@ -68,8 +69,22 @@ from etong.store import (
 from etong.topics import InboundTopic, Topics
 
 log = get_logger(__name__)
+# Per-report lines (accepted, duplicate, ack, re-send) are debug: at thousands a second they
+# would cost more CPU than the bridge's real work and flood journald. Rejections, security
+# events and undeliverable reports stay at info/warning; the daemon logs a summary each
+# minute, and `etong trace EVENT_ID` has every report's full story from the store.
 
 SCHEDULER_PAGE = 500
+RECEIPT_STATUSES = (
+    "accepted",
+    "duplicate",
+    "rejected",
+    "received",
+    "verified",
+    "declined",
+    "escalated",
+    "undeliverable",
+)
 # Re-sends per second at most: after a long outage thousands of deliveries fall due at once,
 # and officers' terminals (and the broker) should get them as a stream, not a wall.
 RESEND_RATE_PER_S = 500.0
@@ -133,6 +148,12 @@ class Bridge:
         self.grid_broker = grid_broker
         self.officer_broker = officer_broker
         self.metrics = metrics or Metrics()
+        m = self.metrics
+        # Bound once: `labels()` costs a lock and a dict lookup per call on the hot path.
+        self._count_accepted = m.messages.labels("event", "accepted")
+        self._count_duplicate = m.messages.labels("event", "duplicate")
+        self._count_push = {r: m.pushes.labels(r) for r in ("first", "resend", "escalation")}
+        self._count_receipt = {status: m.receipts.labels(status) for status in RECEIPT_STATUSES}
         self.topics = Topics(settings.bridge.topic_prefix)
         self.policy = Policy(
             ack_timeout_s=settings.delivery.ack_timeout_s,
@@ -302,7 +323,9 @@ class Bridge:
 
     def _reject(self, item: _Parsed, b: _Batch) -> None:
         assert item.rejection is not None
-        reason = item.rejection.reason
+        # Ids in a topic are free text to a hostile client (a phone number as member id):
+        # a reason travels to receipts, dead letters and the CLI, so it is masked too.
+        reason = mask_text(item.rejection.reason)
         topic = item.topic
         kind = "bad_ack" if topic is not None and topic.kind == "ack" else "rejected"
         event_id = (
@@ -383,8 +406,8 @@ class Bridge:
                 status="duplicate",
                 duplicate_of=decision.duplicate_of,
             )
-            self.metrics.messages.labels("event", "duplicate").inc()
-            log.info(
+            self._count_duplicate.inc()
+            log.debug(
                 "report_duplicate",
                 event_id=event.event_id,
                 duplicate_of=decision.duplicate_of,
@@ -463,8 +486,8 @@ class Bridge:
             officer_id=delivery.recipient,
             delivery_id=delivery.delivery_id,
         )
-        self.metrics.messages.labels("event", "accepted").inc()
-        log.info(
+        self._count_accepted.inc()
+        log.debug(
             "report_accepted",
             event_id=event.event_id,
             grid_id=event.grid_id,
@@ -513,7 +536,7 @@ class Bridge:
             )
             return
         self.metrics.messages.labels("ack", ack.status).inc()
-        log.info(
+        log.debug(
             "ack",
             delivery_id=delivery.delivery_id,
             officer_id=officer_id,
@@ -596,7 +619,7 @@ class Bridge:
             self.metrics.pushes.labels("cc").inc()
         for (topic, status, payload), rid in zip(outbox.receipts, receipt_ids, strict=True):
             self.publish_receipt(rid, topic, payload)
-            self.metrics.receipts.labels(status).inc()
+            self._count_receipt[status].inc()
 
     def publish_push(self, d: Delivery, escalated_from: str | None, cc: bool, sent_at: str) -> None:
         """Publish the current attempt of `d`; its PUBACK is recorded in the store later."""
@@ -630,7 +653,7 @@ class Bridge:
             if d.step == 0 and d.attempt == 1
             else ("resend" if d.attempt > 1 else "escalation")
         )
-        self.metrics.pushes.labels(reason).inc()
+        self._count_push[reason].inc()
 
     def publish_receipt(self, receipt_id: int, topic: str, payload: bytes) -> None:
         """Publish a stored receipt; mark it published once the broker PUBACKs it."""
@@ -649,7 +672,14 @@ class Bridge:
             self._wake_scheduler.set()
 
     async def scheduler_loop(self) -> None:
-        """Send what is due, then sleep until the next due time (or a nudge). One task."""
+        """Send what is due, then sleep until the next due time (or a nudge). One task.
+
+        It starts by publishing again what the last run committed but never saw confirmed,
+        paced like re-sends, so that neither blocks start-up nor floods the officers.
+        """
+        pushes, receipts = await self.republish_unconfirmed()
+        if pushes or receipts:
+            log.info("republished_unconfirmed", pushes=pushes, receipts=receipts)
         rate_tokens = RESEND_RATE_PER_S
         last = time.monotonic()
         while True:
@@ -687,7 +717,7 @@ class Bridge:
                 step = on_due(d, self.policy, now, self._rng)
                 self._apply_step(step, b)
                 if step.push:
-                    log.info(
+                    log.debug(
                         "delivery_resend",
                         delivery_id=d.delivery_id,
                         officer_id=step.delivery.recipient,
@@ -709,7 +739,7 @@ class Bridge:
                 self.publish_push(d, escalated_from, False, sent_at)
             pushes += len(page)
             after = page[-1].delivery_id
-            await asyncio.sleep(0)
+            await asyncio.sleep(len(page) / RESEND_RATE_PER_S)
         receipts = 0
         last_id = 0
         while rows := await self.store.unpublished_receipts(SCHEDULER_PAGE, last_id):
@@ -717,7 +747,7 @@ class Bridge:
                 self.publish_receipt(rid, topic, payload)
             receipts += len(rows)
             last_id = rows[-1][0]
-            await asyncio.sleep(0)
+            await asyncio.sleep(len(rows) / RESEND_RATE_PER_S)
         return pushes, receipts
 
     def replace_roster(self, roster: Roster) -> None:

@@ -16,6 +16,7 @@ import orjson
 
 from etong import __version__
 from etong.errors import ConfigError, EtongError
+from etong.pii import mask_text
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_USAGE
     except EtongError as exc:
-        print(f"etong: {exc}", file=sys.stderr)
+        print(f"etong: {mask_text(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR

@@ -61,7 +61,7 @@ class Daemon:
         async with AsyncExitStack() as stack:
             roster = load_roster(self.settings.roster.path)
             key = load_or_create_key(self.settings.store.resolved_pii_key_file)
-            store = await Store.open(self.settings.store.path)
+            store = await Store.open(self.settings.store.path, exclusive=True)
             stack.push_async_callback(store.close)
             grid_broker, officer_broker = self._make_brokers()
             bridge = Bridge(
@@ -86,7 +86,6 @@ class Daemon:
                 await http.start()
                 stack.push_async_callback(http.stop)
             await self._start_brokers(bridge, stack)
-            pushes, receipts = await bridge.republish_unconfirmed()
             tasks = await stack.enter_async_context(_TaskSet())
             ingest = tasks.start(bridge.ingest_loop(), "ingest")
             tasks.start(bridge.scheduler_loop(), "scheduler")
@@ -101,8 +100,6 @@ class Daemon:
                 instance_id=self.settings.bridge.instance_id,
                 startup_s=round(time.monotonic() - started, 3),
                 roster=roster.summary(),
-                republished_pushes=pushes,
-                republished_receipts=receipts,
             )
             stop_wait = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait(
@@ -125,6 +122,13 @@ class Daemon:
                 )
             await tasks.cancel_all()
             await bridge.drain(deadline)
+            # Give the broker a moment to confirm what we just published, and record it, so a
+            # restart does not publish it again.
+            while self._unconfirmed() and time.monotonic() < deadline + 1:  # noqa: ASYNC110
+                # Polling a count of paho callbacks is simpler than an Event threaded
+                # through every publish, and this runs once, at shutdown.
+                await asyncio.sleep(0.02)
+            await bridge.drain(deadline + 1)
         log.info("bridge_stopped", processed=bridge.processed, batches=bridge.batches)
         return 0
 
@@ -152,6 +156,9 @@ class Daemon:
         stack.push_async_callback(officer.stop)
         await grid.start(bridge.on_message, [bridge.topics.events_filter])
         stack.push_async_callback(grid.stop)
+
+    def _unconfirmed(self) -> int:
+        return sum(b.unconfirmed for b in self._brokers)
 
     def _readiness(self) -> tuple[bool, str]:
         down = [b.name for b in self._brokers if not b.connected]
@@ -192,10 +199,25 @@ class Daemon:
             await asyncio.sleep(PURGE_INTERVAL_S - 60)
 
     async def _gauges_loop(self, store: Store) -> None:
+        last: dict[str, float] = {}
+        ticks = 0
         while True:
             counts = await store.counts()
             self.metrics.pending.set(counts.get("deliveries_pending", 0))
             self.metrics.dead_letters.set(counts.get("dead_letters_open", 0))
+            if ticks % 4 == 0:  # every minute: what happened since the last summary
+                now = self.metrics.totals()
+                delta = {k: int(v - last.get(k, 0.0)) for k, v in now.items()}
+                if any(delta.values()):
+                    log.info(
+                        "bridge_summary",
+                        period_s=60,
+                        **delta,
+                        pending=counts.get("deliveries_pending", 0),
+                        dead_letters_open=counts.get("dead_letters_open", 0),
+                    )
+                last = now
+            ticks += 1
             await asyncio.sleep(15)
 
 

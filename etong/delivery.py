@@ -11,6 +11,7 @@ gets `max_attempts` pushes with the same delivery id, waiting longer after each 
 
 from __future__ import annotations
 
+import base64
 import random
 import secrets
 import time
@@ -22,6 +23,7 @@ import orjson
 from etong.store import Delivery
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RFC4648_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)
 
 
 def new_delivery_id(now: float | None = None) -> str:
@@ -31,7 +33,10 @@ def new_delivery_id(now: float | None = None) -> str:
     """
     ms = int((time.time() if now is None else now) * 1000)
     value = (ms << 80) | secrets.randbits(80)
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    # 26 base32 digits = 130 bits: two zero bits, then the 128. Placed at the top of 17 bytes
+    # (136 bits) the first 26 digits of the C-speed RFC 4648 encoding are exactly those.
+    raw = base64.b32encode((value << 6).to_bytes(17, "big"))[:26]
+    return raw.decode().translate(_RFC4648_TO_CROCKFORD)
 
 
 def backoff_s(

@@ -23,11 +23,16 @@ LogFormat = Literal["json", "console", "auto"]
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):
         return mask_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, dict):
-        return {k: _mask_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+        return {mask_text(str(k)): _mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
         return [_mask_value(v) for v in value]
-    return value
+    if isinstance(value, bytes | bytearray):
+        return mask_text(bytes(value).decode("utf-8", "replace"))
+    # Anything else would be rendered with str() after this processor: render it now, masked.
+    return mask_text(str(value))
 
 
 def mask_personal_data(
@@ -70,7 +75,20 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    # Standard-library loggers (asyncio's "Exception in callback", paho) go through the
+    # same masking, so nothing reaches stderr in clear.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_MaskingFormatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(numeric, logging.WARNING))
+
+
+class _MaskingFormatter(logging.Formatter):
+    """A stdlib formatter whose output (tracebacks included) is masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_text(super().format(record))
 
 
 def get_logger(name: str) -> Any:

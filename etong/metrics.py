@@ -60,6 +60,17 @@ class Metrics:
             "etong_broker_reconnects", "Reconnections since start", ["broker"], registry=r
         )
 
+    def totals(self) -> dict[str, float]:
+        """Counter totals by a short name, for the daemon's periodic log summary."""
+        out: dict[str, float] = {}
+        for metric in (self.messages, self.pushes, self.receipts):
+            for family in metric.collect():
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        labels = "_".join(sample.labels.values())
+                        out[f"{family.name.removeprefix('etong_')}_{labels}"] = sample.value
+        return out
+
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)

@@ -15,6 +15,7 @@ schedule is paged by due time, so 200,000 pending deliveries cost no memory unti
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import time
@@ -247,10 +248,17 @@ class Store:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._next_receipt_id = 1
+        self._lock_fd: int | None = None
 
     @classmethod
-    async def open(cls, path: Path, *, synchronous: str = "FULL") -> Store:
-        """Open (creating with mode 0600 if needed) and migrate the store at `path`."""
+    async def open(cls, path: Path, *, synchronous: str = "FULL", exclusive: bool = False) -> Store:
+        """Open (creating with mode 0600 if needed) and migrate the store at `path`.
+
+        `exclusive` (the daemon): hold a lock file so a second daemon on the same store fails
+        at once instead of double-sending. CLI verbs open without it and only read, or make
+        small changes (replay, purge) that SQLite's own locking serialises.
+        """
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Create the file ourselves with 0600 so SQLite never creates it world-readable
@@ -263,8 +271,12 @@ class Store:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         store = cls(conn, path)
         try:
+            if exclusive:
+                store._take_writer_lock()
             await store._configure(synchronous)
             await store._migrate()
+            rows = list(await conn.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM receipts"))
+            store._next_receipt_id = int(rows[0][0]) + 1
         except sqlite3.Error as exc:
             await conn.close()
             raise StoreError(f"cannot prepare store {path}: {exc}") from exc
@@ -276,6 +288,21 @@ class Store:
     async def close(self) -> None:
         """Close the connection (a WAL checkpoint happens on close)."""
         await self._conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _take_writer_lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise StoreError(
+                f"store {self.path} is in use by another etong daemon (lock {lock_path})"
+            ) from exc
+        self._lock_fd = fd
 
     async def _configure(self, synchronous: str) -> None:
         # WAL: readers (etong status/trace) never block the daemon's writer.
@@ -442,13 +469,21 @@ class Store:
                     "UPDATE receipts SET published = 1 WHERE id = ?",
                     [(rid,) for rid in batch.published_receipts],
                 )
-            for event_id, topic, status, payload in batch.receipts:
-                cur = await conn.execute(
-                    "INSERT INTO receipts (event_id, topic, status, payload, created_at) "
-                    "VALUES (?,?,?,?,?)",
-                    (event_id, topic, status, payload, now),
+            if batch.receipts:
+                # Ids are assigned here rather than read back one INSERT at a time (a thread
+                # hop each); the daemon is the only writer of receipts (see `open`).
+                first = self._next_receipt_id
+                receipt_ids = list(range(first, first + len(batch.receipts)))
+                await conn.executemany(
+                    "INSERT INTO receipts (id, event_id, topic, status, payload, created_at) "
+                    "VALUES (?,?,?,?,?,?)",
+                    [
+                        (rid, event_id, topic, status, payload, now)
+                        for rid, (event_id, topic, status, payload) in zip(
+                            receipt_ids, batch.receipts, strict=True
+                        )
+                    ],
                 )
-                receipt_ids.append(int(cur.lastrowid or 0))
             if batch.dead_letters:
                 await conn.executemany(
                     "INSERT INTO dead_letters (kind, topic, payload, reason, event_id, "
@@ -459,6 +494,7 @@ class Store:
         except BaseException:
             await conn.execute("ROLLBACK")
             raise
+        self._next_receipt_id += len(receipt_ids)
         return receipt_ids
 
     # ---- schedule ---------------------------------------------------------------------
@@ -680,9 +716,8 @@ class Store:
                 "DELETE FROM dead_letters WHERE created_at < ?", (before,)
             )
             counts["dead_letters"] = cur.rowcount
-            cur = await self._conn.execute(
-                "DELETE FROM receipts WHERE event_id IS NULL AND created_at < ?", (before,)
-            )
+            # Receipts of rejected reports have no event row to hang off: go by their age.
+            cur = await self._conn.execute("DELETE FROM receipts WHERE created_at < ?", (before,))
             counts["receipts"] += cur.rowcount
             await self._conn.execute("COMMIT")
         except BaseException:

@@ -66,5 +66,9 @@ class Broker(Protocol):
     def connected(self) -> bool:
         """True while the connection is up and subscribed."""
 
+    @property
+    def unconfirmed(self) -> int:
+        """How many publishes with `on_published` still wait for their PUBACK."""
+
     async def stop(self) -> None:
         """Publish `offline`, disconnect cleanly (the session persists), release resources."""

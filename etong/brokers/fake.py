@@ -98,6 +98,11 @@ class FakeBroker:
         return [p.json() for p in self.published if p.topic.endswith(topic_suffix)]
 
     @property
+    def unconfirmed(self) -> int:
+        """Publishes held without PUBACK (see `auto_puback`)."""
+        return len(self._held)
+
+    @property
     def connected(self) -> bool:
         """True after start() until stop()."""
         return self._connected
