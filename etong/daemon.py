@@ -86,12 +86,16 @@ class Daemon:
                 await http.start()
                 stack.push_async_callback(http.stop)
             await self._start_brokers(bridge, stack)
+            # Counting rows scans tables; a second connection (WAL readers never block the
+            # writer) keeps that off the connection the per-message path waits on.
+            reader = await Store.open(self.settings.store.path)
+            stack.push_async_callback(reader.close)
             tasks = await stack.enter_async_context(_TaskSet())
             ingest = tasks.start(bridge.ingest_loop(), "ingest")
             tasks.start(bridge.scheduler_loop(), "scheduler")
             tasks.start(self._purge_loop(store), "purge")
             tasks.start(self._reload_loop(bridge), "roster-reload")
-            tasks.start(self._gauges_loop(store), "gauges")
+            tasks.start(self._gauges_loop(reader), "gauges")
             if (interval := watchdog_interval_s()) is not None:
                 tasks.start(_watchdog(interval), "watchdog")
             notify("READY=1")
