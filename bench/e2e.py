@@ -14,13 +14,15 @@ of an earlier round is left behind). A round is: warm-up, a throughput phase (N 
 as the publishers go), then a latency phase (reports paced at `--rate` for `--latency-s`).
 
 Who runs where, and why:
-- the publishers run in a child process of their own (several paho clients, one thread each),
-  so the threads receiving pushes never wait for the publishers' GIL and vice versa; every
-  payload is generated and encoded before any timing starts;
-- the officer terminals and the receipt watcher run in this process; each push and receipt is
-  stamped with `time.monotonic()` on arrival. CLOCK_MONOTONIC is one clock for every process of
-  the machine, so a send time stamped in the publisher process compares with an arrival here;
-- the baseline republisher runs in a child process, as the daemon does.
+- the publishers run in a child process of their own (several MQTT connections on one
+  asyncio loop), so receiving pushes never waits for the publishers' GIL and vice versa;
+  every payload is generated and encoded before any timing starts;
+- the officer terminals and the receipt watcher run in this process, on one asyncio loop
+  thread; each push and receipt is stamped with `time.monotonic()` on arrival. CLOCK_MONOTONIC
+  is one clock for every process of the machine, so a send time stamped in the publisher
+  process compares with an arrival here;
+- the baseline republisher runs in a child process, as the daemon does;
+- the load generator speaks MQTT through `MiniMqtt` below, not paho: see there why.
 
 Measured per round: throughput (first publish to the last report's first push), for B also the
 lifecycle throughput (to the last `received` receipt), latency publish-to-push p50/p99 in the
@@ -43,6 +45,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -542,7 +545,7 @@ class Publisher:
         self._receive("start", timeout)
 
     def run(self, phase: str, rate: float | None, timeout: float) -> tuple[list[float], float]:
-        """Publish the phase's reports (paced at `rate`, or at once); see `_run_phase`."""
+        """Publish the phase's reports (paced at `rate`, or at once); see `publish_phase`."""
         self._conn.send(("run", phase, rate, timeout))
         reply = self._receive(phase, timeout + 10)
         return reply[1], reply[2]
@@ -628,6 +631,10 @@ class Republisher:
         self._process.start()
         if not self._ready.wait(timeout):
             raise BenchError(f"the baseline republisher was not subscribed within {timeout} s")
+
+    def exit_code(self) -> int | None:
+        """None while it runs."""
+        return self._process.exitcode
 
     def stop(self) -> None:
         """Terminate it (it holds nothing worth a graceful stop)."""
@@ -802,13 +809,22 @@ class RssSampler:
             if self._stop.wait(RSS_SAMPLE_S):
                 return
 
-    def __enter__(self) -> RssSampler:
+    def start(self) -> None:
+        """Start sampling."""
         self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling (safe to call twice)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __enter__(self) -> RssSampler:
+        self.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self.stop()
 
     @property
     def peak_mb(self) -> float:
@@ -871,13 +887,15 @@ class Plan:
         return [report[0] for report in self.phases[phase]]
 
 
+@dataclass(frozen=True)
 class Contender:
-    """A started contender: its pid, how to stop it, and its log (for failure messages)."""
+    """A started contender: its pid, how to stop it, whether it still runs (its exit code
+    if not), and its log (for failure messages)."""
 
-    def __init__(self, pid: int, stop: Callable[[], dict[str, Any]], log: Callable[[], str]):
-        self.pid = pid
-        self.stop = stop
-        self.log = log
+    pid: int
+    stop: Callable[[], dict[str, Any]]
+    exit_code: Callable[[], int | None]
+    log: Callable[[], str]
 
 
 def start_baseline(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
@@ -889,7 +907,9 @@ def start_baseline(url: str, settings: Settings, plan: Plan, round_dir: Path) ->
         republisher.stop()
         return {}
 
-    return Contender(republisher.pid, stop, lambda: "(the baseline writes no log)")
+    return Contender(
+        republisher.pid, stop, republisher.exit_code, lambda: "(the baseline writes no log)"
+    )
 
 
 def start_etong(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
@@ -928,7 +948,7 @@ def start_etong(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Co
         finally:
             bridge.close()
 
-    return Contender(bridge.pid, stop, lambda: bridge.log_tail(30))
+    return Contender(bridge.pid, stop, lambda: bridge.returncode, lambda: bridge.log_tail(30))
 
 
 def cpu_of(pids: Iterable[int | None]) -> float:
@@ -997,11 +1017,19 @@ class Round:
         deadline = time.monotonic() + timeout
         for arrivals in waits:
             arrivals.expect(ids)
-            if not arrivals.wait(max(0.0, deadline - time.monotonic())):
-                raise BenchError(
-                    f"{self.name} {phase}: {arrivals.progress()} within {timeout:.0f} s; "
-                    f"{self.why()}"
-                )
+            # In slices, so that a contender that died is reported at once, not at the deadline.
+            while not arrivals.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
+                code = self.contender.exit_code()
+                if code is not None:
+                    raise BenchError(
+                        f"{self.name} {phase}: the contender exited with code {code}; "
+                        f"{arrivals.progress()}; {self.why()}"
+                    )
+                if time.monotonic() >= deadline:
+                    raise BenchError(
+                        f"{self.name} {phase}: {arrivals.progress()} within {timeout:.0f} s; "
+                        f"{self.why()}"
+                    )
 
     def warm_up(self) -> None:
         """Connections, caches and the store's first pages, before anything is timed."""
@@ -1347,6 +1375,15 @@ def render_table(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that brokers and daemons we started are stopped."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -1376,6 +1413,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit 0, or 1 with what was missing."""
     args = parse_args(argv)
+    exit_on_sigterm()
     with contextlib.ExitStack() as stack:
         if args.workdir is not None:
             workdir = args.workdir.resolve()

@@ -30,6 +30,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -53,6 +54,7 @@ from e2e import (
     bench_roster,
     close_clients,
     code_info,
+    exit_on_sigterm,
     machine_info,
     make_reports,
     open_clients,
@@ -63,6 +65,7 @@ from etong.localbroker import LocalBridge, LocalMosquitto, local_bridge_config, 
 INSTANCE_ID = "etong-pending"
 INBOX_FILTER = f"{PREFIX}/officer/+/inbox"
 MIB = 2**20
+MAX_FILL_RESTARTS = 10
 
 
 # --- the daemon, started and watched ------------------------------------------------------
@@ -99,6 +102,8 @@ class Watcher:
         self.attempts: Counter[int] = Counter()
         self.deliveries: set[str] = set()
         self.first_push: dict[str, float] = {}
+        self._awaited: str | None = None
+        self._found = threading.Event()
         self._runner = runner
         self._clients: list[MiniMqtt] = runner.call(
             open_clients(url, protocol, [("bench-inbox-watcher", [INBOX_FILTER], self._on_push)]),
@@ -113,17 +118,19 @@ class Watcher:
             push = orjson.loads(payload)
             self.attempts[int(push.get("attempt") or 0)] += 1
             self.deliveries.add(str(push.get("delivery_id")))
-            event = push.get("event") or {}
-            self.first_push.setdefault(str(event.get("event_id")), at)
+            event_id = str((push.get("event") or {}).get("event_id"))
+            if event_id not in self.first_push:
+                # Stored before `_awaited` is read; `wait_push` sets it before looking here.
+                self.first_push[event_id] = at
+                if event_id == self._awaited:
+                    self._found.set()
 
     def wait_push(self, event_id: str, timeout: float) -> float | None:
         """When the first push of `event_id` arrived (monotonic), waiting up to `timeout`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if event_id in self.first_push:
-                return self.first_push[event_id]
-            time.sleep(0.01)  # polling a dict filled by the loop thread, with a deadline
-        return None
+        self._awaited = event_id
+        if event_id not in self.first_push:
+            self._found.wait(timeout)
+        return self.first_push.get(event_id)
 
     def close(self) -> None:
         """Disconnect."""
@@ -139,7 +146,8 @@ class Daemon:
         self.spawned_at = time.monotonic()
         self.bridge.start()
         assert self.bridge.pid is not None
-        self.rss = RssSampler(self.bridge.pid).__enter__()
+        self.rss = RssSampler(self.bridge.pid)
+        self.rss.start()
         self.online_at = 0.0
 
     def wait_online(self, timeout: float = 60.0) -> float:
@@ -150,12 +158,12 @@ class Daemon:
 
     def stop(self) -> dict[str, Any]:
         """SIGTERM, and how long the graceful stop took."""
-        self.rss.__exit__(None, None, None)
+        self.rss.stop()
         return stop_daemon(self.bridge)
 
     def close(self) -> None:
         """Kill it if it still runs (failure paths)."""
-        self.rss.__exit__(None, None, None)
+        self.rss.stop()
         self.bridge.close()
 
 
@@ -167,6 +175,18 @@ def stop_daemon(bridge: LocalBridge) -> dict[str, Any]:
     finally:
         bridge.close()
     return {"exit_code": code, "stop_s": round(time.monotonic() - started, 3)}
+
+
+def last_error(log_path: Path) -> str:
+    """The daemon's last error-level log line (its `error` field where it has one)."""
+    found = ""
+    with contextlib.suppress(OSError):
+        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                record = orjson.loads(line)
+                if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+                    found = f"{record.get('event')}: {record.get('error') or record}"
+    return found[:400]
 
 
 def ready_log(log_path: Path) -> dict[str, Any]:
@@ -300,7 +320,11 @@ class PendingBench:
             remaining = daemon.spawned_at + seconds - time.monotonic()
             if remaining > 0:
                 time.sleep(remaining)  # the observation window itself
-            stopped = daemon.stop()
+            code = daemon.bridge.returncode
+            if code is None:
+                stopped = daemon.stop()
+            else:  # the daemon died during the window: a result in itself
+                stopped = {"exit_code": code, "exited_early": True, "error": last_error(log)}
         finally:
             daemon.close()
             watcher.close()
@@ -346,16 +370,40 @@ class PendingBench:
         return self.observe(config, directory / "etong.log", self.settings.idle_s, 30)
 
     def fill(self) -> dict[str, Any]:
-        """Step 2: `count` reports through the real daemon, nobody acking."""
+        """Step 2: `count` reports through the real daemon, nobody acking.
+
+        Should the daemon exit before the store is full, the reports it had not acknowledged
+        are still queued in its broker session: the exit is recorded (`daemon_exits`, with
+        the daemon's own error line) and the daemon started again, up to a limit.
+        """
         config = self._config({"ack_timeout_s": 3600, "backoff_max_s": 3600})
         store = self.store_dir / "etong.db"
-        daemon = Daemon(config, self.store_dir / "etong.log")
+        log = self.store_dir / "etong.log"
+        exits: list[dict[str, Any]] = []
+        peak_mb = 0.0
+        daemon = Daemon(config, log)
         try:
             daemon.wait_online()
             t0 = time.monotonic()
             self.publish(self.reports, self.settings.fill_timeout_s)
             published = time.monotonic() - t0
-            count = self._wait_pending(store, self.settings.count, t0)
+            deadline = t0 + self.settings.fill_timeout_s
+            while (count := self._wait_pending(daemon, store, deadline)) < self.settings.count:
+                exits.append(
+                    {
+                        "after_s": round(time.monotonic() - t0, 1),
+                        "pending": count,
+                        "exit_code": daemon.bridge.returncode,
+                        "error": last_error(log),
+                    }
+                )
+                print(f"    the daemon exited while filling: {exits[-1]}", flush=True)
+                if len(exits) > MAX_FILL_RESTARTS:
+                    raise BenchError(f"the daemon exited {len(exits)} times: {exits}")
+                peak_mb = max(peak_mb, daemon.rss.peak_mb)
+                daemon.close()
+                daemon = Daemon(config, log)
+                daemon.wait_online()
             filled = time.monotonic() - t0
             stopped = daemon.stop()
         finally:
@@ -366,17 +414,18 @@ class PendingBench:
             "events_per_s": round(self.settings.count / filled, 1),
             "pending": count,
             "pending_after_stop": pending_count(store),
-            "rss_peak_mb": round(daemon.rss.peak_mb, 1),
+            "rss_peak_mb": round(max(peak_mb, daemon.rss.peak_mb), 1),
             "store_mb": round(_store_bytes(store) / MIB, 1),
+            "daemon_exits": exits,
             **stopped,
         }
 
-    def _wait_pending(self, store: Path, count: int, since: float) -> int:
-        deadline = since + self.settings.fill_timeout_s
-        seen = 0
+    def _wait_pending(self, daemon: Daemon, store: Path, deadline: float) -> int:
+        """Pending deliveries once there are `count`, or as soon as the daemon has exited."""
+        count = self.settings.count
         while True:
             seen = pending_count(store)
-            if seen >= count:
+            if seen >= count or daemon.bridge.returncode is not None:
                 return seen
             if time.monotonic() > deadline:
                 raise BenchError(
@@ -475,6 +524,14 @@ def render_table(doc: Mapping[str, Any]) -> str:
         f"{m['mosquitto']}, store on {m['store_filesystem']}",
         f"store filled by the daemon in {fill['filled_s']} s ({fill['events_per_s']} reports/s),"
         f" {fill['store_mb']} MiB on disk; daemon peak RSS while filling {fill['rss_peak_mb']} MiB",
+        *(
+            [
+                f"the daemon EXITED {len(fill['daemon_exits'])} time(s) while filling and was "
+                f"restarted: {fill['daemon_exits']}"
+            ]
+            if fill["daemon_exits"]
+            else []
+        ),
         "",
         f"{'':34} {'start-up s':>10} {'1st push s':>10} {'peak RSS MiB':>12} "
         f"{'RSS @5s/@end MiB':>17} {'pushes/s mean (max)':>20}",
@@ -530,6 +587,7 @@ def _workdir(requested: Path | None) -> Iterator[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit 0, or 1 with what went wrong."""
     args = parse_args(argv)
+    exit_on_sigterm()
     with _workdir(args.workdir) as workdir:
         settings = Settings(
             count=args.count,

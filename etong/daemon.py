@@ -46,6 +46,7 @@ class Daemon:
         self._reload = asyncio.Event()
         self.bridge: Bridge | None = None
         self._brokers: list[MqttBroker] = []
+        self._reader_store: Store | None = None
 
     def request_stop(self) -> None:
         """Ask for a graceful stop (signal handler)."""
@@ -59,43 +60,14 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         started = time.monotonic()
         async with AsyncExitStack() as stack:
-            roster = load_roster(self.settings.roster.path)
-            key = load_or_create_key(self.settings.store.resolved_pii_key_file)
-            store = await Store.open(self.settings.store.path, exclusive=True)
-            stack.push_async_callback(store.close)
-            grid_broker, officer_broker = self._make_brokers()
-            bridge = Bridge(
-                self.settings,
-                roster,
-                store,
-                Keyer(key),
-                grid_broker=grid_broker,
-                officer_broker=officer_broker,
-                metrics=self.metrics,
-            )
-            self.bridge = bridge
-            if self.settings.http.enabled:
-                assert self.settings.http.host is not None
-                assert self.settings.http.port is not None
-                http = HttpServer(
-                    self.settings.http.host,
-                    self.settings.http.port,
-                    ready=self._readiness,
-                    metrics=self._render_metrics,
-                )
-                await http.start()
-                stack.push_async_callback(http.stop)
-            await self._start_brokers(bridge, stack)
-            # Counting rows scans tables; a second connection (WAL readers never block the
-            # writer) keeps that off the connection the per-message path waits on.
-            reader = await Store.open(self.settings.store.path)
-            stack.push_async_callback(reader.close)
+            bridge = await self._open(stack)
             tasks = await stack.enter_async_context(_TaskSet())
             ingest = tasks.start(bridge.ingest_loop(), "ingest")
             tasks.start(bridge.scheduler_loop(), "scheduler")
-            tasks.start(self._purge_loop(store), "purge")
+            tasks.start(self._purge_loop(bridge.store), "purge")
             tasks.start(self._reload_loop(bridge), "roster-reload")
-            tasks.start(self._gauges_loop(reader), "gauges")
+            assert self._reader_store is not None
+            tasks.start(self._gauges_loop(self._reader_store), "gauges")
             if (interval := watchdog_interval_s()) is not None:
                 tasks.start(_watchdog(interval), "watchdog")
             notify("READY=1")
@@ -103,38 +75,73 @@ class Daemon:
                 "bridge_ready",
                 instance_id=self.settings.bridge.instance_id,
                 startup_s=round(time.monotonic() - started, 3),
-                roster=roster.summary(),
+                roster=bridge.roster.summary(),
             )
-            stop_wait = asyncio.create_task(self._stop.wait())
-            done, _ = await asyncio.wait(
-                {stop_wait, *tasks.tasks}, return_when=asyncio.FIRST_COMPLETED
-            )
-            stop_wait.cancel()
-            failed = [t for t in done if t is not stop_wait and not t.cancelled() and t.exception()]
-            if failed:
-                exc = failed[0].exception()
-                log.error("task_failed", task=failed[0].get_name(), error=repr(exc))
-                raise EtongError(f"task {failed[0].get_name()} failed: {exc!r}") from exc
-            notify("STOPPING=1")
-            log.info("bridge_stopping")
-            deadline = time.monotonic() + GRACEFUL_STOP_S - 2
-            bridge.stop_accepting()
-            # Let the ingest task finish the batch in hand, then commit and ack what is queued.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.shield(ingest), max(0.1, deadline - time.monotonic())
-                )
-            await tasks.cancel_all()
-            await bridge.drain(deadline)
-            # Give the broker a moment to confirm what we just published, and record it, so a
-            # restart does not publish it again.
-            while self._unconfirmed() and time.monotonic() < deadline + 1:  # noqa: ASYNC110
-                # Polling a count of paho callbacks is simpler than an Event threaded
-                # through every publish, and this runs once, at shutdown.
-                await asyncio.sleep(0.02)
-            await bridge.drain(deadline + 1)
+            await self._until_stop_or_failure(tasks)
+            await self._shutdown(bridge, tasks, ingest)
         log.info("bridge_stopped", processed=bridge.processed, batches=bridge.batches)
         return 0
+
+    async def _open(self, stack: AsyncExitStack) -> Bridge:
+        """Roster, key, store, HTTP endpoint, brokers: each closed by `stack` if opened."""
+        roster = load_roster(self.settings.roster.path)
+        key = load_or_create_key(self.settings.store.resolved_pii_key_file)
+        store = await Store.open(self.settings.store.path, exclusive=True)
+        stack.push_async_callback(store.close)
+        grid_broker, officer_broker = self._make_brokers()
+        bridge = Bridge(
+            self.settings,
+            roster,
+            store,
+            Keyer(key),
+            grid_broker=grid_broker,
+            officer_broker=officer_broker,
+            metrics=self.metrics,
+        )
+        self.bridge = bridge
+        http = self.settings.http
+        if http.host is not None and http.port is not None:  # `listen = ""` turns it off
+            server = HttpServer(
+                http.host, http.port, ready=self._readiness, metrics=self._render_metrics
+            )
+            await server.start()
+            stack.push_async_callback(server.stop)
+        await self._start_brokers(bridge, stack)
+        # Counting rows scans tables; a second connection (WAL readers never block the
+        # writer) keeps that off the connection the per-message path waits on.
+        self._reader_store = await Store.open(self.settings.store.path)
+        stack.push_async_callback(self._reader_store.close)
+        return bridge
+
+    async def _until_stop_or_failure(self, tasks: _TaskSet) -> None:
+        """Return on SIGTERM/SIGINT; raise if a task dies first (systemd then restarts us)."""
+        stop_wait = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({stop_wait, *tasks.tasks}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        failed = [t for t in done if t is not stop_wait and not t.cancelled() and t.exception()]
+        if failed:
+            exc = failed[0].exception()
+            log.error("task_failed", task=failed[0].get_name(), error=repr(exc))
+            raise EtongError(f"task {failed[0].get_name()} failed: {exc!r}") from exc
+
+    async def _shutdown(self, bridge: Bridge, tasks: _TaskSet, ingest: asyncio.Task[None]) -> None:
+        """Stop taking batches, finish and acknowledge what is in hand, record PUBACKs."""
+        notify("STOPPING=1")
+        log.info("bridge_stopping")
+        deadline = time.monotonic() + GRACEFUL_STOP_S - 2
+        bridge.stop_accepting()
+        # Let the ingest task finish the batch in hand, then commit and ack what is queued.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(ingest), max(0.1, deadline - time.monotonic()))
+        await tasks.cancel_all()
+        await bridge.drain(deadline)
+        # Give the broker a moment to confirm what we just published, and record it, so a
+        # restart does not publish it again.
+        while self._unconfirmed() and time.monotonic() < deadline + 1:  # noqa: ASYNC110
+            # Polling a count of paho callbacks is simpler than an Event threaded
+            # through every publish, and this runs once, at shutdown.
+            await asyncio.sleep(0.02)
+        await bridge.drain(deadline + 1)
 
     def _make_brokers(self) -> tuple[MqttBroker, MqttBroker]:
         s = self.settings

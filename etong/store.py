@@ -15,11 +15,13 @@ schedule is paged by due time, so 200,000 pending deliveries cost no memory unti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,6 +252,9 @@ class Store:
         self.path = path
         self._next_receipt_id = 1
         self._lock_fd: int | None = None
+        # One write transaction at a time on this connection: the ingest batches, the
+        # scheduler, the daily purge all share it, and SQLite cannot nest transactions.
+        self._tx_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL", exclusive: bool = False) -> Store:
@@ -284,6 +289,18 @@ class Store:
             await conn.close()
             raise
         return store
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception; one at a time."""
+        async with self._tx_lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
 
     async def close(self) -> None:
         """Close the connection (a WAL checkpoint happens on close)."""
@@ -323,15 +340,10 @@ class Store:
                 f"({SCHEMA_VERSION}); upgrade etong or use another store"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            async with self._transaction():
                 for statement in _split_sql(_MIGRATIONS[target - 1]):
                     await self._conn.execute(statement)
                 await self._conn.execute(f"PRAGMA user_version={target}")
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
 
     # ---- batch read -------------------------------------------------------------------
 
@@ -400,9 +412,7 @@ class Store:
         receipt_ids: list[int] = []
         if batch.is_empty():
             return receipt_ids
-        conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction() as conn:
             if batch.events:
                 await conn.executemany(
                     "INSERT OR IGNORE INTO events (event_id, type, grid_id, member_id, status, "
@@ -490,10 +500,6 @@ class Store:
                     "delivery_id, created_at) VALUES (?,?,?,?,?,?,?)",
                     [(*row, now) for row in batch.dead_letters],
                 )
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
         self._next_receipt_id += len(receipt_ids)
         return receipt_ids
 
@@ -670,8 +676,7 @@ class Store:
         if ids is not None:
             where += f" AND id IN ({_placeholders(len(ids))})"
             params.extend(ids)
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             rows = await self._conn.execute_fetchall(
                 f"SELECT id, delivery_id FROM dead_letters WHERE {where}",
                 params,
@@ -688,17 +693,12 @@ class Store:
                     "UPDATE dead_letters SET replayed_at = ? WHERE id = ?", (now, dl_id)
                 )
                 replayed.append(str(delivery_id))
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
         return replayed
 
     async def purge(self, before: float) -> dict[str, int]:
         """Delete events (and what hangs off them) received before `before`; returns counts."""
         counts: dict[str, int] = {}
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             old = "SELECT event_id FROM events WHERE received_at < ?"
             for table, column in (
                 ("event_persons", "event_id"),
@@ -719,10 +719,6 @@ class Store:
             # Receipts of rejected reports have no event row to hang off: go by their age.
             cur = await self._conn.execute("DELETE FROM receipts WHERE created_at < ?", (before,))
             counts["receipts"] += cur.rowcount
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
         return counts
 
 

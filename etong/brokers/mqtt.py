@@ -184,7 +184,8 @@ class MqttBroker:
         self._on_message: OnMessage | None = None
         self._subscriptions: list[str] = []
         self._generation = 0
-        self._connected = False
+        self._link_up = False  # CONNACK received, not yet disconnected: acks may be sent
+        self._connected = False  # ... and subscribed: the bridge is ready
         self._stopping = False
         self._connack: asyncio.Future[bool] | None = None
         self._suback: dict[int, asyncio.Future[None]] = {}
@@ -327,6 +328,11 @@ class MqttBroker:
         if reason_code.is_failure:
             fut.set_exception(BrokerError(f"{self.name} broker refused us: {reason_code}"))
         else:
+            # Here, not after the CONNACK future resumes: a resumed session's queued messages
+            # can arrive in the same read as the CONNACK, and they belong to this connection
+            # (acks for them must be sent, or they come back at every restart).
+            self._generation += 1
+            self._link_up = True
             fut.set_result(bool(flags.session_present))
 
     def _on_disconnect(
@@ -339,6 +345,7 @@ class MqttBroker:
     ) -> None:
         was_connected = self._connected
         self._connected = False
+        self._link_up = False
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(_TransientConnectError(f"disconnected: {reason_code}"))
         for fut in self._suback.values():
@@ -411,7 +418,7 @@ class MqttBroker:
 
     @property
     def generation(self) -> int:
-        """Increments at every successful connection."""
+        """Increments at every successful connection (at its CONNACK)."""
         return self._generation
 
     async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:
@@ -465,7 +472,6 @@ class MqttBroker:
         except TimeoutError as exc:
             self._client.disconnect()
             raise _TransientConnectError("no CONNACK within 10 s") from exc
-        self._generation += 1
         if not self.session_present:
             # Expected on first start; afterwards it means the broker lost our session
             # (expired, or a broker without persistence restarted): messages may be gone.
@@ -505,7 +511,7 @@ class MqttBroker:
 
     def ack(self, message: InboundMessage) -> None:
         """PUBACK `message` if it came on the current connection (see InboundMessage)."""
-        if message.qos == 1 and message.generation == self._generation and self._connected:
+        if message.qos == 1 and message.generation == self._generation and self._link_up:
             self._client.ack(message.mid, 1)
 
     def publish(

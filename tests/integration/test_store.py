@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -77,4 +78,25 @@ async def test_purge_removes_old_events_and_what_hangs_off_them(tmp_path: Path) 
     trace = await store.trace("E000001")
     assert trace["events"] and trace["deliveries"]
     assert not (await store.trace("E000000"))["events"]
+    await store.close()
+
+
+async def test_purge_and_batches_on_one_connection_do_not_collide(tmp_path: Path) -> None:
+    """Regression: the daily purge began its transaction inside an open batch transaction
+    ("cannot start a transaction within a transaction") and the daemon died."""
+    store = await Store.open(tmp_path / "etong.db")
+
+    async def batches() -> None:
+        for i in range(50):
+            write = BatchWrite()
+            write.events = [_event_row(1000 + i, 5.0)]
+            write.receipts = [(f"E{1000 + i:06d}", "t", "accepted", b"{}")]
+            await store.write(write, now=5.0)
+
+    async def purges() -> None:
+        for _ in range(50):
+            await store.purge(before=1.0)
+
+    await asyncio.gather(batches(), purges())
+    assert len((await store.trace("E001049"))["receipts"]) == 1
     await store.close()
