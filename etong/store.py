@@ -266,11 +266,7 @@ class Store:
         """
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Create the file ourselves with 0600 so SQLite never creates it world-readable
-            # (it would use the process umask); the -wal/-shm files inherit the mode.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            os.chmod(path, 0o600)
+            _create_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
@@ -720,6 +716,25 @@ class Store:
             cur = await self._conn.execute("DELETE FROM receipts WHERE created_at < ?", (before,))
             counts["receipts"] += cur.rowcount
         return counts
+
+
+def _create_private(path: Path) -> None:
+    """Create the store file with mode 0600 if it does not exist yet; tighten it if it does.
+
+    Created by us so SQLite never creates it with the process umask (the -wal and -shm files
+    take the database file's mode). An existing file is never opened here: closing any
+    descriptor of a database file drops every POSIX lock this process holds on it, which
+    would let another process's SQLite believe it is the last user, checkpoint and delete the
+    WAL under our open connections (SQLite's "How To Corrupt" §2.2). The daemon opens a second
+    connection after the first, so this matters.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)  # nobody has the new, empty file open yet
+    os.chmod(path, 0o600)
 
 
 def _split_sql(script: str) -> list[str]:
