@@ -190,7 +190,6 @@ class Bridge:
 
     async def ingest_loop(self) -> None:
         """Take whatever is queued (up to `store.batch_max`), process it as one batch, repeat."""
-        batch_max = self.settings.store.batch_max
         while self._accepting:
             if not self._queue:
                 self._wake_ingest.clear()
@@ -202,17 +201,19 @@ class Bridge:
                     continue
             if not self._accepting:
                 break
-            n = min(batch_max, len(self._queue))
-            batch = [self._queue.popleft() for _ in range(n)]
-            await self.process_batch(batch)
+            await self.process_batch(self._take_batch())
 
     async def drain(self, deadline: float) -> None:
         """Process what is already queued (graceful stop), until empty or `deadline`."""
         while self._queue and time.monotonic() < deadline:
-            n = min(self.settings.store.batch_max, len(self._queue))
-            await self.process_batch([self._queue.popleft() for _ in range(n)])
+            await self.process_batch(self._take_batch())
         if self._published_receipts or self._published_pushes:
             await self.process_batch([])
+
+    def _take_batch(self) -> list[InboundMessage]:
+        """The oldest queued messages, at most `store.batch_max` of them, in arrival order."""
+        n = min(self.settings.store.batch_max, len(self._queue))
+        return [self._queue.popleft() for _ in range(n)]
 
     async def process_batch(self, batch: list[InboundMessage]) -> None:
         """The whole pipeline for one batch. See the module docstring for the rules."""
