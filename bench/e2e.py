@@ -73,7 +73,8 @@ from etong.localbroker import (
     local_bridge_config,
     render_toml,
 )
-from etong.simulate import BrokerAddress, Topics, encode, make_event, make_name, now_rfc3339
+from etong.simulate import BrokerAddress, encode, make_event, make_name, now_rfc3339
+from etong.topics import Topics
 
 PREFIX = "etong/v1"
 TOPICS = Topics(PREFIX)

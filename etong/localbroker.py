@@ -29,7 +29,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from etong.errors import EtongError
-from etong.simulate import MonitorClient, Topics
+from etong.simulate import MonitorClient
+from etong.topics import Topics
 
 _INSTALL_HINT = (
     "install it with `sudo apt-get install -y mosquitto` (Debian/Ubuntu), "

@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from etong.errors import BrokerError
+from etong.topics import Topics
 
 CHINA_TZ = timezone(timedelta(hours=8))
 EVENT_TYPES = ("move_in", "move_out", "tenant_change", "info_update")
@@ -46,7 +47,11 @@ _RELATIONS = ("tenant", "owner", "family")
 
 
 def gb11643_check_char(first17: str) -> str:
-    """The GB 11643 check character for the first 17 digits of a resident id."""
+    """The GB 11643 check character for the first 17 digits of a resident id.
+
+    Written again here on purpose, not imported from `etong.models`: the simulator is the
+    terminals' side, and tests use it as an independent oracle for the bridge's validator.
+    """
     if len(first17) != 17 or not first17.isascii() or not first17.isdigit():
         raise ValueError("a resident id starts with 17 ASCII digits")
     weighted = zip(first17, _GB11643_WEIGHTS, strict=True)
@@ -192,37 +197,6 @@ def with_bad_check_digit(event: Mapping[str, Any]) -> dict[str, Any]:
 def encode(message: Mapping[str, Any]) -> bytes:
     """A message as compact UTF-8 JSON, the way terminals send it."""
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The topic names of DESIGN §2 under one prefix (default `etong/v1`)."""
-
-    prefix: str = "etong/v1"
-
-    def events(self, grid_id: str, member_id: str) -> str:
-        """Where a grid member publishes events."""
-        return f"{self.prefix}/grid/{grid_id}/member/{member_id}/events"
-
-    def receipts(self, grid_id: str, member_id: str) -> str:
-        """Where the bridge publishes a member's receipts."""
-        return f"{self.prefix}/grid/{grid_id}/member/{member_id}/receipts"
-
-    def inbox(self, officer_id: str) -> str:
-        """Where the bridge pushes to an officer."""
-        return f"{self.prefix}/officer/{officer_id}/inbox"
-
-    def acks(self, officer_id: str) -> str:
-        """Where an officer's terminal publishes acks."""
-        return f"{self.prefix}/officer/{officer_id}/acks"
-
-    def status(self, instance_id: str) -> str:
-        """The bridge's retained status topic."""
-        return f"{self.prefix}/bridge/{instance_id}/status"
-
-    def everything(self) -> str:
-        """A filter matching every topic under the prefix."""
-        return f"{self.prefix}/#"
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,15 @@ class InboundTopic:
 class Topics:
     """Every topic the bridge subscribes to or publishes on, for one prefix."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str = "etong/v1") -> None:
         self.prefix = prefix.strip("/")
         self._prefix_parts = len(self.prefix.split("/"))
         self.events_filter = f"{self.prefix}/grid/+/member/+/events"
         self.acks_filter = f"{self.prefix}/officer/+/acks"
+
+    def events(self, grid_id: str, member_id: str) -> str:
+        """Where a grid member's handheld publishes its reports."""
+        return f"{self.prefix}/grid/{grid_id}/member/{member_id}/events"
 
     def receipts(self, grid_id: str, member_id: str) -> str:
         """Where a grid member hears what became of its reports."""
@@ -51,6 +55,10 @@ class Topics:
     def status(self, instance_id: str) -> str:
         """The bridge's retained online/offline status (and last will)."""
         return f"{self.prefix}/bridge/{instance_id}/status"
+
+    def everything(self) -> str:
+        """A filter matching every topic under the prefix (monitoring, tests)."""
+        return f"{self.prefix}/#"
 
     def parse(self, topic: str) -> InboundTopic | None:
         """Classify an inbound topic; None for anything that is not ours or has a bad id."""

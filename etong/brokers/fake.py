@@ -81,11 +81,11 @@ class FakeBroker:
     ) -> None:
         """Record the message; PUBACK it on the next loop turn (or hold it, see release())."""
         self.published.append(Published(topic, payload, retain, options))
-        if on_published is not None:
-            if self.auto_puback:
-                asyncio.get_running_loop().call_soon(on_published)
-            else:
-                self._held.append(on_published)
+        callback = on_published or (lambda: None)  # counted in `unconfirmed` either way
+        if self.auto_puback:
+            asyncio.get_running_loop().call_soon(callback)
+        else:
+            self._held.append(callback)
 
     def release_pubacks(self) -> None:
         """PUBACK everything held while `auto_puback` was off."""

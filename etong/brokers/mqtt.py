@@ -156,6 +156,10 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
+def _nothing() -> None:
+    return None
+
+
 class _TransientConnectError(Exception):
     """A connect attempt failed in a way worth retrying (refused, timeout, broker away)."""
 
@@ -413,7 +417,7 @@ class MqttBroker:
 
     @property
     def unconfirmed(self) -> int:
-        """Publishes with a callback still waiting for the broker's PUBACK."""
+        """Publishes still waiting for the broker's PUBACK (queued in paho or in flight)."""
         return len(self._on_published)
 
     @property
@@ -528,8 +532,9 @@ class MqttBroker:
         if self._v5 and options is not None:
             properties = PrepackedPublishProperties(options)
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
-        if on_published is not None:
-            self._on_published[info.mid] = on_published
+        # Every publish is tracked, with or without a callback: `unconfirmed` is what the
+        # bridge's backpressure and graceful stop look at.
+        self._on_published[info.mid] = on_published or _nothing
 
     async def stop(self) -> None:
         """Publish `offline` (retained), disconnect; the broker keeps our session."""

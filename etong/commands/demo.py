@@ -27,10 +27,10 @@ from etong.localbroker import LocalBridge, LocalMosquitto, local_bridge_config, 
 from etong.simulate import (
     GridMemberTerminal,
     OfficerTerminal,
-    Topics,
     restated,
     with_bad_check_digit,
 )
+from etong.topics import Topics
 
 DEFAULT_REPORTS = 1000
 WAIT_S = 20.0

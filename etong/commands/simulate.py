@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from etong.errors import ConfigError
-from etong.simulate import GridMemberTerminal, OfficerTerminal, SimRoster, Topics
+from etong.simulate import GridMemberTerminal, OfficerTerminal, SimRoster
+from etong.topics import Topics
 
 SETTLE_S = 15.0
 FINAL_STATUSES = ("accepted", "duplicate", "rejected")

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from etong.localbroker import LocalBridge, local_bridge_config, render_toml
-from etong.simulate import GridMemberTerminal, OfficerTerminal, Topics
+from etong.simulate import GridMemberTerminal, OfficerTerminal
+from etong.topics import Topics
 
 BridgeProcess = LocalBridge
 """The daemon as a subprocess: start, wait_ready, sigterm, kill9, restart, log_tail."""

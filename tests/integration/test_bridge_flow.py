@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from etong import bridge as bridge_module
 from etong.simulate import make_event, restated, to_fullwidth, with_bad_check_digit
 from tests.integration.conftest import Harness
 
@@ -276,3 +278,34 @@ async def test_history_and_flags_enrich_later_reports(harness: Harness) -> None:
     last = harness.pushes("p-1001")[-1]["context"]
     assert "person_elsewhere" in last["flags"]
     assert len(last["history"]) >= 3
+
+
+async def test_ingest_pauses_while_the_broker_is_behind_on_our_publishes(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backpressure: reports wait at the broker, not in our memory, while PUBACKs lag."""
+    monkeypatch.setattr(bridge_module, "MAX_UNCONFIRMED_PUBLISHES", 10)
+    harness.broker.auto_puback = False
+    rng = random.Random(9)
+    for _ in range(5):
+        harness.broker.inject(EVENTS, make_event("ZS-017", "g-0231", rng=rng))
+    ingest = asyncio.create_task(harness.bridge.ingest_loop())
+    await _until(lambda: harness.bridge.processed == 5)
+    assert harness.broker.unconfirmed > 10  # pushes, receipts, registrar copies
+    for _ in range(5):
+        harness.broker.inject(EVENTS, make_event("ZS-017", "g-0231", rng=rng))
+    for _ in range(20):  # many loop turns: none of them may take the new reports
+        await asyncio.sleep(0.005)
+    assert harness.bridge.processed == 5 and len(harness.bridge._queue) == 5
+
+    harness.broker.release_pubacks()
+    await _until(lambda: harness.bridge.processed == 10)
+    harness.bridge.stop_accepting()
+    await ingest
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait for `condition`, at most 5 s."""
+    async with asyncio.timeout(5):
+        while not condition():  # noqa: ASYNC110 - polling state the test cannot await
+            await asyncio.sleep(0.001)

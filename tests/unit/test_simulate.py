@@ -23,7 +23,6 @@ from etong.pipeline.validate import Rejection, parse_event
 from etong.simulate import (
     BrokerAddress,
     SimRoster,
-    Topics,
     encode,
     gb11643_check_char,
     make_event,
@@ -34,6 +33,7 @@ from etong.simulate import (
     with_bad_check_digit,
     with_wrong_check_char,
 )
+from etong.topics import Topics
 
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
