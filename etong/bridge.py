@@ -385,23 +385,17 @@ class Bridge:
             known_event=(known.status, known.duplicate_of) if known else None,
             household_event_id=lookup.households.get(keys.household),
         )
-        payload = orjson.dumps(event.model_dump(mode="json"))
-        summary = event_summary(event)
         if isinstance(decision, dedup.Duplicate):
             if not decision.same_id:
+                # Kept, so the same event id sent again gets the same answer, and for `trace`.
                 write.events.append(
-                    (
-                        event.event_id,
-                        event.type,
-                        event.grid_id,
-                        event.member_id,
-                        "duplicate",
-                        decision.duplicate_of,
-                        keys.address,
-                        keys.household,
-                        now,
-                        payload,
-                        orjson.dumps(summary),
+                    _event_row(
+                        event,
+                        keys,
+                        status="duplicate",
+                        duplicate_of=decision.duplicate_of,
+                        now=now,
+                        summary=event_summary(event),
                     )
                 )
                 lookup.known_events[event.event_id] = KnownEvent(
@@ -428,6 +422,11 @@ class Bridge:
             )
             return
 
+        summary = event_summary(event)
+        row = _event_row(
+            event, keys, status="accepted", duplicate_of=None, now=now, summary=summary
+        )
+        payload: bytes = row[9]  # the validated event as pushed, serialised once
         address_history = lookup.address_history.get(keys.address, [])
         person_history = [h for k in keys.persons for h in lookup.person_history.get(k, [])]
         context = build_context(
@@ -458,21 +457,7 @@ class Bridge:
             now,
             self._rng,
         )
-        write.events.append(
-            (
-                event.event_id,
-                event.type,
-                event.grid_id,
-                event.member_id,
-                "accepted",
-                None,
-                keys.address,
-                keys.household,
-                now,
-                payload,
-                orjson.dumps(summary),
-            )
-        )
+        write.events.append(row)
         write.event_persons.extend((k, event.event_id, keys.address, now) for k in keys.persons)
         write.new_deliveries.append(delivery)
         outbox.pushes.append((delivery, None, False))
@@ -766,6 +751,31 @@ class Bridge:
     def replace_roster(self, roster: Roster) -> None:
         """Swap in a reloaded roster; batches in flight finish with the one they started with."""
         self.roster = roster
+
+
+def _event_row(
+    event: Event,
+    keys: EventKeys,
+    *,
+    status: str,
+    duplicate_of: str | None,
+    now: float,
+    summary: dict[str, Any],
+) -> tuple[Any, ...]:
+    """The `events` row of a decided report (column order: `Store.write`)."""
+    return (
+        event.event_id,
+        event.type,
+        event.grid_id,
+        event.member_id,
+        status,
+        duplicate_of,
+        keys.address,
+        keys.household,
+        now,
+        orjson.dumps(event.model_dump(mode="json")),
+        orjson.dumps(summary),
+    )
 
 
 def _event_id_hint(payload: bytes, max_bytes: int) -> str | None:

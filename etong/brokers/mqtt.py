@@ -152,6 +152,11 @@ class BufferedSocket:
             del self._wbuf[:sent]
         return True
 
+    def close(self) -> None:
+        """Send what is buffered (best effort: paho closes right after writing DISCONNECT)."""
+        self.flush()
+        self._sock.close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
@@ -305,6 +310,8 @@ class MqttBroker:
         if buffered is None or self._fd is None or self._loop is None:
             return
         self._client.loop_write()
+        if self._fd is None:
+            return  # paho closed the socket while writing (DISCONNECT sent, or an error)
         if buffered.flush():
             self._loop.remove_writer(self._fd)
         else:

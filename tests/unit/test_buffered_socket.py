@@ -74,3 +74,12 @@ def test_flush_keeps_what_the_kernel_would_not_take(
 def test_other_attributes_pass_through(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, _ = pair
     assert BufferedSocket(ours).fileno() == ours.fileno()
+
+
+def test_close_sends_what_is_buffered_first(pair: tuple[socket.socket, socket.socket]) -> None:
+    """paho writes DISCONNECT and closes at once; the packet must not die in our buffer."""
+    ours, peer = pair
+    buffered = BufferedSocket(ours)
+    buffered.send(b"\xe0\x00")  # DISCONNECT
+    buffered.close()
+    assert peer.recv(10) == b"\xe0\x00"
