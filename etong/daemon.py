@@ -46,6 +46,7 @@ class Daemon:
         self._reload = asyncio.Event()
         self.bridge: Bridge | None = None
         self._brokers: list[MqttBroker] = []
+        self._listeners: list[MqttBroker] = []
         self._reader_store: Store | None = None
 
     def request_stop(self) -> None:
@@ -144,29 +145,36 @@ class Daemon:
         await bridge.drain(deadline + 1)
 
     def _make_brokers(self) -> tuple[MqttBroker, MqttBroker]:
+        """Connections per broker: a listener (reports or acks in; status and will) and a
+        publisher (pushes, receipts out). Returns the publishers (grid side, officer side)."""
         s = self.settings
         status = f"{s.bridge.topic_prefix.strip('/')}/bridge/{s.bridge.instance_id}/status"
-        grid = MqttBroker(s.broker, name="grid", status_topic=status)
-        self._brokers = [grid]
-        if s.officer_broker is None:
-            return grid, grid
-        officer = MqttBroker(s.officer_broker, name="officer", status_topic=status)
-        self._brokers.append(officer)
-        return grid, officer
+        sides = [("grid", s.broker)] + ([("officer", s.officer_broker)] if s.officer_broker else [])
+        publishers = []
+        for name, settings in sides:
+            listener = MqttBroker(settings, name=name, status_topic=status)
+            publisher = MqttBroker(
+                settings, name=f"{name}-pub", status_topic=status, publisher=True
+            )
+            self._listeners.append(listener)
+            self._brokers += [listener, publisher]
+            publishers.append(publisher)
+        return publishers[0], publishers[-1]
 
     async def _start_brokers(self, bridge: Bridge, stack: AsyncExitStack) -> None:
-        grid = self._brokers[0]
-        if len(self._brokers) == 1:
-            await grid.start(
-                bridge.on_message, [bridge.topics.events_filter, bridge.topics.acks_filter]
-            )
-            stack.push_async_callback(grid.stop)
-            return
-        officer = self._brokers[1]
-        await officer.start(bridge.on_message, [bridge.topics.acks_filter])
-        stack.push_async_callback(officer.stop)
-        await grid.start(bridge.on_message, [bridge.topics.events_filter])
-        stack.push_async_callback(grid.stop)
+        topics = bridge.topics
+        if len(self._listeners) == 1:
+            subscriptions = [[topics.events_filter, topics.acks_filter]]
+        else:
+            subscriptions = [[topics.events_filter], [topics.acks_filter]]
+        # Publishers first: the moment a listener subscribes, reports flow and are answered.
+        for broker in self._brokers:
+            if broker not in self._listeners:
+                await broker.start(bridge.on_message, [])
+                stack.push_async_callback(broker.stop)
+        for listener, topics_of in zip(self._listeners, subscriptions, strict=True):
+            await listener.start(bridge.on_message, topics_of)
+            stack.push_async_callback(listener.stop)
 
     def _unconfirmed(self) -> int:
         return sum(b.unconfirmed for b in self._brokers)

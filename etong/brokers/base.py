@@ -62,6 +62,12 @@ class Broker(Protocol):
     ) -> None:
         """Publish at QoS 1; `on_published` runs on the loop when the broker has PUBACKed."""
 
+    def pause_reading(self) -> None:
+        """Stop reading inbound messages until `resume_reading` (flow control)."""
+
+    def resume_reading(self) -> None:
+        """Read inbound messages again."""
+
     @property
     def connected(self) -> bool:
         """True while the connection is up and subscribed."""

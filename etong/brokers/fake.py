@@ -46,6 +46,7 @@ class FakeBroker:
         self._mids = itertools.count(1)
         self._connected = False
         self._held: list[OnPublished] = []
+        self.reading_paused = False
 
     async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:
         """Remember the callback; ready at once."""
@@ -96,6 +97,14 @@ class FakeBroker:
     def on(self, topic_suffix: str) -> list[dict[str, Any]]:
         """Decoded payloads published on topics ending with `topic_suffix`."""
         return [p.json() for p in self.published if p.topic.endswith(topic_suffix)]
+
+    def pause_reading(self) -> None:
+        """Record flow control (the fake delivers only what a test injects)."""
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        """Record flow control."""
+        self.reading_paused = False
 
     @property
     def unconfirmed(self) -> int:

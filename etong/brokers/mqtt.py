@@ -183,10 +183,15 @@ class MqttBroker:
         *,
         name: str,
         status_topic: str,
+        publisher: bool = False,
     ) -> None:
         self.name = name
         self._settings = settings
         self._status_topic = status_topic
+        # A publisher connection only publishes (pushes, receipts): its PUBACKs then never
+        # wait behind inbound reports, so the listener can pause reading without stalling
+        # our own publishes. It has no will and no status of its own.
+        self._publisher = publisher
         self._v5 = settings.protocol == 5
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -205,6 +210,7 @@ class MqttBroker:
         self._fd: int | None = None
         self._buffered: BufferedSocket | None = None
         self._write_scheduled = False
+        self._reading_paused = False
         self._client = self._make_client()
         self.session_present = False
         self.reconnects = 0
@@ -215,7 +221,7 @@ class MqttBroker:
         s = self._settings
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
+            client_id=f"{s.client_id}-pub" if self._publisher else s.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
             # 3.1.1 persistent session; on MQTT 5 clean_start goes to connect() instead.
             clean_session=None if self._v5 else False,
@@ -223,7 +229,8 @@ class MqttBroker:
         )
         client.max_inflight_messages_set(OUTBOUND_INFLIGHT)
         client.max_queued_messages_set(0)  # unlimited: the store bounds what we publish
-        client.will_set(self._status_topic, status_payload("offline"), qos=1, retain=True)
+        if not self._publisher:
+            client.will_set(self._status_topic, status_payload("offline"), qos=1, retain=True)
         if s.username:
             client.username_pw_set(s.username, s.read_password())
         if s.tls:
@@ -273,6 +280,7 @@ class MqttBroker:
         # paho reads and writes through whatever `_sock` is; see BufferedSocket for why.
         self._buffered = BufferedSocket(sock)
         self._client._sock = self._buffered  # private, but paho has no public hook for this
+        self._reading_paused = False  # a new connection starts reading
         self._loop.add_reader(self._fd, self._read)
 
     def _socket_close(self, sock: Any) -> None:
@@ -296,12 +304,33 @@ class MqttBroker:
         # buffer, not paho's queue, is what may still hold unsent bytes.
         return
 
+    def pause_reading(self) -> None:
+        """Stop reading inbound messages (flow control): TCP backpressure holds the rest.
+
+        Only for a listener connection: our own publishes' PUBACKs come on the publisher
+        connection, so they keep flowing. Pauses last well under the keepalive.
+        """
+        if not self._reading_paused and self._fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        """Read again; bytes already buffered are handled on the next loop turn."""
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        if self._fd is not None and self._loop is not None:
+            self._loop.add_reader(self._fd, self._read)
+            self._loop.call_soon(self._read)
+
     def _read(self) -> None:
         buffered = self._buffered
+        if buffered is None or self._reading_paused:
+            return
         self._client.loop_read()
         # Drain whatever is already buffered (ours, or TLS's decrypted bytes): the selector
         # will not report those again.
-        while buffered is not None and buffered is self._buffered and buffered.pending():
+        while buffered is self._buffered and buffered.pending() and not self._reading_paused:
             self._client.loop_read()
 
     def _write(self) -> None:
@@ -489,7 +518,8 @@ class MqttBroker:
             log.info("broker_new_session", broker=self.name)
         await self._subscribe()
         self._connected = True
-        self.publish(self._status_topic, status_payload("online"), retain=True)
+        if not self._publisher:
+            self.publish(self._status_topic, status_payload("online"), retain=True)
         log.info(
             "broker_connected",
             broker=self.name,
@@ -551,12 +581,16 @@ class MqttBroker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         if self._connected:
-            done = asyncio.Event()
-            self.publish(
-                self._status_topic, status_payload("offline"), retain=True, on_published=done.set
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), 3)
+            if not self._publisher:
+                done = asyncio.Event()
+                self.publish(
+                    self._status_topic,
+                    status_payload("offline"),
+                    retain=True,
+                    on_published=done.set,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), 3)
             self._client.disconnect()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._disconnected.wait(), 3)

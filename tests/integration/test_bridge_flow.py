@@ -309,3 +309,19 @@ async def _until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(5):
         while not condition():  # noqa: ASYNC110 - polling state the test cannot await
             await asyncio.sleep(0.001)
+
+
+async def test_reading_pauses_while_too_many_reports_are_queued(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker may exceed our Receive Maximum; the queue stays bounded regardless."""
+    monkeypatch.setattr(bridge_module, "MAX_QUEUED_INBOUND", 8)
+    rng = random.Random(11)
+    for _ in range(9):
+        harness.broker.inject(EVENTS, make_event("ZS-017", "g-0231", rng=rng))
+    assert harness.broker.reading_paused
+    ingest = asyncio.create_task(harness.bridge.ingest_loop())
+    await _until(lambda: harness.bridge.processed == 9)
+    await _until(lambda: not harness.broker.reading_paused)
+    harness.bridge.stop_accepting()
+    await ingest
