@@ -8,7 +8,9 @@ import orjson
 import pytest
 
 from etong.delivery import (
+    AckStatus,
     Policy,
+    Step,
     backoff_s,
     first_push,
     new_delivery_id,
@@ -84,83 +86,48 @@ def test_exhausted_chain_is_undeliverable_with_a_dead_letter() -> None:
     assert step.dead_letter and "p-9001" in step.dead_letter
 
 
-def test_received_ack_closes_the_delivery() -> None:
-    step = on_ack(
-        _delivery(),
-        officer_id="p-1001",
-        status="received",
+def _ack(d: Delivery, officer_id: str, status: AckStatus) -> Step:
+    """`on_ack` with the station's duty officer p-9001, at t=1000."""
+    return on_ack(
+        d,
+        officer_id=officer_id,
+        status=status,
         duty_officer="p-9001",
         policy=POLICY,
         now=1000.0,
         rng=random.Random(1),
     )
+
+
+def test_received_ack_closes_the_delivery() -> None:
+    step = _ack(_delivery(), "p-1001", "received")
     assert step.delivery.state == "received" and step.delivery.next_due is None
     assert step.receipts == (("received", "p-1001"),)
 
 
 def test_repeated_received_ack_changes_nothing() -> None:
-    step = on_ack(
-        _delivery(state="received"),
-        officer_id="p-1001",
-        status="received",
-        duty_officer="p-9001",
-        policy=POLICY,
-        now=1000.0,
-        rng=random.Random(1),
-    )
+    step = _ack(_delivery(state="received"), "p-1001", "received")
     assert step.receipts == () and step.delivery.state == "received"
 
 
 def test_ack_from_an_officer_it_was_not_pushed_to_is_a_security_event() -> None:
-    step = on_ack(
-        _delivery(),
-        officer_id="p-1002",
-        status="received",
-        duty_officer="p-9001",
-        policy=POLICY,
-        now=1000.0,
-        rng=random.Random(1),
-    )
+    step = _ack(_delivery(), "p-1002", "received")
     assert step.security and step.delivery.state == "pending" and step.receipts == ()
 
 
 def test_late_ack_from_an_earlier_recipient_closes_even_an_undeliverable_one() -> None:
     d = _delivery(step=2, attempt=3, state="undeliverable", next_due=None)
-    step = on_ack(
-        d,
-        officer_id="p-1001",
-        status="received",
-        duty_officer="p-9001",
-        policy=POLICY,
-        now=1000.0,
-        rng=random.Random(1),
-    )
+    step = _ack(d, "p-1001", "received")
     assert step.delivery.state == "received"
 
 
 def test_verified_after_received() -> None:
-    step = on_ack(
-        _delivery(state="received"),
-        officer_id="p-1001",
-        status="verified",
-        duty_officer="p-9001",
-        policy=POLICY,
-        now=1000.0,
-        rng=random.Random(1),
-    )
+    step = _ack(_delivery(state="received"), "p-1001", "verified")
     assert step.delivery.state == "verified" and step.receipts == (("verified", "p-1001"),)
 
 
 def test_declined_hands_it_to_the_duty_officer() -> None:
-    step = on_ack(
-        _delivery(),
-        officer_id="p-1001",
-        status="declined",
-        duty_officer="p-9001",
-        policy=POLICY,
-        now=1000.0,
-        rng=random.Random(1),
-    )
+    step = _ack(_delivery(), "p-1001", "declined")
     assert step.push and step.delivery.recipient == "p-9001"
     assert step.delivery.chain == ["p-1001", "p-9001"] and step.delivery.attempt == 1
     assert step.escalated_from == "p-1001"
@@ -169,15 +136,7 @@ def test_declined_hands_it_to_the_duty_officer() -> None:
 
 def test_declined_by_the_duty_officer_is_undeliverable() -> None:
     d = _delivery(step=2)
-    step = on_ack(
-        d,
-        officer_id="p-9001",
-        status="declined",
-        duty_officer="p-9001",
-        policy=POLICY,
-        now=1000.0,
-        rng=random.Random(1),
-    )
+    step = _ack(d, "p-9001", "declined")
     assert step.delivery.state == "undeliverable" and step.dead_letter
 
 
