@@ -1440,13 +1440,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.workdir is None:
                 print("(rerun with --workdir DIR to keep the logs)", file=sys.stderr)
             return 1
-    print()
-    print(render_table(doc))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.json}")
+    report(render_table(doc), doc, args.json)
     return 0
+
+
+def report(table: str, doc: dict[str, Any], json_path: Path | None) -> None:
+    """Print the table and, when asked, write the JSON document (shared with pending.py)."""
+    print()
+    print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"\nwrote {json_path}")
 
 
 if __name__ == "__main__":

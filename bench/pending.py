@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import random
 import shutil
 import sqlite3
@@ -58,6 +57,7 @@ from e2e import (
     machine_info,
     make_reports,
     open_clients,
+    report,
 )
 
 from etong.localbroker import LocalBridge, LocalMosquitto, local_bridge_config, render_toml
@@ -602,12 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BenchError as exc:
             print(f"benchmark FAILED: {exc}", file=sys.stderr)
             return 1
-    print()
-    print(render_table(doc))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.json}")
+    report(render_table(doc), doc, args.json)
     return 0
 
 

@@ -16,7 +16,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -102,11 +102,24 @@ class Sent:
     problems: list[str] = field(default_factory=list)
 
 
-def demo_roster(today: date) -> dict[str, Any]:
-    """The demo's roster: Zhuangshi station, one community with a registrar, three grids."""
+MEMBER_NAMES = {
+    "g-0001": "吴海峰",
+    "g-0231": "孙倩",
+    "g-0232": "赵磊",
+    "g-0301": "钱芳",
+    "g-0302": "冯涛",
+    "g-0401": "何静",
+    "g-0402": "林强",
+}
+
+
+def demo_roster(today: date, grids: Sequence[str] = tuple(GRIDS)) -> dict[str, Any]:
+    """The Zhuangshi roster: one station, one community with a registrar, the `grids` asked
+    for (all three by default). p-2001 is away from yesterday to tomorrow, so whatever time
+    zone the bridge takes "today" in, ZS-018's reports go to the backup p-2002. The e2e tests
+    run with the first two grids."""
     station = "zhuangshi"
     away = {"from": today - timedelta(days=1), "to": today + timedelta(days=1)}
-    names = iter(("吴海峰", "孙倩", "赵磊", "钱芳", "冯涛", "何静", "林强"))
     return {
         "stations": [{"id": station, "name": "庄市派出所", "duty_officer": "p-9001"}],
         "communities": [
@@ -131,16 +144,16 @@ def demo_roster(today: date) -> dict[str, Any]:
                 "id": grid_id,
                 "name": f"北高教园第{grid_id[-2:]}网格",
                 "community": "bgjy",
-                "officer": officer,
+                "officer": GRIDS[grid_id][0],
                 "head": MEMBERS[grid_id][0],
                 "members": list(MEMBERS[grid_id]),
             }
-            for grid_id, (officer, _) in GRIDS.items()
+            for grid_id in grids
         ],
         "members": [
-            {"id": member_id, "name": next(names)}
-            for members in MEMBERS.values()
-            for member_id in members
+            {"id": member_id, "name": MEMBER_NAMES[member_id]}
+            for grid_id in grids
+            for member_id in MEMBERS[grid_id]
         ],
     }
 

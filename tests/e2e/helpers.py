@@ -8,10 +8,11 @@ handhelds and officer terminals do.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from etong.commands.demo import demo_roster
 from etong.localbroker import LocalBridge, local_bridge_config, render_toml
 from etong.simulate import GridMemberTerminal, OfficerTerminal
 from etong.topics import Topics
@@ -31,54 +32,8 @@ REGISTRAR = "r-0001"
 
 
 def e2e_roster(today: date) -> dict[str, Any]:
-    """The e2e roster: one station, one community with a registrar, two grids, six officers."""
-    away = {"from": today - timedelta(days=1), "to": today + timedelta(days=1)}
-    station = "zhuangshi"
-    return {
-        "stations": [{"id": station, "name": "庄市派出所", "duty_officer": DUTY_OFFICER}],
-        "communities": [
-            {"id": "bgjy", "name": "北高教园社区", "station": station, "registrar": REGISTRAR}
-        ],
-        "officers": [
-            {"id": "p-1001", "name": "郑向阳", "station": station, "backup": "p-1002"},
-            {"id": "p-1002", "name": "王立新", "station": station},
-            {
-                "id": "p-2001",
-                "name": "陈建国",
-                "station": station,
-                "backup": "p-2002",
-                "absent": [away],
-            },
-            {"id": "p-2002", "name": "李海燕", "station": station},
-            {"id": DUTY_OFFICER, "name": "值班民警", "station": station},
-            {"id": REGISTRAR, "name": "周敏", "station": station},
-        ],
-        "grids": [
-            {
-                "id": "ZS-017",
-                "name": "北高教园第17网格",
-                "community": "bgjy",
-                "officer": "p-1001",
-                "head": "g-0001",
-                "members": ["g-0001", "g-0231", "g-0232"],
-            },
-            {
-                "id": "ZS-018",
-                "name": "北高教园第18网格",
-                "community": "bgjy",
-                "officer": "p-2001",
-                "head": "g-0301",
-                "members": ["g-0301", "g-0302"],
-            },
-        ],
-        "members": [
-            {"id": "g-0001", "name": "吴海峰"},
-            {"id": "g-0231", "name": "孙倩"},
-            {"id": "g-0232", "name": "赵磊"},
-            {"id": "g-0301", "name": "钱芳"},
-            {"id": "g-0302", "name": "冯涛"},
-        ],
-    }
+    """The demo's roster with two grids: ZS-017 (p-1001) and ZS-018 (p-2001, away)."""
+    return demo_roster(today, grids=("ZS-017", "ZS-018"))
 
 
 def write_roster(path: Path, roster: Mapping[str, Any]) -> Path:
