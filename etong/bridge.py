@@ -103,7 +103,7 @@ class _Parsed:
 class _Outbox:
     """What a batch publishes once its transaction is committed."""
 
-    pushes: list[tuple[Delivery, str | None, bool]] = field(default_factory=list)
+    pushes: list[tuple[Delivery, str | None]] = field(default_factory=list)  # (d, escalated_from)
     cc_pushes: list[tuple[str, bytes, bytes, str]] = field(default_factory=list)
     receipts: list[tuple[str, str, bytes]] = field(default_factory=list)  # topic, status, bytes
 
@@ -147,7 +147,7 @@ class Bridge:
         # Bound once: `labels()` costs a lock and a dict lookup per call on the hot path.
         self._count_accepted = m.messages.labels("event", "accepted")
         self._count_duplicate = m.messages.labels("event", "duplicate")
-        self._count_push = {r: m.pushes.labels(r) for r in ("first", "resend", "escalation")}
+        self._count_push = {r: m.pushes.labels(r) for r in ("first", "resend", "escalation", "cc")}
         self._count_receipt = {status: m.receipts.labels(status) for status in RECEIPT_STATUSES}
         self.topics = Topics(settings.bridge.topic_prefix)
         self.policy = Policy(
@@ -475,7 +475,7 @@ class Bridge:
         write.events.append(row)
         write.event_persons.extend((k, event.event_id, keys.address, now) for k in keys.persons)
         write.new_deliveries.append(delivery)
-        outbox.pushes.append((delivery, None, False))
+        outbox.pushes.append((delivery, None))
         # Later messages of this batch must see this one (dedup, history).
         lookup.known_events[event.event_id] = KnownEvent(
             event.event_id, "accepted", None, event.grid_id, event.member_id
@@ -574,7 +574,7 @@ class Bridge:
                 delivery_id=d.delivery_id,
             )
         if step.push:
-            b.outbox.pushes.append((d, step.escalated_from, False))
+            b.outbox.pushes.append((d, step.escalated_from))
         if step.dead_letter:
             b.write.dead_letters.append(
                 (
@@ -613,9 +613,10 @@ class Bridge:
     # ---- publishing ---------------------------------------------------------------------
 
     def _publish_outbox(self, outbox: _Outbox, receipt_ids: list[int]) -> None:
-        sent_at = iso_from_unix(self._clock(), self._tz)
-        for delivery, escalated_from, cc in outbox.pushes:
-            self.publish_push(delivery, escalated_from, cc, sent_at)
+        now = self._clock()
+        sent_at, expires_at = iso_from_unix(now, self._tz), self._expires_at(now)
+        for delivery, escalated_from in outbox.pushes:
+            self.publish_push(delivery, escalated_from, sent_at, expires_at)
         for registrar, event_json, context_json, _event_id in outbox.cc_pushes:
             payload = push_payload(
                 delivery_id=new_delivery_id(),
@@ -626,27 +627,30 @@ class Bridge:
                 cc=True,
                 sent_at=sent_at,
                 reply_to=self.topics.acks(registrar),
-                expires_at=self._expires_at(),
+                expires_at=expires_at,
             )
             self.officer_broker.publish(self.topics.inbox(registrar), payload)
-            self.metrics.pushes.labels("cc").inc()
+            self._count_push["cc"].inc()
         for (topic, status, payload), rid in zip(outbox.receipts, receipt_ids, strict=True):
             self.publish_receipt(rid, topic, payload)
             self._count_receipt[status].inc()
 
-    def publish_push(self, d: Delivery, escalated_from: str | None, cc: bool, sent_at: str) -> None:
+    def publish_push(
+        self, d: Delivery, escalated_from: str | None, sent_at: str, expires_at: str | None
+    ) -> None:
         """Publish the current attempt of `d`; its PUBACK is recorded in the store later."""
         inbox_owner = d.recipient
+        acks_topic = self.topics.acks(inbox_owner)
         payload = push_payload(
             delivery_id=d.delivery_id,
             attempt=d.attempt,
             event_json=d.payload,
             context_json=d.context,
             escalated_from=escalated_from,
-            cc=cc,
+            cc=False,
             sent_at=sent_at,
-            reply_to=self.topics.acks(inbox_owner),
-            expires_at=self._expires_at(),
+            reply_to=acks_topic,
+            expires_at=expires_at,
         )
         marker = attempt_marker(d.step, d.attempt)
         delivery_id = d.delivery_id
@@ -656,7 +660,7 @@ class Bridge:
             payload,
             options=PublishOptions(
                 correlation_data=delivery_id.encode(),
-                response_topic=self.topics.acks(inbox_owner),
+                response_topic=acks_topic,
                 message_expiry_s=int(expiry) if expiry else None,
             ),
             on_published=lambda: self._published_pushes.append((marker, delivery_id)),
@@ -674,9 +678,9 @@ class Bridge:
             topic, payload, on_published=lambda: self._published_receipts.append(receipt_id)
         )
 
-    def _expires_at(self) -> str | None:
+    def _expires_at(self, now: float) -> str | None:
         expiry = self.settings.delivery.message_expiry_s
-        return iso_from_unix(self._clock() + expiry, self._tz) if expiry else None
+        return iso_from_unix(now + expiry, self._tz) if expiry else None
 
     # ---- the schedule -------------------------------------------------------------------
 
@@ -743,13 +747,13 @@ class Bridge:
 
     async def republish_unconfirmed(self) -> tuple[int, int]:
         """After a start: publish what was committed but never PUBACKed (crash recovery)."""
-        sent_at = iso_from_unix(self._clock(), self._tz)
+        now = self._clock()
+        sent_at, expires_at = iso_from_unix(now, self._tz), self._expires_at(now)
         pushes = 0
         after = ""
         while page := await self.store.unpublished_deliveries(SCHEDULER_PAGE, after):
             for d in page:
-                escalated_from = d.chain[d.step - 1] if d.step > 0 else None
-                self.publish_push(d, escalated_from, False, sent_at)
+                self.publish_push(d, d.escalated_from, sent_at, expires_at)
             pushes += len(page)
             after = page[-1].delivery_id
             await asyncio.sleep(len(page) / RESEND_RATE_PER_S)

@@ -99,7 +99,7 @@ def on_due(d: Delivery, policy: Policy, now: float, rng: random.Random) -> Step:
         return Step(
             replace(d, attempt=attempt, next_due=now + wait),
             push=True,
-            escalated_from=d.chain[d.step - 1] if d.step > 0 else None,
+            escalated_from=d.escalated_from,
         )
     if d.step + 1 < len(d.chain):
         step = d.step + 1

@@ -158,6 +158,11 @@ class Delivery:
         return self.chain[self.step]
 
     @property
+    def escalated_from(self) -> str | None:
+        """The officer before the current one in the chain (None at the first step)."""
+        return self.chain[self.step - 1] if self.step > 0 else None
+
+    @property
     def pushed_to(self) -> list[str]:
         """Every officer this delivery has been pushed to so far (acks are accepted from these)."""
         return self.chain[: self.step + 1]
