@@ -100,3 +100,56 @@ async def test_purge_and_batches_on_one_connection_do_not_collide(tmp_path: Path
     await asyncio.gather(batches(), purges())
     assert len((await store.trace("E001049"))["receipts"]) == 1
     await store.close()
+
+
+async def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_commits(
+    tmp_path: Path,
+) -> None:
+    """One batch is one transaction: a statement failing half-way rolls back the whole batch
+    (the events written before it included) and leaves no transaction open behind it."""
+    store = await Store.open(tmp_path / "etong.db")
+    ok = BatchWrite()
+    ok.events = [_event_row(0, 1.0)]
+    ok.new_deliveries = [_delivery(0, 5.0)]
+    ok.receipts = [("E000000", "t", "accepted", b"{}")]
+    assert await store.write(ok, now=1.0) == [1]
+
+    bad = BatchWrite()
+    bad.events = [_event_row(1, 2.0)]
+    bad.new_deliveries = [_delivery(0, 6.0)]  # the same delivery id again: a primary-key clash
+    bad.receipts = [("E000001", "t", "accepted", b"{}")]
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.write(bad, now=2.0)
+    assert not (await store.trace("E000001"))["events"]
+
+    after = BatchWrite()
+    after.events = [_event_row(2, 3.0)]
+    after.receipts = [("E000002", "t", "accepted", b"{}")]
+    # The failed batch's receipt id was never used, so numbering goes on without a gap.
+    assert await store.write(after, now=3.0) == [2]
+    assert (await store.trace("E000002"))["events"]
+    await store.close()
+
+
+async def test_one_lookup_call_answers_every_question_of_a_batch(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "etong.db")
+    write = BatchWrite()
+    write.events = [_event_row(0, 10.0), _event_row(1, 20.0)]
+    write.event_persons = [("P", "E000000", "A", 10.0), ("P", "E000001", "A", 20.0)]
+    write.new_deliveries = [_delivery(1, 30.0)]
+    await store.write(write, now=20.0)
+    found = await store.lookup(
+        event_ids=["E000000", "E999999"],
+        household_keys=["H0", "H1", "H9"],
+        household_since=15.0,
+        address_keys=["A"],
+        person_keys=["P"],
+        history_since=0.0,
+        delivery_ids=["D000001"],
+    )
+    assert set(found.known_events) == {"E000000"}
+    assert found.households == {"H1": "E000001"}  # H0 is older than the dedup window
+    assert [h.event_id for h in found.address_history["A"]] == ["E000001", "E000000"]
+    assert [h.event_id for h in found.person_history["P"]] == ["E000001", "E000000"]
+    assert found.deliveries["D000001"].next_due == 30.0
+    await store.close()
