@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from contextlib import AsyncExitStack
@@ -34,6 +35,19 @@ log = get_logger(__name__)
 
 GRACEFUL_STOP_S = 8.0  # issue #3: SIGTERM to exit within 10 s, with room for `offline`
 PURGE_INTERVAL_S = 86400.0
+
+
+def _settle_startup_garbage() -> None:
+    """Collect what start-up threw away, then hide what it kept from the cyclic collector.
+
+    Modules, pydantic schemas, the roster and paho's state live as long as the process; a
+    full (generation 2) collection would scan them all again each time the traffic triggers
+    one, stalling the event loop. Measured under bench/e2e.py: the longest full collection
+    31 ms and 423 ms of them in one round before, 7 ms and 86 ms with only `freeze`.
+    Frozen objects are still freed by reference counting (a replaced roster goes).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class Daemon:
@@ -71,6 +85,7 @@ class Daemon:
             tasks.start(self._gauges_loop(self._reader_store), "gauges")
             if (interval := watchdog_interval_s()) is not None:
                 tasks.start(_watchdog(interval), "watchdog")
+            _settle_startup_garbage()
             notify("READY=1")
             log.info(
                 "bridge_ready",

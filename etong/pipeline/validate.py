@@ -47,7 +47,10 @@ def decode_json_object(
         value: object = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         return _json_failure(payload, exc)
-    if _exceeds_depth(value, max_depth):
+    # Nesting needs an opening bracket per level, so a payload with no more brackets than
+    # levels allowed (a report naming a few persons) skips the walk; the count is in C.
+    brackets = payload.count(b"{") + payload.count(b"[")
+    if brackets > max_depth and _exceeds_depth(value, max_depth):
         return Rejection("payload is nested too deeply")
     if not isinstance(value, dict):
         return Rejection("payload must be a JSON object")

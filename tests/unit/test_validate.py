@@ -455,6 +455,17 @@ def test_decode_json_object_counts_depth_through_lists() -> None:
     )
 
 
+def test_brackets_inside_strings_do_not_make_a_shallow_payload_too_deep() -> None:
+    """The bracket count only decides whether to walk the value; strings full of brackets
+    are walked and found shallow, and many side-by-side objects are not depth."""
+    assert decode_json_object(b'{"a": "[[[[{{{{"}', max_payload_bytes=100, max_depth=2) == {
+        "a": "[[[[{{{{"
+    }
+    wide = b'{"a": [' + b",".join([b"{}"] * 20) + b"]}"
+    assert not isinstance(decode_json_object(wide, max_payload_bytes=200, max_depth=3), Rejection)
+    assert isinstance(decode_json_object(wide, max_payload_bytes=200, max_depth=2), Rejection)
+
+
 # --- acks -----------------------------------------------------------------------------------------
 
 
