@@ -1,4 +1,5 @@
-"""The pure half of the simulator (ids, events, topics) and the TOML writer of localbroker.
+"""The pure half of the simulator (ids, events, topics), the TOML writer of localbroker, and
+how `LocalBridge` reads its config (as the daemon it starts does).
 
 The generated events are also checked against the bridge's own validator: the demo and the
 e2e tests rely on "valid" meaning valid to the bridge.
@@ -18,7 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etong import models
-from etong.localbroker import local_bridge_config, render_toml
+from etong.commands.demo import demo_roster
+from etong.localbroker import LocalBridge, local_bridge_config, render_toml
 from etong.pipeline.validate import Rejection, parse_event
 from etong.simulate import (
     BrokerAddress,
@@ -213,3 +215,50 @@ def test_local_bridge_config_takes_overrides_section_by_section() -> None:
     assert config["http"]["listen"] == ""
     parsed = tomllib.loads(render_toml(config))
     assert parsed["store"]["path"] == "etong.db"
+
+
+def write_roster_file(path: Path) -> Path:
+    """The demo's roster, as a file."""
+    path.write_text(render_toml(demo_roster(date(2026, 12, 1))), encoding="utf-8")
+    return path
+
+
+# --- LocalBridge: a private daemon goes by its config file ------------------------------
+
+
+def write_local_config(folder: Path) -> Path:
+    """A LocalBridge config (instance etong-local), with a roster beside it."""
+    config = local_bridge_config(
+        broker_url="mqtt://127.0.0.1:1",
+        store_path=Path("etong.db"),
+        roster_path=write_roster_file(folder / "roster.toml"),
+        instance_id="etong-local",
+    )
+    path = folder / "etong.toml"
+    path.write_text(render_toml(config), encoding="utf-8")
+    return path
+
+
+def test_local_bridge_keeps_the_callers_overrides_from_its_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETONG_BRIDGE__INSTANCE_ID", "etong-production")
+    monkeypatch.setenv("ETONG_STORE__PATH", "/var/lib/etong/etong.db")
+
+    bridge = LocalBridge(write_local_config(tmp_path))
+
+    assert bridge.instance_id == "etong-local"
+    assert not [name for name in bridge.env if name.upper().startswith("ETONG_STORE")]
+    assert "ETONG_BRIDGE__INSTANCE_ID" not in bridge.env
+
+
+def test_local_bridge_reads_its_config_with_the_overrides_it_passes_on(tmp_path: Path) -> None:
+    bridge = LocalBridge(
+        write_local_config(tmp_path),
+        extra_env={"ETONG_BRIDGE__INSTANCE_ID": "etong-9", "ETONG_BROKER__URL": "mqtt://b:2"},
+    )
+
+    assert bridge.instance_id == "etong-9"
+    assert bridge.status_topic == "etong/v1/bridge/etong-9/status"
+    assert bridge.broker_url == "mqtt://b:2"
+    assert bridge.env["ETONG_BRIDGE__INSTANCE_ID"] == "etong-9"
