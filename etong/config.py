@@ -51,12 +51,14 @@ __all__ = [
     "StoreSettings",
     "apply_env_overrides",
     "close_match_hint",
+    "is_env_override",
     "load_settings",
     "parse_settings",
     "peek_roster_path",
     "read_toml",
     "settings_file_problems",
     "validation_problems",
+    "without_env_overrides",
 ]
 
 ENV_PREFIX = "ETONG_"
@@ -583,7 +585,7 @@ def apply_env_overrides(data: MutableMapping[str, Any], environ: Mapping[str, st
     problems: list[str] = []
     sections = _config_fields(Settings)
     for name in sorted(environ):
-        if not name.upper().startswith(ENV_PREFIX) or "__" not in name:
+        if not is_env_override(name):
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         model = _section_model(sections.get(section))
@@ -605,6 +607,17 @@ def apply_env_overrides(data: MutableMapping[str, Any], environ: Mapping[str, st
             continue
         table[key] = _env_value(environ[name], wants_text=_is_text_field(model, key))
     return problems
+
+
+def is_env_override(name: str) -> bool:
+    """Whether the environment variable `name` is read as a config override (see above)."""
+    return name.upper().startswith(ENV_PREFIX) and "__" in name
+
+
+def without_env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without the config overrides, for a child process whose config file is all
+    it should go by (the demo's private daemon must not follow the operator's overrides)."""
+    return {name: value for name, value in environ.items() if not is_env_override(name)}
 
 
 def _env_value(text: str, *, wants_text: bool) -> Any:

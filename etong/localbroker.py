@@ -6,7 +6,8 @@ of its own (persistence, log). `LocalBridge` runs `python -m etong run --config 
 subprocess and knows it is ready when the bridge's retained status says `online` (DESIGN §2).
 `render_toml` and `local_bridge_config` write the small TOML files both need.
 
-Only the wire contract and the command line are used here: nothing imports the daemon.
+Only the wire contract, the command line and the config loader are used here: nothing imports
+the daemon.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from etong.config import load_settings, without_env_overrides
 from etong.errors import EtongError
 from etong.simulate import MonitorClient
 from etong.topics import Topics
@@ -314,6 +315,9 @@ def local_bridge_config(
 class LocalBridge:
     """The etong daemon as a subprocess: `python -m etong run --config PATH`.
 
+    The daemon gets this process's environment without its `ETONG_<SECTION>__<KEY>` config
+    overrides, plus `extra_env` (which may hold overrides of its own).
+
     Ready means the bridge published `online` on its retained status topic after this start;
     a status left over from an earlier run (the same broker, a killed daemon) does not count.
     """
@@ -330,10 +334,18 @@ class LocalBridge:
         self.log_path = log_path or self.config_path.with_name("etong.log")
         self.python = python
         self.extra_env = dict(extra_env or {})
-        config = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
-        self.broker_url: str = config["broker"]["url"]
-        self.instance_id: str = config["bridge"]["instance_id"]
-        self.topics = Topics(config.get("bridge", {}).get("topic_prefix", "etong/v1"))
+        # A private daemon goes by its config file (and `extra_env`), never by ETONG_* overrides
+        # someone exported for a real bridge: those could point it at that bridge's broker or
+        # store. Its config is read as the daemon reads it, so both wait on the same topics.
+        self.env = {
+            **without_env_overrides(os.environ),
+            **self.extra_env,
+            "PYTHONUNBUFFERED": "1",
+        }
+        settings = load_settings(self.config_path, environ=self.env)
+        self.broker_url = settings.broker.url
+        self.instance_id = settings.bridge.instance_id
+        self.topics = Topics(settings.bridge.topic_prefix)
         self._process: subprocess.Popen[bytes] | None = None
         self._monitor: MonitorClient | None = None
         self._started_at = 0.0
@@ -370,7 +382,6 @@ class LocalBridge:
             # Subscribe before spawning, so the fresh `online` cannot slip past unseen.
             self._monitor = MonitorClient(self.broker_url, [self.status_topic])
             self._monitor.connect()
-        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
         self.stopped_by_us = False
         # Only status messages from here on can speak for this run.
         self._first_message = self._monitor.message_count
@@ -385,7 +396,7 @@ class LocalBridge:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.config_path.parent,
-                env=env,
+                env=self.env,
                 start_new_session=True,
             )
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -217,6 +219,31 @@ class BrokerAddress:
         return cls(parts.hostname, parts.port or (8883 if tls else 1883), tls)
 
 
+@dataclass(frozen=True)
+class BrokerLogin:
+    """How a simulated client proves itself to the broker: a user name and password, and for
+    `mqtts://` the CA bundle and an optional client certificate. The default is anonymous,
+    with the system's CAs."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr or a log
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS context for an `mqtts://` broker; BrokerError when a file is unusable."""
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            if self.cert_file:
+                context.load_cert_chain(
+                    str(self.cert_file), str(self.key_file) if self.key_file else None
+                )
+        except OSError as exc:  # ssl.SSLError is an OSError too
+            raise BrokerError(f"cannot set up TLS: {exc}") from exc
+        return context
+
+
 # --- MQTT clients ------------------------------------------------------------------------
 
 
@@ -262,6 +289,7 @@ class MqttClient:
     `persistent` asks the broker to keep the session while disconnected: MQTT 3.1.1
     `clean_session=False`; MQTT 5 `clean_start=False` plus a Session Expiry Interval
     (without the interval an MQTT 5 session ends with the connection, DESIGN §6).
+    `login` carries the user name, password and TLS files, when the broker wants them.
     """
 
     def __init__(
@@ -273,8 +301,10 @@ class MqttClient:
         protocol: int = 5,
         persistent: bool = False,
         session_expiry_s: int = 3600,
+        login: BrokerLogin | None = None,
     ) -> None:
         self.address = BrokerAddress.parse(url)
+        self.login = login or BrokerLogin()
         self.client_id = client_id
         self.protocol = protocol
         self.persistent = persistent
@@ -307,8 +337,10 @@ class MqttClient:
         # paho's default of 20 unacknowledged QoS 1 messages throttles bursts for no benefit.
         client.max_inflight_messages_set(1000)
         client.reconnect_delay_set(min_delay=1, max_delay=2)
+        if self.login.username is not None:
+            client.username_pw_set(self.login.username, self.login.password)
         if self.address.tls:
-            client.tls_set()
+            client.tls_set_context(self.login.tls_context())
         return client
 
     # -- connection ----------------------------------------------------------------------
@@ -528,12 +560,14 @@ class MonitorClient(MqttClient):
         *,
         protocol: int = 5,
         client_id: str | None = None,
+        login: BrokerLogin | None = None,
     ) -> None:
         super().__init__(
             url,
             client_id or f"etong-monitor-{os.getpid()}-{new_event_id()[-8:]}",
             subscriptions=patterns,
             protocol=protocol,
+            login=login,
         )
 
 
@@ -552,6 +586,7 @@ class GridMemberTerminal(MqttClient):
         topics: Topics | None = None,
         protocol: int = 5,
         client_id: str | None = None,
+        login: BrokerLogin | None = None,
     ) -> None:
         self.topics = topics or Topics()
         self.grid_id = grid_id
@@ -564,6 +599,7 @@ class GridMemberTerminal(MqttClient):
             client_id or f"etong-sim-{grid_id}-{member_id}-{new_event_id()[-6:]}",
             subscriptions=[self.topics.receipts(grid_id, member_id)],
             protocol=protocol,
+            login=login,
         )
 
     @property
@@ -671,6 +707,7 @@ class OfficerTerminal(MqttClient):
         auto_ack: Sequence[str] = ("received",),
         persistent: bool = True,
         client_id: str | None = None,
+        login: BrokerLogin | None = None,
     ) -> None:
         self.topics = topics or Topics()
         self.officer_id = officer_id
@@ -683,6 +720,7 @@ class OfficerTerminal(MqttClient):
             subscriptions=[self.topics.inbox(officer_id)],
             protocol=protocol,
             persistent=persistent,
+            login=login,
         )
 
     def _handle(self, message: Received) -> list[tuple[str, bytes]]:

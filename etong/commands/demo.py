@@ -5,12 +5,16 @@ connects simulated grid members and officer terminals, sends a handful of report
 show one behaviour (valid, resent, same household in full-width digits, bad check digit,
 unparseable, officer away), prints what became of each, then measures a burst. Exit 0 only
 when every report got the receipt it should and the daemon stopped cleanly on SIGTERM.
+
+It writes a config of its own: `--config` and `ETONG_<SECTION>__<KEY>` overrides meant for a
+real bridge are ignored, so the demo never reaches that bridge's broker or store.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import shutil
 import statistics
@@ -22,6 +26,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from etong.config import is_env_override
 from etong.errors import EtongError
 from etong.localbroker import LocalBridge, LocalMosquitto, local_bridge_config, render_toml
 from etong.simulate import (
@@ -178,6 +183,10 @@ class Demo:
     def start(self, stack: contextlib.ExitStack) -> None:
         """Start mosquitto, the bridge and the terminals; `stack` stops them again."""
         started = time.monotonic()
+        ignored = sorted(name for name in os.environ if is_env_override(name))
+        if ignored:
+            # LocalBridge keeps them from the daemon; say so, or the operator expects them used.
+            print(f"ignoring {', '.join(ignored)}: the demo runs on a config of its own")
         self.broker.start()
         stack.callback(self.broker.stop)
         roster_path = self.workdir / "roster.toml"
@@ -466,7 +475,12 @@ def _notes(item: Sent) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `etong demo` (its `--config` is ignored: the demo writes its own)."""
+    """The options of `etong demo` (its `--config` and ETONG_<SECTION>__<KEY> overrides are
+    ignored: the demo writes a config of its own)."""
+    parser.epilog = (
+        "The demo writes a config of its own: --config and ETONG_<SECTION>__<KEY> environment "
+        "overrides are ignored, so it never reaches a real bridge's broker or store."
+    )
     parser.add_argument(
         "--reports",
         type=int,

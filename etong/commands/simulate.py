@@ -2,8 +2,17 @@
 
 The grid members of the roster publish valid reports, round-robin, at `--rate` per second
 for `--duration` seconds; a terminal for every officer acks each push `received` and then
-`verified`. At the end it waits for the receipts and prints counts. Only the config's broker
-URL, protocol and topic prefix are read (environment overrides are not applied).
+`verified`. At the end it waits for the receipts and prints counts.
+
+The config is read by the loader `etong run` uses (`load_settings`: the file, its
+`ETONG_<SECTION>__<KEY>` environment overrides, validation), so the simulator talks to the
+broker the daemon talks to, under the same topic prefix; an invalid config exits 2 naming the
+key. Grid members connect to `[broker]`, officers to `[officer_broker]` when it is set. A
+flag given on the command line wins over the config.
+
+The terminals log in with that broker's `username` and `password_file`: when its ACL keeps the
+bridge's user from publishing as a grid member, give the simulator a user of its own with
+`ETONG_BROKER__USERNAME` and `ETONG_BROKER__PASSWORD_FILE`.
 """
 
 from __future__ import annotations
@@ -11,24 +20,47 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
+import sys
 import time
-import tomllib
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from etong.config import BrokerSettings, load_settings, settings_file_problems
 from etong.errors import ConfigError
-from etong.simulate import GridMemberTerminal, OfficerTerminal, SimRoster
+from etong.roster import Roster, load_roster
+from etong.simulate import (
+    BrokerLogin,
+    GridMemberTerminal,
+    MonitorClient,
+    OfficerTerminal,
+    SimRoster,
+)
 from etong.topics import Topics
 
 SETTLE_S = 15.0
+# A retained status arrives right after subscribing; only its absence costs the whole wait.
+STATUS_WAIT_S = 3.0
 FINAL_STATUSES = ("accepted", "duplicate", "rejected")
+
+EPILOG = (
+    "The broker (url, protocol, username, password_file, TLS files), the topic prefix, the "
+    "bridge's instance id (to check that it is online) and the roster path come from --config "
+    "with its ETONG_<SECTION>__<KEY> environment overrides applied, exactly as `etong run` "
+    "reads them; grid members connect to [broker], officers to [officer_broker] when it is set. "
+    "Where a flag and the config both give a value, the flag wins."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `etong simulate`."""
+    parser.epilog = EPILOG
     parser.add_argument(
-        "--roster", type=Path, default=None, help="roster TOML (default: the config's roster.path)"
+        "--roster",
+        type=Path,
+        default=None,
+        help="roster TOML (default: the config's roster.path; the flag wins over it)",
     )
     parser.add_argument(
         "--rate",
@@ -42,59 +74,152 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed for the reports")
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as file:
-            return tomllib.load(file)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError([str(exc)], str(path)) from exc
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class BrokerTarget:
+    """One broker as the simulated terminals connect to it."""
+
+    url: str
+    protocol: int
+    login: BrokerLogin
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """What the simulation takes from the config (overrides applied) and from its flags."""
+
+    grid: BrokerTarget
+    """Where grid members publish reports: `[broker]`."""
+    officer: BrokerTarget
+    """Where officers get pushes: `[officer_broker]`, or `[broker]` when that is unset."""
+    topics: Topics
+    instance_id: str
+    roster_path: Path
+
+
+def simulation_settings(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> SimulationSettings:
+    """Load `args.config` as `etong run` does and pick what the simulator needs.
+
+    `environ` defaults to `os.environ` (as in `load_settings`). Raises ConfigError, naming the
+    key, for an invalid config or override, and for a password or TLS file that cannot be read:
+    the simulator opens those files itself.
+    """
+    config_path = Path(args.config).absolute()
+    settings = load_settings(config_path, environ)
+    problems = settings_file_problems(settings)
+    if problems:
+        raise ConfigError(problems, source=str(config_path))
+    roster_flag: Path | None = args.roster
+    return SimulationSettings(
+        grid=_target(settings.broker),
+        officer=_target(settings.officer_side),
+        topics=Topics(settings.bridge.topic_prefix),
+        instance_id=settings.bridge.instance_id,
+        roster_path=roster_flag if roster_flag is not None else settings.roster.path,
+    )
+
+
+def _target(broker: BrokerSettings) -> BrokerTarget:
+    login = BrokerLogin(
+        username=broker.username,
+        password=broker.read_password(),
+        ca_file=broker.ca_file,
+        cert_file=broker.cert_file,
+        key_file=broker.key_file,
+    )
+    return BrokerTarget(broker.url, broker.protocol, login)
+
+
+def sim_roster(roster: Roster) -> SimRoster:
+    """The (grid, member) pairs and officer ids of a checked roster."""
+    members = tuple((grid.id, member) for grid in roster.grids.values() for member in grid.members)
+    return SimRoster(members, tuple(roster.officers))
+
+
+# --------------------------------------------------------------------------- the run
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation; 0 when every report got an accepted/duplicate/rejected receipt."""
-    config_path = Path(args.config)
-    config = _read_toml(config_path)
-    try:
-        url = str(config["broker"]["url"])
-        roster_setting = Path(config["roster"]["path"])
-    except KeyError as exc:
-        raise ConfigError([f"missing key {exc}"], str(config_path)) from exc
-    protocol = int(config["broker"].get("protocol", 5))
-    topics = Topics(str(config.get("bridge", {}).get("topic_prefix", "etong/v1")))
-    roster_path = args.roster or (config_path.parent / roster_setting)
-    roster = SimRoster.from_document(_read_toml(roster_path))
+    sim = simulation_settings(args)
+    roster = sim_roster(load_roster(sim.roster_path))
     if not roster.members:
-        raise ConfigError(["the roster has no grid members"], str(roster_path))
+        raise ConfigError(["the roster has no grid members"], str(sim.roster_path))
     rng = random.Random(args.seed)
+    _report_bridge_status(sim)
 
     with contextlib.ExitStack() as stack:
         officers = []
         for officer_id in roster.officers:
             officer = OfficerTerminal(
-                url,
+                sim.officer.url,
                 officer_id,
-                topics=topics,
-                protocol=protocol,
+                topics=sim.topics,
+                protocol=sim.officer.protocol,
                 auto_ack=("received", "verified"),
                 persistent=False,
+                login=sim.officer.login,
             )
             officer.connect()
             stack.callback(officer.close)
             officers.append(officer)
         members = []
         for grid_id, member_id in roster.members:
-            member = GridMemberTerminal(url, grid_id, member_id, topics=topics, protocol=protocol)
+            member = GridMemberTerminal(
+                sim.grid.url,
+                grid_id,
+                member_id,
+                topics=sim.topics,
+                protocol=sim.grid.protocol,
+                login=sim.grid.login,
+            )
             member.connect()
             stack.callback(member.close)
             members.append(member)
         print(
-            f"simulating {len(members)} grid members and {len(officers)} officers on {url}: "
-            f"{args.rate:g} reports/s for {args.duration:g} s"
+            f"simulating {len(members)} grid members and {len(officers)} officers on "
+            f"{_brokers(sim)}: {args.rate:g} reports/s for {args.duration:g} s"
         )
         sent = _publish(members, rate=args.rate, duration=args.duration, rng=rng)
         unsettled = _settle(sent)
         _print_counts(members, officers, sent, unsettled)
     return 0 if unsettled == 0 else 1
+
+
+def _brokers(sim: SimulationSettings) -> str:
+    if sim.officer.url == sim.grid.url:
+        return sim.grid.url
+    return f"{sim.grid.url} (officers on {sim.officer.url})"
+
+
+def _report_bridge_status(sim: SimulationSettings) -> None:
+    """Say whether the configured bridge is online on the grid broker.
+
+    Only a warning when it is not: reports then wait in the bridge's session until it comes
+    back, which is itself something to simulate. The warning points at a config that names
+    another broker, topic prefix or instance id than the running bridge's.
+    """
+    topic = sim.topics.status(sim.instance_id)
+    monitor = MonitorClient(sim.grid.url, [topic], protocol=sim.grid.protocol, login=sim.grid.login)
+    with monitor:
+        found = monitor.wait_for(
+            lambda t, _payload, _retained: t == topic, timeout=STATUS_WAIT_S, raise_=False
+        )
+    payload = found.payload if found is not None else None
+    status = payload.get("status") if isinstance(payload, dict) else None
+    if status == "online":
+        print(f"bridge {sim.instance_id} is online on {sim.grid.url}")
+        return
+    seen = f"says {status!r}" if status is not None else "has published no status"
+    print(
+        f"warning: bridge {sim.instance_id} {seen} on {sim.grid.url} ({topic}); "
+        "is it running with this config?",
+        file=sys.stderr,
+    )
 
 
 def _publish(

@@ -13,6 +13,7 @@ from etong.config import (
     load_settings,
     peek_roster_path,
     settings_file_problems,
+    without_env_overrides,
 )
 from etong.errors import ConfigError
 
@@ -385,6 +386,20 @@ def test_env_override_of_a_non_table_section_is_a_problem(tmp_path: Path) -> Non
     problems = problems_of(write(tmp_path, "log = 3\n"), {"ETONG_LOG__LEVEL": "info"})
 
     assert problems[0] == "ETONG_LOG__LEVEL: cannot override, log in the file is not a table"
+
+
+def test_without_env_overrides_drops_exactly_the_variables_read_as_overrides() -> None:
+    environ = {
+        "ETONG_BROKER__URL": "mqtt://h",
+        "etong_store__path": "/tmp/x.db",  # section and key are case-insensitive
+        "ETONG_CONFIG": "/etc/etong/etong.toml",  # not an override: kept
+        "HOME": "/root",
+    }
+
+    assert without_env_overrides(environ) == {
+        "ETONG_CONFIG": "/etc/etong/etong.toml",
+        "HOME": "/root",
+    }
 
 
 def test_load_settings_reads_os_environ_by_default(

@@ -1,4 +1,5 @@
-"""The pure half of the simulator (ids, events, topics) and the TOML writer of localbroker.
+"""The pure half of the simulator (ids, events, topics), the TOML writer of localbroker, and
+how `etong simulate` and `LocalBridge` read a config (as `etong run` does, overrides included).
 
 The generated events are also checked against the bridge's own validator: the demo and the
 e2e tests rely on "valid" meaning valid to the bridge.
@@ -6,10 +7,12 @@ e2e tests rely on "valid" meaning valid to the bridge.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import tomllib
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -17,11 +20,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etong import models
-from etong.localbroker import local_bridge_config, render_toml
+from etong import cli, models
+from etong.commands.demo import demo_roster
+from etong.commands.simulate import SimulationSettings, sim_roster, simulation_settings
+from etong.errors import BrokerError
+from etong.localbroker import LocalBridge, free_port, local_bridge_config, render_toml
 from etong.pipeline.validate import Rejection, parse_event
+from etong.roster import build_roster
 from etong.simulate import (
     BrokerAddress,
+    BrokerLogin,
+    MqttClient,
     SimRoster,
     encode,
     gb11643_check_char,
@@ -36,6 +45,7 @@ from etong.simulate import (
 from etong.topics import Topics
 
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+TEST_PASSWORD = "s3cret"  # noqa: S105 - a made-up password, to see where it goes
 
 
 def _parse(event: dict[str, object]) -> object:
@@ -213,3 +223,239 @@ def test_local_bridge_config_takes_overrides_section_by_section() -> None:
     assert config["http"]["listen"] == ""
     parsed = tomllib.loads(render_toml(config))
     assert parsed["store"]["path"] == "etong.db"
+
+
+# --- `etong simulate` reads its config as `etong run` does --------------------------------
+
+
+@pytest.fixture
+def no_etong_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start without any ETONG_* variable, whatever the shell running the tests exported."""
+    for name in list(os.environ):
+        if name.upper().startswith("ETONG_"):
+            monkeypatch.delenv(name)
+
+
+def write_sim_config(folder: Path, extra: str = "") -> Path:
+    """A config whose broker is a closed port, so that nothing here reaches a real broker."""
+    write_roster_file(folder / "roster.toml")
+    path = folder / "etong.toml"
+    path.write_text(
+        f'[broker]\nurl = "mqtt://127.0.0.1:{free_port()}"\n'
+        '[roster]\npath = "roster.toml"\n' + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+def write_roster_file(path: Path) -> Path:
+    """The demo's roster, as a file."""
+    path.write_text(render_toml(demo_roster(date(2026, 12, 1))), encoding="utf-8")
+    return path
+
+
+def load_sim(config: Path, *flags: str, environ: Mapping[str, str]) -> SimulationSettings:
+    """`simulation_settings` for `etong simulate --config CONFIG FLAGS...` under `environ`."""
+    args = cli.build_parser().parse_args(["simulate", "--config", str(config), *flags])
+    return simulation_settings(args, environ)
+
+
+def test_env_overrides_reach_the_simulators_settings(tmp_path: Path) -> None:
+    config = write_sim_config(tmp_path)
+    environ = {
+        "ETONG_BROKER__URL": "mqtt://grid.example:1884",
+        "ETONG_BROKER__PROTOCOL": "3",
+        "ETONG_BRIDGE__TOPIC_PREFIX": "ningbo/v2",
+        "ETONG_BRIDGE__INSTANCE_ID": "etong-7",
+        "ETONG_ROSTER__PATH": "other-roster.toml",
+    }
+
+    sim = load_sim(config, environ=environ)
+
+    assert (sim.grid.url, sim.grid.protocol) == ("mqtt://grid.example:1884", 3)
+    assert sim.officer == sim.grid  # no [officer_broker]: officers use [broker]
+    assert sim.topics.events("ZS-017", "g-0231") == "ningbo/v2/grid/ZS-017/member/g-0231/events"
+    assert sim.instance_id == "etong-7"
+    assert sim.roster_path == tmp_path / "other-roster.toml"  # beside the config, as for run
+
+
+def test_without_overrides_the_simulator_takes_the_file_as_written(tmp_path: Path) -> None:
+    config = write_sim_config(tmp_path, '[bridge]\ntopic_prefix = "city/v1"\n')
+
+    sim = load_sim(config, environ={})
+
+    assert sim.grid.url.startswith("mqtt://127.0.0.1:")
+    assert sim.topics.prefix == "city/v1"
+    assert sim.instance_id == "etong-1"  # the documented default
+    assert sim.roster_path == tmp_path / "roster.toml"
+
+
+def test_officers_connect_to_the_officer_broker_an_override_names(tmp_path: Path) -> None:
+    config = write_sim_config(tmp_path)
+
+    sim = load_sim(
+        config,
+        environ={
+            "ETONG_OFFICER_BROKER__URL": "mqtt://officers.example",
+            "ETONG_OFFICER_BROKER__PROTOCOL": "3",
+        },
+    )
+
+    assert (sim.officer.url, sim.officer.protocol) == ("mqtt://officers.example", 3)
+    assert sim.grid.url.startswith("mqtt://127.0.0.1:")
+    assert sim.grid.protocol == 5
+
+
+def test_roster_flag_wins_over_the_config_and_its_override(tmp_path: Path) -> None:
+    config = write_sim_config(tmp_path)
+    flag = tmp_path / "flag-roster.toml"
+
+    sim = load_sim(config, "--roster", str(flag), environ={"ETONG_ROSTER__PATH": "env-roster.toml"})
+
+    assert sim.roster_path == flag
+
+
+def test_credentials_and_tls_files_come_from_the_config_and_its_overrides(tmp_path: Path) -> None:
+    config = write_sim_config(tmp_path, '[officer_broker]\nurl = "mqtt://officers.example"\n')
+    (tmp_path / "broker.pw").write_text(f"{TEST_PASSWORD}\n", encoding="utf-8")
+    (tmp_path / "ca.pem").write_text("not read here\n", encoding="utf-8")
+
+    sim = load_sim(
+        config,
+        environ={
+            "ETONG_BROKER__URL": "mqtts://grid.example",
+            "ETONG_BROKER__USERNAME": "sim",
+            "ETONG_BROKER__PASSWORD_FILE": "broker.pw",
+            "ETONG_BROKER__CA_FILE": "ca.pem",
+        },
+    )
+
+    assert sim.grid.login == BrokerLogin(
+        username="sim", password=TEST_PASSWORD, ca_file=tmp_path / "ca.pem"
+    )
+    assert sim.officer.login == BrokerLogin()  # the officer broker has its own, none here
+    assert TEST_PASSWORD not in repr(sim)
+
+
+@pytest.mark.usefixtures("no_etong_environment")
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"ETONG_BROKER__PROTOCOL": "4"}, "broker.protocol: must be 3 or 5"),
+        ({"ETONG_BROKER__URL": "http://grid.example"}, "broker.url: scheme must be mqtt://"),
+        (
+            {"ETONG_BROKER__URLL": "mqtt://x"},
+            "unknown key 'broker.urll' (did you mean 'broker.url'?)",
+        ),
+        ({"ETONG_BRIDGE__TOPIC_PREFIX": "a/#"}, "bridge.topic_prefix: must not contain"),
+        (
+            {"ETONG_BROKER__USERNAME": "sim", "ETONG_BROKER__PASSWORD_FILE": "missing.pw"},
+            "broker.password_file: no such file",
+        ),
+    ],
+)
+def test_an_invalid_override_exits_2_naming_the_key(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variables: dict[str, str],
+    named: str,
+) -> None:
+    config = write_sim_config(tmp_path)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+    code = cli.main(["simulate", "--config", str(config), "--duration", "0.1"])
+
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert f"etong: invalid configuration ({config}):" in err
+    assert named in err
+    assert out == ""  # stopped before any terminal connected
+
+
+def test_the_simulated_roster_is_the_checked_roster(tmp_path: Path) -> None:
+    document = demo_roster(date(2026, 12, 1))
+
+    from_roster = sim_roster(build_roster(document))
+
+    assert from_roster == SimRoster.from_document(document)
+    assert ("ZS-018", "g-0301") in from_roster.members
+    assert "r-0001" in from_roster.officers
+
+
+@pytest.mark.usefixtures("no_etong_environment")
+def test_an_invalid_roster_exits_2_naming_the_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_sim_config(tmp_path)
+    roster = tmp_path / "roster.toml"
+    roster.write_text(
+        roster.read_text(encoding="utf-8").replace('officer = "p-1001"', 'officer = "p-0000"'),
+        encoding="utf-8",
+    )
+
+    code = cli.main(["simulate", "--config", str(config)])
+
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"invalid configuration ({roster})" in err
+    assert "p-0000" in err
+
+
+def test_a_simulated_client_logs_in_with_the_given_login() -> None:
+    login = BrokerLogin(username="sim", password=TEST_PASSWORD)
+
+    client = MqttClient("mqtt://127.0.0.1:1", "sim-1", login=login)
+
+    assert client._client.username == "sim"  # the paho client, before any connect
+    assert client._client.password == TEST_PASSWORD
+    assert TEST_PASSWORD not in repr(login)
+
+
+def test_an_unreadable_tls_file_is_a_broker_error(tmp_path: Path) -> None:
+    login = BrokerLogin(ca_file=tmp_path / "missing-ca.pem")
+
+    with pytest.raises(BrokerError, match="cannot set up TLS"):
+        MqttClient("mqtts://127.0.0.1:1", "sim-1", login=login)
+
+
+# --- LocalBridge: a private daemon goes by its config file ------------------------------
+
+
+def write_local_config(folder: Path) -> Path:
+    """A LocalBridge config (instance etong-local), with a roster beside it."""
+    config = local_bridge_config(
+        broker_url="mqtt://127.0.0.1:1",
+        store_path=Path("etong.db"),
+        roster_path=write_roster_file(folder / "roster.toml"),
+        instance_id="etong-local",
+    )
+    path = folder / "etong.toml"
+    path.write_text(render_toml(config), encoding="utf-8")
+    return path
+
+
+def test_local_bridge_keeps_the_callers_overrides_from_its_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETONG_BRIDGE__INSTANCE_ID", "etong-production")
+    monkeypatch.setenv("ETONG_STORE__PATH", "/var/lib/etong/etong.db")
+
+    bridge = LocalBridge(write_local_config(tmp_path))
+
+    assert bridge.instance_id == "etong-local"
+    assert not [name for name in bridge.env if name.upper().startswith("ETONG_STORE")]
+    assert "ETONG_BRIDGE__INSTANCE_ID" not in bridge.env
+
+
+def test_local_bridge_reads_its_config_with_the_overrides_it_passes_on(tmp_path: Path) -> None:
+    bridge = LocalBridge(
+        write_local_config(tmp_path),
+        extra_env={"ETONG_BRIDGE__INSTANCE_ID": "etong-9", "ETONG_BROKER__URL": "mqtt://b:2"},
+    )
+
+    assert bridge.instance_id == "etong-9"
+    assert bridge.status_topic == "etong/v1/bridge/etong-9/status"
+    assert bridge.broker_url == "mqtt://b:2"
+    assert bridge.env["ETONG_BRIDGE__INSTANCE_ID"] == "etong-9"
