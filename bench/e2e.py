@@ -981,9 +981,13 @@ class ForeignLoad:
         self._ours0 = cpu_of(ours)
         self._t0 = time.monotonic()
 
+    def wall(self) -> float:
+        """Seconds since the phase began."""
+        return max(1e-9, time.monotonic() - self._t0)
+
     def share(self) -> float:
         """Their CPU seconds over the phase's wall time times the cpu count (0..1)."""
-        wall = max(1e-9, time.monotonic() - self._t0)
+        wall = self.wall()
         theirs = (machine_busy_seconds() - self._busy0) - (cpu_of(self._ours) - self._ours0)
         return max(0.0, theirs) / (wall * (os.cpu_count() or 1))
 
@@ -1052,6 +1056,8 @@ class Round:
         n = len(ids)
         first_send = min(sent_at)
         last_push = max(self.terminals.pushes.first[e] for e in ids)
+        ours = cpu_of([self.contender.pid]) - cpu0 + cpu_of([self.broker_pid]) - broker0
+        ours += cpu_of(harness) - harness0
         out = {
             "events_per_s": n / (last_push - first_send),
             "cpu_ms_per_event": (cpu_of([self.contender.pid]) - cpu0) * 1000 / n,
@@ -1060,6 +1066,9 @@ class Round:
             "publish_events_per_s": n / (last_puback - first_send),
             "throughput_s": last_push - first_send,
             "foreign_cpu_share": foreign.share(),
+            # Contender, broker and load generator together, over the phase's wall time and
+            # every core: near 1.0, the machine itself is the limit, not one process.
+            "machine_busy_share": ours / (foreign.wall() * (os.cpu_count() or 1)),
         }
         if self.is_etong:
             last_received = max(self.terminals.received.first[e] for e in ids)
@@ -1143,6 +1152,7 @@ BASELINE_KEYS = (
     "publish_events_per_s",
     "foreign_cpu_share",
     "latency_foreign_cpu_share",
+    "machine_busy_share",
 )
 ETONG_KEYS = (
     "events_per_s",
@@ -1159,6 +1169,7 @@ ETONG_KEYS = (
     "publish_events_per_s",
     "foreign_cpu_share",
     "latency_foreign_cpu_share",
+    "machine_busy_share",
 )
 
 
@@ -1219,6 +1230,7 @@ def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
         "etong": etong,
         "ratio": round(ratio, 3),
         "ratio_per_round_pair": [round(r, 3) for r in paired],
+        "cpu_budget": cpu_budget(baseline, etong),
         "goals": {
             "ratio_min": RATIO_GOAL,
             "p99_ms_max": P99_GOAL_MS,
@@ -1242,6 +1254,31 @@ def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
         "code": code_info(),
         "started_at": started.isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - t0, 1),
+    }
+
+
+def cpu_budget(baseline: Mapping[str, Any], etong: Mapping[str, Any]) -> dict[str, float]:
+    """What the ratio goal asks of etong's CPU, from this run's own figures.
+
+    Everything shares the machine's cores: at the goal's rate (`RATIO_GOAL` x the baseline's),
+    the broker and the load generator take their measured CPU per report, and what is left of
+    the cores, spread over the reports, is the most etong itself may use (if it could use
+    every core left, which one event loop cannot). Compare `etong_cpu_ms_per_event_now`.
+    """
+    cores = os.cpu_count() or 1
+    goal_rate = RATIO_GOAL * baseline["events_per_s"]
+    others = etong["broker_cpu_ms_per_event"] + etong["harness_cpu_ms_per_event"]
+    allowed = cores * 1000.0 / goal_rate - others
+    return {
+        "goal_events_per_s": round(goal_rate, 1),
+        "broker_and_load_cpu_ms_per_event": round(others, 3),
+        "etong_cpu_ms_per_event_allowed": round(allowed, 3),
+        "etong_cpu_ms_per_event_now": etong["cpu_ms_per_event"],
+        "baseline_cpu_ms_per_event": baseline["cpu_ms_per_event"],
+        # The fastest etong could go on this machine at its measured CPU, all cores busy.
+        "etong_machine_bound_events_per_s": round(
+            cores * 1000.0 / (etong["cpu_ms_per_event"] + others), 1
+        ),
     }
 
 
@@ -1344,6 +1381,7 @@ TABLE_ROWS = (
     ("publish rate (to PUBACK), events/s", "publish_events_per_s", 0),
     ("others' CPU, throughput phase, share", "foreign_cpu_share", 2),
     ("others' CPU, latency phase, share", "latency_foreign_cpu_share", 2),
+    ("machine busy (all three), throughput, share", "machine_busy_share", 2),
 )
 
 
@@ -1373,6 +1411,15 @@ def render_table(doc: Mapping[str, Any]) -> str:
         f"etong p99 at {s['rate']:g}/s: {doc['etong']['p99_ms']:.1f} ms; goal <= "
         f"{goals['p99_ms_max']:g} ms: {'met' if goals['p99_met'] else 'NOT met'}",
     ]
+    budget = doc["cpu_budget"]
+    lines.append(
+        f"cpu budget: the ratio goal ({budget['goal_events_per_s']:.0f}/s) leaves etong "
+        f"{budget['etong_cpu_ms_per_event_allowed']:.3f} ms/event after the broker and load "
+        f"generator ({budget['broker_and_load_cpu_ms_per_event']:.3f}); it uses "
+        f"{budget['etong_cpu_ms_per_event_now']:.3f} (baseline "
+        f"{budget['baseline_cpu_ms_per_event']:.3f}); all cores busy, etong's ceiling here is "
+        f"{budget['etong_machine_bound_events_per_s']:.0f}/s"
+    )
     return "\n".join(lines)
 
 

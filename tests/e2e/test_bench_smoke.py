@@ -69,10 +69,16 @@ def test_e2e_bench_writes_every_contract_key_with_positive_numbers(tmp_path: Pat
     assert doc["ratio"] == pytest.approx(
         doc["etong"]["events_per_s"] / doc["baseline"]["events_per_s"], rel=0.01
     )
+    _positive(
+        doc["cpu_budget"],
+        ("goal_events_per_s", "broker_and_load_cpu_ms_per_event", "etong_cpu_ms_per_event_now"),
+    )
+    assert 0 < doc["etong"]["machine_busy_share"] <= 1.2  # CPU time is sampled, not exact
     assert doc["machine"]["cpu_count"] >= 1
     assert doc["machine"]["mosquitto"]
     assert doc["etong"]["rounds"][0]["exit_code"] == 0  # the daemon stopped cleanly
     assert "ratio etong/baseline" in result.stdout  # the table was printed
+    assert "cpu budget" in result.stdout
 
 
 @pytest.mark.timeout(60)
