@@ -233,10 +233,8 @@ class MqttBroker:
             client.will_set(self._status_topic, status_payload("offline"), qos=1, retain=True)
         if s.username:
             client.username_pw_set(s.username, s.read_password())
-        if s.tls:
-            context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-            if s.cert_file:
-                context.load_cert_chain(str(s.cert_file), str(s.key_file) if s.key_file else None)
+        context = s.ssl_context()  # None for mqtt://; a ConfigError for unloadable files
+        if context is not None:
             client.tls_set_context(context)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
