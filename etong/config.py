@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -263,6 +264,44 @@ class BrokerSettings(_Section):
             ) from exc
         lines = text.splitlines()
         return lines[0] if lines else ""
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for an mqtts:// URL, or None for mqtt://.
+
+        The broker's certificate is verified against `ca_file` (the system CAs when unset) and
+        must name the URL's host; `cert_file` and `key_file` are presented for mutual TLS.
+        Loaded on demand, like the password. Raises ConfigError naming the key whose file
+        cannot be loaded, instead of the ssl module's error, so `etong run` and `etong
+        check-config` say which file is wrong.
+        """
+        if not self.tls:
+            return None
+        context = ssl.create_default_context()
+        if self.ca_file is not None:
+            try:
+                context.load_verify_locations(cafile=self.ca_file)
+            except OSError as exc:  # ssl.SSLError is an OSError too
+                raise ConfigError(
+                    [f"ca_file: cannot load {self.ca_file} as PEM CA certificates: {_why(exc)}"]
+                ) from exc
+        if self.cert_file is not None:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except OSError as exc:
+                raise ConfigError(
+                    [
+                        f"cert_file: cannot load {self.cert_file} with key_file {self.key_file} "
+                        f"as a PEM certificate and its private key: {_why(exc)}"
+                    ]
+                ) from exc
+        return context
+
+
+def _why(exc: OSError) -> str:
+    """The reason in an OSError or ssl.SSLError, without the C source location."""
+    if isinstance(exc, ssl.SSLError):
+        return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc))
+    return exc.strerror or str(exc)
 
 
 def _parse_broker_url(url: str) -> tuple[bool, str, int]:
@@ -766,7 +805,10 @@ def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
 
 
 def settings_file_problems(settings: Settings) -> list[str]:
-    """Problems with files the settings name (missing password, CA, certificate, key files).
+    """Problems with files the settings name: missing, empty, or TLS files that do not load.
+
+    A password file must not be empty; CA, certificate and key files must be PEM, and the key
+    must fit its certificate (the daemon would otherwise stop on them at start).
 
     Kept out of `load_settings` because the daemon user may read files that the person running
     a check cannot, and tests build settings naming files that do not exist yet.
@@ -786,7 +828,20 @@ def settings_file_problems(settings: Settings) -> list[str]:
                     problems.append(f"{section}.password_file: the file is empty")
             except ConfigError as exc:
                 problems += [f"{section}.{problem}" for problem in exc.problems]
+        problems += _tls_file_problems(section, broker)
     return problems
+
+
+def _tls_file_problems(section: str, broker: BrokerSettings) -> list[str]:
+    """Whether the TLS files that exist also load: PEM, and a key that fits its certificate."""
+    files = (broker.ca_file, broker.cert_file, broker.key_file)
+    if not all(path is None or path.is_file() for path in files):
+        return []  # already reported as missing; loading would only repeat it
+    try:
+        broker.ssl_context()
+    except ConfigError as exc:
+        return [f"{section}.{problem}" for problem in exc.problems]
+    return []
 
 
 def peek_roster_path(path: Path, environ: Mapping[str, str] | None = None) -> Path | None:

@@ -164,10 +164,17 @@ class Daemon:
         publisher (pushes, receipts out). Returns the publishers (grid side, officer side)."""
         s = self.settings
         status = f"{s.bridge.topic_prefix.strip('/')}/bridge/{s.bridge.instance_id}/status"
-        sides = [("grid", s.broker)] + ([("officer", s.officer_broker)] if s.officer_broker else [])
+        sides = [("grid", "broker", s.broker)]
+        if s.officer_broker:
+            sides.append(("officer", "officer_broker", s.officer_broker))
         publishers = []
-        for name, settings in sides:
-            listener = MqttBroker(settings, name=name, status_topic=status)
+        for name, section, settings in sides:
+            try:
+                listener = MqttBroker(settings, name=name, status_topic=status)
+            except ConfigError as exc:
+                # A password or TLS file that cannot be read: name the section it belongs to.
+                problems = [f"{section}.{problem}" for problem in exc.problems]
+                raise ConfigError(problems, str(s.config_path)) from exc
             publisher = MqttBroker(
                 settings, name=f"{name}-pub", status_topic=status, publisher=True
             )

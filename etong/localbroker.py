@@ -2,9 +2,10 @@
 the etong daemon, each started on this machine, watched, and stopped again.
 
 `LocalMosquitto` runs a broker on a free 127.0.0.1 port with a config written into a folder
-of its own (persistence, log). `LocalBridge` runs `python -m etong run --config PATH` as a
-subprocess and knows it is ready when the bridge's retained status says `online` (DESIGN §2).
-`render_toml` and `local_bridge_config` write the small TOML files both need.
+of its own (persistence, log), optionally with a second, TLS listener (`TlsListener`).
+`LocalBridge` runs `python -m etong run --config PATH` as a subprocess and knows it is ready
+when the bridge's retained status says `online` (DESIGN §2). `render_toml` and
+`local_bridge_config` write the small TOML files both need.
 
 Only the wire contract, the command line and the config loader are used here: nothing imports
 the daemon.
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -65,6 +67,13 @@ def free_port() -> int:
         return port
 
 
+def _free_port_other_than(taken: int) -> int:
+    # Two probes in a row may be handed the same port; two listeners cannot share one.
+    while (port := free_port()) == taken:
+        pass
+    return port
+
+
 def tail(path: Path, lines: int = 30) -> str:
     """Return the last `lines` lines of a text file, or a note that it does not exist."""
     try:
@@ -82,16 +91,46 @@ def _port_accepts(port: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """The files of a TLS listener, as mosquitto's per-listener options of the same names.
+
+    `require_certificate` asks every client for a certificate signed by `cafile` (mutual TLS).
+    """
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+
+    def config_lines(self, port: int) -> list[str]:
+        """The mosquitto.conf block of a listener on `port` with these files."""
+        return [
+            f"listener {port} 127.0.0.1",
+            f"cafile {self.cafile}",
+            f"certfile {self.certfile}",
+            f"keyfile {self.keyfile}",
+            f"require_certificate {'true' if self.require_certificate else 'false'}",
+        ]
+
+
 class LocalMosquitto:
     """A mosquitto broker of our own on 127.0.0.1, configured the way DESIGN §6 asks.
 
     Use it as a context manager, or call `start()` and `stop()`. `restart()` keeps the port,
     so clients and the bridge reconnect to the same URL and find their persistent sessions.
+
+    With `tls`, the broker also listens with TLS on a second free port (`tls_port`,
+    `tls_url`); the plain listener (`port`, `url`) stays, for clients that are not under test.
     """
 
-    def __init__(self, directory: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, port: int | None = None, tls: TlsListener | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.port = port if port is not None else free_port()
+        self.tls = tls
+        self.tls_port = _free_port_other_than(self.port) if tls is not None else None
         self.config_path = self.directory / "mosquitto.conf"
         self.log_path = self.directory / "mosquitto.log"
         self.stderr_path = self.directory / "mosquitto.stderr"
@@ -101,6 +140,13 @@ class LocalMosquitto:
     def url(self) -> str:
         """The broker URL for clients and the bridge config, e.g. `mqtt://127.0.0.1:41883`."""
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        """The TLS listener's URL, e.g. `mqtts://127.0.0.1:41884`; only with `tls`."""
+        if self.tls_port is None:
+            raise LocalProcessError("this broker was made without a TLS listener")
+        return f"mqtts://127.0.0.1:{self.tls_port}"
 
     @property
     def running(self) -> bool:
@@ -138,6 +184,9 @@ class LocalMosquitto:
             # Started as root, mosquitto 2 switches to the `mosquitto` user, which then cannot
             # write its persistence file or log into our (root-owned, 0700) temp folder.
             lines.append(f"user {getpass.getuser()}")
+        if self.tls is not None and self.tls_port is not None:
+            # Last: the lines after a `listener` line configure that listener.
+            lines += self.tls.config_lines(self.tls_port)
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 10.0) -> None:
@@ -159,11 +208,13 @@ class LocalMosquitto:
 
     def _wait_until_listening(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not _port_accepts(self.port):
+        ports = [self.port] if self.tls_port is None else [self.port, self.tls_port]
+        while not all(_port_accepts(port) for port in ports):
             if time.monotonic() > deadline:
                 self.kill()
                 raise LocalProcessError(
-                    f"mosquitto did not listen on port {self.port} within {timeout:.0f} s; "
+                    f"mosquitto did not listen on port {' and '.join(map(str, ports))} "
+                    f"within {timeout:.0f} s; "
                     f"log tail:\n{self._log_tail()}"
                 )
             # Waiting on the process doubles as the pause between probes and notices an early exit.
@@ -320,6 +371,8 @@ class LocalBridge:
 
     Ready means the bridge published `online` on its retained status topic after this start;
     a status left over from an earlier run (the same broker, a killed daemon) does not count.
+    The status is watched at the config's broker URL, or at `monitor_url` when given: the
+    same broker's plain listener, for a bridge that connects with TLS the watcher cannot use.
     """
 
     def __init__(
@@ -329,6 +382,7 @@ class LocalBridge:
         log_path: Path | None = None,
         python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
+        monitor_url: str | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.log_path = log_path or self.config_path.with_name("etong.log")
@@ -344,6 +398,7 @@ class LocalBridge:
         }
         settings = load_settings(self.config_path, environ=self.env)
         self.broker_url = settings.broker.url
+        self.monitor_url = monitor_url or self.broker_url
         self.instance_id = settings.bridge.instance_id
         self.topics = Topics(settings.bridge.topic_prefix)
         self._process: subprocess.Popen[bytes] | None = None
@@ -380,7 +435,7 @@ class LocalBridge:
             raise LocalProcessError("the bridge is already running")
         if self._monitor is None:
             # Subscribe before spawning, so the fresh `online` cannot slip past unseen.
-            self._monitor = MonitorClient(self.broker_url, [self.status_topic])
+            self._monitor = MonitorClient(self.monitor_url, [self.status_topic])
             self._monitor.connect()
         self.stopped_by_us = False
         # Only status messages from here on can speak for this run.

@@ -37,6 +37,7 @@ from etong.brokers.base import (
     OnPublished,
     PublishOptions,
 )
+from etong.brokers.tls import describe_closed_before_connack, describe_tls_error
 from etong.clock import now_iso
 from etong.config import BrokerSettings
 from etong.errors import BrokerError
@@ -108,6 +109,9 @@ class BufferedSocket:
     buffered when the connection drops are lost, which MQTT already allows for: QoS 1
     publishes stay in paho's queue until PUBACKed and are re-sent on reconnect, and an
     inbound message whose PUBACK is lost is delivered again (and deduplicated).
+
+    `failure` keeps the error that ended the connection: paho turns it into a bare
+    "connection lost", and a TLS rejection after the handshake is only visible here.
     """
 
     def __init__(self, sock: Any) -> None:
@@ -115,11 +119,18 @@ class BufferedSocket:
         self._rbuf = b""
         self._rpos = 0
         self._wbuf = bytearray()
+        self.failure: OSError | None = None
 
     def recv(self, bufsize: int) -> bytes:
         """Up to `bufsize` bytes, from the buffer or one large read (errors pass to paho)."""
         if self._rpos >= len(self._rbuf):
-            data = self._sock.recv(READ_CHUNK)
+            try:
+                data = self._sock.recv(READ_CHUNK)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise  # nothing to read yet: not a failure
+            except OSError as exc:
+                self.failure = exc
+                raise
             if not data:
                 return b""
             self._rbuf, self._rpos = data, 0
@@ -144,9 +155,10 @@ class BufferedSocket:
                 sent = self._sock.send(self._wbuf)
             except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 return False
-            except OSError:
+            except OSError as exc:
                 # The connection is gone; the read side reports it to paho, which
                 # reconnects and re-sends what was not acknowledged.
+                self.failure = exc
                 self._wbuf.clear()
                 return True
             del self._wbuf[:sent]
@@ -209,6 +221,8 @@ class MqttBroker:
         self._supervisor: asyncio.Task[None] | None = None
         self._fd: int | None = None
         self._buffered: BufferedSocket | None = None
+        # The error that ended the last connection, for the disconnect's log line.
+        self._socket_failure: OSError | None = None
         self._write_scheduled = False
         self._reading_paused = False
         self._client = self._make_client()
@@ -233,10 +247,8 @@ class MqttBroker:
             client.will_set(self._status_topic, status_payload("offline"), qos=1, retain=True)
         if s.username:
             client.username_pw_set(s.username, s.read_password())
-        if s.tls:
-            context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-            if s.cert_file:
-                context.load_cert_chain(str(s.cert_file), str(s.key_file) if s.key_file else None)
+        context = s.ssl_context()  # None for mqtt://; a ConfigError for unloadable files
+        if context is not None:
             client.tls_set_context(context)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -285,6 +297,8 @@ class MqttBroker:
 
     def _socket_close(self, sock: Any) -> None:
         assert self._loop is not None
+        if self._buffered is not None and self._buffered.failure is not None:
+            self._socket_failure = self._buffered.failure
         if self._fd is not None:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
@@ -386,14 +400,18 @@ class MqttBroker:
         was_connected = self._connected
         self._connected = False
         self._link_up = False
+        failure, self._socket_failure = self._socket_failure, None
         if self._connack is not None and not self._connack.done():
-            self._connack.set_exception(_TransientConnectError(f"disconnected: {reason_code}"))
+            self._connack.set_exception(
+                _TransientConnectError(describe_closed_before_connack(failure, self._settings))
+            )
         for fut in self._suback.values():
             if not fut.done():
                 fut.set_exception(_TransientConnectError("disconnected before SUBACK"))
         self._suback.clear()
         if was_connected and not self._stopping:
-            log.warning("broker_disconnected", broker=self.name, reason=str(reason_code))
+            reason = str(reason_code) if failure is None else f"{reason_code}: {failure}"
+            log.warning("broker_disconnected", broker=self.name, reason=reason)
         self._disconnected.set()
 
     def _on_paho_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -503,6 +521,10 @@ class MqttBroker:
         self._connack = self._loop.create_future()
         try:
             rc = await self._loop.run_in_executor(None, self._client.reconnect)
+        except ssl.SSLError as exc:
+            # Reached, but the TLS handshake failed: say why (an OSError, but not "cannot reach").
+            description = describe_tls_error(exc, self._settings)
+            raise _TransientConnectError(f"{self._settings.url}: {description}") from exc
         except (TimeoutError, OSError) as exc:
             raise _TransientConnectError(f"cannot reach {self._settings.url}: {exc}") from exc
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Iterator
 
 import pytest
@@ -83,3 +84,47 @@ def test_close_sends_what_is_buffered_first(pair: tuple[socket.socket, socket.so
     buffered.send(b"\xe0\x00")  # DISCONNECT
     buffered.close()
     assert peer.recv(10) == b"\xe0\x00"
+
+
+class _RecvRaises:
+    """A socket whose every read raises `error`."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+    def recv(self, bufsize: int) -> bytes:
+        raise self.error
+
+
+def test_a_read_error_is_kept_for_the_disconnect_report() -> None:
+    """paho reports any read error as a bare "connection lost"; the cause must survive it."""
+    error = ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
+    buffered = BufferedSocket(_RecvRaises(error))
+
+    with pytest.raises(ssl.SSLError):
+        buffered.recv(1)  # still raised: paho must see the connection end
+
+    assert buffered.failure is error
+
+
+@pytest.mark.parametrize("error", [BlockingIOError(), ssl.SSLWantReadError()])
+def test_nothing_to_read_yet_is_not_a_failure(error: OSError) -> None:
+    buffered = BufferedSocket(_RecvRaises(error))
+
+    with pytest.raises(type(error)):
+        buffered.recv(1)
+
+    assert buffered.failure is None
+
+
+def test_a_write_error_is_kept_for_the_disconnect_report(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    peer.close()
+    buffered = BufferedSocket(ours)
+    buffered.send(b"\xc0\x00")  # PINGREQ
+
+    assert buffered.flush() is True  # dropped: the read side reports the lost connection
+
+    assert isinstance(buffered.failure, OSError)

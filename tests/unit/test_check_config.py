@@ -119,3 +119,20 @@ def test_roster_warnings_are_shown_but_do_not_fail(
     out, err = capsys.readouterr()
     assert f"{roster}: warning: members[g-0999]: listed in no grid, so cannot report" in err
     assert "8 members" in out
+
+
+def test_a_ca_file_that_does_not_load_is_a_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon would stop on it at start; the check says so first, naming the key."""
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\ngarbage\n", encoding="utf-8")
+    path = install(
+        tmp_path,
+        '[roster]\npath = "roster.toml"\n[broker]\nurl = "mqtts://h"\nca_file = "ca.pem"\n',
+    )
+
+    assert check_config.run(path) == 2
+
+    assert f"{path}: broker.ca_file: cannot load {tmp_path / 'ca.pem'} as PEM CA certificates" in (
+        capsys.readouterr().err
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
@@ -482,3 +483,53 @@ def test_the_shipped_example_config_loads_with_the_documented_paths() -> None:
     assert settings.roster.path == Path("/etc/etong/roster.toml")
     # The example documents the defaults; any drift between the two is a bug in one of them.
     assert settings.model_dump() == Settings().model_dump()
+
+
+def test_plain_mqtt_has_no_ssl_context() -> None:
+    assert BrokerSettings(url="mqtt://h").ssl_context() is None
+
+
+def test_mqtts_verifies_the_broker_certificate_and_its_host_name() -> None:
+    context = BrokerSettings(url="mqtts://h").ssl_context()
+
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+
+
+def test_a_ca_file_that_is_not_pem_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate\n", encoding="utf-8")
+    broker = BrokerSettings(url="mqtts://h", ca_file=tmp_path / "ca.pem")
+
+    with pytest.raises(ConfigError, match=r"ca_file: cannot load .*ca\.pem as PEM CA") as caught:
+        broker.ssl_context()
+    assert "_ssl.c" not in str(caught.value)  # the reason, not where OpenSSL's C code said it
+
+
+def test_a_client_certificate_that_does_not_load_is_a_config_error_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("not PEM\n", encoding="utf-8")
+    broker = BrokerSettings(
+        url="mqtts://h", cert_file=tmp_path / "c.pem", key_file=tmp_path / "k.pem"
+    )
+
+    with pytest.raises(ConfigError, match=r"cert_file: cannot load .*c\.pem with key_file"):
+        broker.ssl_context()
+
+
+def test_file_problems_include_tls_files_that_do_not_load(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate\n", encoding="utf-8")
+    path = write(
+        tmp_path,
+        '[broker]\nurl = "mqtts://h"\nca_file = "ca.pem"\n'
+        '[officer_broker]\nurl = "mqtts://o"\nca_file = "missing.pem"\n',
+    )
+
+    problems = settings_file_problems(load_settings(path, {}))
+
+    assert len(problems) == 2
+    assert problems[0].startswith(f"broker.ca_file: cannot load {tmp_path / 'ca.pem'} as PEM")
+    # A missing file is reported once, as missing, not again as unloadable.
+    assert problems[1] == f"officer_broker.ca_file: no such file {tmp_path / 'missing.pem'}"

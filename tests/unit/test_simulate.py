@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import tomllib
 import unicodedata
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ from etong.simulate import (
     with_wrong_check_char,
 )
 from etong.topics import Topics
+from tests.pki import make_tls_files
 
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 TEST_PASSWORD = "s3cret"  # noqa: S105 - a made-up password, to see where it goes
@@ -322,7 +324,8 @@ def test_roster_flag_wins_over_the_config_and_its_override(tmp_path: Path) -> No
 def test_credentials_and_tls_files_come_from_the_config_and_its_overrides(tmp_path: Path) -> None:
     config = write_sim_config(tmp_path, '[officer_broker]\nurl = "mqtt://officers.example"\n')
     (tmp_path / "broker.pw").write_text(f"{TEST_PASSWORD}\n", encoding="utf-8")
-    (tmp_path / "ca.pem").write_text("not read here\n", encoding="utf-8")
+    # A CA that loads: the file checks load TLS files, as `etong run` would.
+    shutil.copy(make_tls_files(tmp_path / "pki").ca_cert, tmp_path / "ca.pem")
 
     sim = load_sim(
         config,
