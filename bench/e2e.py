@@ -1417,8 +1417,9 @@ def render_table(doc: Mapping[str, Any]) -> str:
         f"{budget['etong_cpu_ms_per_event_allowed']:.3f} ms/event after the broker and load "
         f"generator ({budget['broker_and_load_cpu_ms_per_event']:.3f}); it uses "
         f"{budget['etong_cpu_ms_per_event_now']:.3f} (baseline "
-        f"{budget['baseline_cpu_ms_per_event']:.3f}); all cores busy, etong's ceiling here is "
-        f"{budget['etong_machine_bound_events_per_s']:.0f}/s"
+        f"{budget['baseline_cpu_ms_per_event']:.3f}); with every core busy at that CPU, this "
+        f"machine could take at most {budget['etong_machine_bound_events_per_s']:.0f} reports/s "
+        "through etong"
     )
     return "\n".join(lines)
 
