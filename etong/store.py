@@ -439,6 +439,12 @@ class Store:
         at once instead of double-sending. CLI verbs open without it and only read, or make
         small changes (replay, purge) that SQLite's own locking serialises.
         """
+        if not callable(getattr(aiosqlite.Connection, "_execute", None)):
+            # See `_run_in_db_thread`: fail at start-up, naming the cause, not mid-batch.
+            raise StoreError(
+                f"aiosqlite {aiosqlite.__version__} lacks Connection._execute, which the store "
+                "runs its batches with; install aiosqlite>=0.20,<1 (tested with 0.22)"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             _create_private(path)

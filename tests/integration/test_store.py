@@ -153,3 +153,14 @@ async def test_one_lookup_call_answers_every_question_of_a_batch(tmp_path: Path)
     assert [h.event_id for h in found.person_history["P"]] == ["E000001", "E000000"]
     assert found.deliveries["D000001"].next_due == 30.0
     await store.close()
+
+
+async def test_an_aiosqlite_without_the_batch_call_is_refused_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store runs each batch as one call on aiosqlite's thread through a private method;
+    an aiosqlite that dropped it must stop the daemon at start-up with a clear message."""
+    monkeypatch.delattr("aiosqlite.Connection._execute")
+    with pytest.raises(StoreError, match=r"lacks Connection\._execute"):
+        await Store.open(tmp_path / "etong.db")
+    assert not (tmp_path / "etong.db").exists()
