@@ -202,7 +202,13 @@ class Daemon:
         return sum(b.unconfirmed for b in self._brokers)
 
     def _readiness(self) -> tuple[bool, str]:
-        down = [b.name for b in self._brokers if not b.connected]
+        # The last connect error tells the on-call engineer what to fix without the journal
+        # (a wrong CA, a refused password); broker errors name no personal data.
+        down = [
+            f"{b.name} ({b.last_error})" if b.last_error else b.name
+            for b in self._brokers
+            if not b.connected
+        ]
         if self.bridge is None:
             return False, "starting"
         if down:

@@ -228,6 +228,8 @@ class MqttBroker:
         self._client = self._make_client()
         self.session_present = False
         self.reconnects = 0
+        self.last_error: str | None = None
+        """Why the last connect attempt failed, until one succeeds (for /readyz)."""
 
     # ---- construction -----------------------------------------------------------------
 
@@ -510,10 +512,12 @@ class MqttBroker:
                 try:
                     await self._connect_once()
                 except (_TransientConnectError, OSError) as exc:
+                    self.last_error = str(exc)
                     log.warning(
                         "broker_connect_failed", broker=self.name, attempt=n, error=str(exc)
                     )
                     raise
+                self.last_error = None
 
     async def _connect_once(self) -> None:
         assert self._loop is not None

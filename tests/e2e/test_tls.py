@@ -178,6 +178,8 @@ def test_a_ca_that_did_not_sign_the_broker_certificate_is_named_and_the_bridge_s
     assert "TLS certificate verify failed" in failure["error"]
     assert f"ca_file {tls_files.other_ca_cert}" in failure["error"]
     _assert_not_ready(bridge, http_port)
+    # /readyz names the cause too, for whoever checks the service before the journal.
+    assert "TLS certificate verify failed" in _readyz(http_port)[1]
 
 
 @pytest.mark.parametrize("require_certificate", [True])
