@@ -328,6 +328,7 @@ class Bridge:
             person_keys=list(persons),
             history_since=now - HISTORY_WINDOW_S,
             delivery_ids=list({p.ack.delivery_id for p in parsed if p.ack}),
+            payload_for={p.ack.delivery_id for p in parsed if p.ack and p.ack.status == "declined"},
         )
 
     # ---- decisions ----------------------------------------------------------------------
@@ -639,6 +640,9 @@ class Bridge:
         self, d: Delivery, escalated_from: str | None, sent_at: str, expires_at: str | None
     ) -> None:
         """Publish the current attempt of `d`; its PUBACK is recorded in the store later."""
+        # Deliveries read for a `received`/`verified` ack carry no payload (store.lookup);
+        # only a bug could route one here, and a push without its event must not go out.
+        assert d.payload, f"push of {d.delivery_id} without its event payload"
         inbox_owner = d.recipient
         acks_topic = self.topics.acks(inbox_owner)
         payload = push_payload(

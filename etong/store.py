@@ -265,6 +265,9 @@ class BatchKeys:
     person_keys: Sequence[str]
     history_since: float
     delivery_ids: Sequence[str]
+    """Deliveries acked in the batch."""
+    payload_for: frozenset[str] = frozenset()
+    """Those of `delivery_ids` whose event payload is needed too (a `declined` ack re-pushes)."""
 
 
 def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
@@ -303,12 +306,22 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
         for row in db.execute(sql, [*chunk, keys.history_since]):
             entry = HistoryEntry(row[1], row[2], row[3], row[4], orjson.loads(row[5]))
             out.person_history.setdefault(row[0], []).append(entry)
-    for chunk in _chunks(keys.delivery_ids):
-        # The event payload comes along: an ack (declined) can trigger a push.
+    # Only a `declined` ack pushes (to the next officer), so only its event payload is read;
+    # most acks are `received`/`verified` and skip the join and the ~1 KB copy.
+    with_payload = [d for d in keys.delivery_ids if d in keys.payload_for]
+    without_payload = [d for d in keys.delivery_ids if d not in keys.payload_for]
+    for chunk in _chunks(with_payload):
         sql = (
             f"SELECT {_DELIVERY_COLUMNS_D}, e.payload FROM deliveries d "
             "JOIN events e ON e.event_id = d.event_id "
             f"WHERE d.delivery_id IN ({_placeholders(len(chunk))})"
+        )
+        for row in db.execute(sql, chunk):
+            out.deliveries[row[0]] = _delivery_from_row(row)
+    for chunk in _chunks(without_payload):
+        sql = (
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries "
+            f"WHERE delivery_id IN ({_placeholders(len(chunk))})"
         )
         for row in db.execute(sql, chunk):
             out.deliveries[row[0]] = _delivery_from_row(row)
@@ -534,6 +547,7 @@ class Store:
         person_keys: Sequence[str],
         history_since: float,
         delivery_ids: Sequence[str],
+        payload_for: Iterable[str] = (),
     ) -> BatchLookup:
         """Everything a batch's decisions need from the store, in one call on the store's thread."""
         return await self._run_in_db_thread(
@@ -546,6 +560,7 @@ class Store:
                 person_keys=person_keys,
                 history_since=history_since,
                 delivery_ids=delivery_ids,
+                payload_for=frozenset(payload_for),
             ),
         )
 

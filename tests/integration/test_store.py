@@ -155,6 +155,31 @@ async def test_one_lookup_call_answers_every_question_of_a_batch(tmp_path: Path)
     await store.close()
 
 
+async def test_only_deliveries_that_may_be_pushed_again_come_with_their_event(
+    tmp_path: Path,
+) -> None:
+    """A `received` ack needs the delivery's state; only a `declined` one re-pushes the event."""
+    store = await Store.open(tmp_path / "etong.db")
+    write = BatchWrite()
+    write.events = [_event_row(0, 10.0), _event_row(1, 10.0)]
+    write.new_deliveries = [_delivery(0, 30.0), _delivery(1, 30.0)]
+    await store.write(write, now=10.0)
+    found = await store.lookup(
+        event_ids=[],
+        household_keys=[],
+        household_since=0.0,
+        address_keys=[],
+        person_keys=[],
+        history_since=0.0,
+        delivery_ids=["D000000", "D000001"],
+        payload_for={"D000001"},
+    )
+    assert found.deliveries["D000000"].payload == b""
+    assert found.deliveries["D000001"].payload == b"{}"
+    assert found.deliveries["D000000"].chain == found.deliveries["D000001"].chain == ["o"]
+    await store.close()
+
+
 async def test_an_aiosqlite_without_the_batch_call_is_refused_at_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
