@@ -157,6 +157,9 @@ class Bridge:
         )
         self._rng = rng or random.Random()
         self._clock = clock  # wall-clock seconds; tests pass a fake to step through re-sends
+        # What this run writes it publishes and tracks itself; the start-up pass that
+        # publishes again what an earlier run left unconfirmed must not take it too.
+        self._run_started_at = clock()
         self._tz = settings.bridge.zone
         self._buckets = TokenBuckets(settings.limits.member_rate_per_min)
         self._queue: deque[InboundMessage] = deque()
@@ -750,12 +753,20 @@ class Bridge:
         return len(due)
 
     async def republish_unconfirmed(self) -> tuple[int, int]:
-        """After a start: publish what was committed but never PUBACKed (crash recovery)."""
+        """After a start: publish what an earlier run committed but never saw PUBACKed.
+
+        Paced, so it runs while ingest already runs; rows this run wrote are left out (their
+        PUBACKs may simply not be recorded yet). A delivery that this run has re-sent or that
+        was acked since counts as this run's. Should the wall clock step back across a
+        restart, a delivery can be missed here; the scheduler still re-sends it when due.
+        """
         now = self._clock()
         sent_at, expires_at = iso_from_unix(now, self._tz), self._expires_at(now)
         pushes = 0
         after = ""
-        while page := await self.store.unpublished_deliveries(SCHEDULER_PAGE, after):
+        while page := await self.store.unpublished_deliveries(
+            SCHEDULER_PAGE, after, updated_before=self._run_started_at
+        ):
             for d in page:
                 self.publish_push(d, d.escalated_from, sent_at, expires_at)
             pushes += len(page)
@@ -763,7 +774,9 @@ class Bridge:
             await asyncio.sleep(len(page) / RESEND_RATE_PER_S)
         receipts = 0
         last_id = 0
-        while rows := await self.store.unpublished_receipts(SCHEDULER_PAGE, last_id):
+        while rows := await self.store.unpublished_receipts(
+            SCHEDULER_PAGE, last_id, below=self.store.first_receipt_id_of_run
+        ):
             for rid, topic, payload in rows:
                 self.publish_receipt(rid, topic, payload)
             receipts += len(rows)

@@ -220,22 +220,45 @@ async def test_nothing_is_acked_when_the_commit_fails(
 
 
 async def test_unconfirmed_pushes_and_receipts_are_republished_after_restart(
-    harness: Harness,
+    harness_factory: Callable[..., Awaitable[Harness]],
 ) -> None:
     """A crash between commit and PUBACK: the next start publishes again, same delivery id."""
-    harness.broker.auto_puback = False
-    await harness.send(EVENTS, _event())
-    first = harness.pushes("p-1001")[0]
-    harness.broker.published.clear()
-    pushes, receipts = await harness.bridge.republish_unconfirmed()
+    before = await harness_factory()
+    before.broker.auto_puback = False
+    await before.send(EVENTS, _event())
+    first = before.pushes("p-1001")[0]
+    await before.store.close()  # the process dies here, PUBACKs never recorded
+
+    after = await harness_factory()
+    pushes, receipts = await after.bridge.republish_unconfirmed()
     assert (pushes, receipts) == (1, 1)
-    assert harness.pushes("p-1001")[0]["delivery_id"] == first["delivery_id"]
+    assert after.pushes("p-1001")[0]["delivery_id"] == first["delivery_id"]
 
     # Once PUBACKs are recorded, nothing is left to republish.
-    harness.broker.release_pubacks()
-    await harness.bridge.process_batch([])
-    harness.broker.published.clear()
-    assert await harness.bridge.republish_unconfirmed() == (0, 0)
+    await after.bridge.process_batch([])
+    after.broker.published.clear()
+    assert await after.bridge.republish_unconfirmed() == (0, 0)
+    await after.store.close()
+
+
+async def test_the_start_up_pass_leaves_this_runs_own_publishes_alone(
+    harness_factory: Callable[..., Awaitable[Harness]],
+) -> None:
+    """Ingest runs while the paced start-up pass pages through what an earlier run left
+    unconfirmed; a report taken meanwhile, its PUBACKs not yet recorded, must not be
+    pushed and receipted a second time by that pass."""
+    before = await harness_factory()
+    before.broker.auto_puback = False
+    await before.send(EVENTS, _event())
+    await before.store.close()
+
+    after = await harness_factory()
+    after.broker.auto_puback = False
+    await after.send(EVENTS, _event())  # this run's report, PUBACKs outstanding
+    after.broker.published.clear()
+    assert await after.bridge.republish_unconfirmed() == (1, 1)  # the earlier run's only
+    assert len(after.pushes("p-1001")) == 1
+    await after.store.close()
 
 
 async def test_flooding_member_is_rate_limited_and_others_still_flow(

@@ -189,3 +189,36 @@ async def test_an_aiosqlite_without_the_batch_call_is_refused_at_open(
     with pytest.raises(StoreError, match=r"lacks Connection\._execute"):
         await Store.open(tmp_path / "etong.db")
     assert not (tmp_path / "etong.db").exists()
+
+
+async def test_a_batch_waits_on_the_thread_not_the_loop_while_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    """An `etong purge` from the command line holds SQLite's write lock: the batch must not
+    block the event loop (busy_timeout 0 there) but wait on aiosqlite's thread and commit
+    once the lock is free, with nothing of it written twice."""
+    path = tmp_path / "etong.db"
+    store = await Store.open(path)
+    other = sqlite3.connect(path, isolation_level=None)  # as another process would
+    other.execute("BEGIN IMMEDIATE")
+    write = BatchWrite()
+    write.events = [_event_row(0, 1.0)]
+    write.receipts = [("E000000", "t", "accepted", b"{}")]
+    pending = asyncio.ensure_future(store.write(write, now=1.0))
+
+    ticks = 0
+    while not pending.done() and ticks < 20:  # the loop keeps turning while the batch waits
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 20 and not pending.done()
+    other.execute("COMMIT")
+    other.close()
+
+    assert await asyncio.wait_for(pending, 5) == [1]
+    assert store.busy_fallbacks == 1
+    assert (await store.trace("E000000"))["events"]
+    later = BatchWrite()
+    later.events = [_event_row(1, 2.0)]
+    await store.write(later, now=2.0)  # and the loop's own connection is used again
+    assert store.busy_fallbacks == 1
+    await store.close()
