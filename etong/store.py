@@ -1,4 +1,4 @@
-"""The durable store: SQLite in WAL mode through aiosqlite.
+"""The durable store: SQLite in WAL mode.
 
 Everything the bridge must not forget lives here, written in one transaction per batch of
 inbound messages (DESIGN §6: a commit per message caps the bridge near 1.6k msg/s):
@@ -11,6 +11,11 @@ inbound messages (DESIGN §6: a commit per message caps the bridge near 1.6k msg
 
 Reads for a batch are a handful of `IN (...)` queries, not one query per message. The
 schedule is paged by due time, so 200,000 pending deliveries cost no memory until due.
+
+Two connections: the ingest path's batch read and batch write run on the event loop through
+a plain sqlite3 connection (`_run_batch` says why); everything else (the scheduler's pages,
+purge, trace, the CLI's queries) goes through aiosqlite's thread. One `_tx_lock` orders the
+write transactions of both.
 """
 
 from __future__ import annotations
