@@ -219,6 +219,8 @@ class Daemon:
         for b in self._brokers:
             self.metrics.connected.labels(b.name).set(1 if b.connected else 0)
             self.metrics.reconnects.labels(b.name).set(b.reconnects)
+        if self.bridge is not None:
+            self.metrics.store_busy_batches.set(self.bridge.store.busy_fallbacks)
         return self.metrics.render()
 
     async def _reload_loop(self, bridge: Bridge) -> None:

@@ -59,6 +59,12 @@ class Metrics:
         self.reconnects = Gauge(
             "etong_broker_reconnects", "Reconnections since start", ["broker"], registry=r
         )
+        self.store_busy_batches = Gauge(
+            "etong_store_busy_batches",
+            "Batches since start that found the store's write lock held by another process "
+            "(etong purge, deadletters replay) and waited on a thread",
+            registry=r,
+        )
 
     def totals(self) -> dict[str, float]:
         """Counter totals by a short name, for the daemon's periodic log summary."""

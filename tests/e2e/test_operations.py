@@ -53,6 +53,7 @@ def test_health_readiness_and_metrics_endpoints(
     assert status == 200
     assert 'etong_messages_total{kind="event",outcome="accepted"} 1.0' in metrics
     assert 'etong_broker_connected{broker="grid"} 1.0' in metrics
+    assert "etong_store_busy_batches 0.0" in metrics
     assert _get(f"http://127.0.0.1:{port}/nope")[0] == 404
 
 
