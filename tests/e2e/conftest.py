@@ -73,7 +73,13 @@ def start_bridge(tmp_path: Path, write_bridge_config: ConfigWriter) -> Iterator[
         return bridge
 
     yield start
-    for bridge in started:
+    close_and_show_logs(started)
+
+
+def close_and_show_logs(bridges: list[LocalBridge]) -> None:
+    """Teardown of a bridge-starting fixture: kill what still runs, print each log's tail
+    (pytest shows it with the failure report)."""
+    for bridge in bridges:
         bridge.close()
         print(f"--- {bridge.log_path} (tail) ---\n{bridge.log_tail(60)}")
 

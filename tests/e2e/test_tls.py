@@ -27,6 +27,7 @@ from etong.localbroker import (
     TlsListener,
     free_port,
 )
+from tests.e2e.conftest import close_and_show_logs
 from tests.e2e.helpers import Terminals, write_config
 from tests.pki import TlsFiles, make_tls_files
 
@@ -97,9 +98,7 @@ def start_tls_bridge(
         return bridge
 
     yield start
-    for bridge in started:
-        bridge.close()
-        print(f"--- {bridge.log_path} (tail) ---\n{bridge.log_tail(60)}")
+    close_and_show_logs(started)
 
 
 def _readyz(port: int) -> tuple[int, str]:
