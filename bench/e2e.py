@@ -1155,21 +1155,10 @@ BASELINE_KEYS = (
     "machine_busy_share",
 )
 ETONG_KEYS = (
-    "events_per_s",
+    *BASELINE_KEYS,
     "lifecycle_events_per_s",
-    "p50_ms",
-    "p99_ms",
-    "max_ms",
     "received_p50_ms",
     "received_p99_ms",
-    "cpu_ms_per_event",
-    "rss_mb",
-    "broker_cpu_ms_per_event",
-    "harness_cpu_ms_per_event",
-    "publish_events_per_s",
-    "foreign_cpu_share",
-    "latency_foreign_cpu_share",
-    "machine_busy_share",
 )
 
 

@@ -257,7 +257,7 @@ def attempt_marker(step: int, attempt: int) -> int:
     return step * 1000 + attempt
 
 
-# ---- the batch read and the batch write, run on the store's thread -------------------------
+# ---- the batch read and the batch write: plain functions of a sqlite3 connection ------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,21 +316,17 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
     # most acks are `received`/`verified` and skip the join and the ~1 KB copy.
     with_payload = [d for d in keys.delivery_ids if d in keys.payload_for]
     without_payload = [d for d in keys.delivery_ids if d not in keys.payload_for]
-    for chunk in _chunks(with_payload):
-        sql = (
+    for ids, select in (
+        (
+            with_payload,
             f"SELECT {_DELIVERY_COLUMNS_D}, e.payload FROM deliveries d "
-            "JOIN events e ON e.event_id = d.event_id "
-            f"WHERE d.delivery_id IN ({_placeholders(len(chunk))})"
-        )
-        for row in db.execute(sql, chunk):
-            out.deliveries[row[0]] = _delivery_from_row(row)
-    for chunk in _chunks(without_payload):
-        sql = (
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries "
-            f"WHERE delivery_id IN ({_placeholders(len(chunk))})"
-        )
-        for row in db.execute(sql, chunk):
-            out.deliveries[row[0]] = _delivery_from_row(row)
+            "JOIN events e ON e.event_id = d.event_id WHERE d.delivery_id",
+        ),
+        (without_payload, f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE delivery_id"),
+    ):
+        for chunk in _chunks(ids):
+            for row in db.execute(f"{select} IN ({_placeholders(len(chunk))})", chunk):
+                out.deliveries[row[0]] = _delivery_from_row(row)
     return out
 
 
@@ -465,10 +461,12 @@ class Store:
         small changes (replay, purge) that SQLite's own locking serialises.
         """
         if not callable(getattr(aiosqlite.Connection, "_execute", None)):
-            # See `_run_in_db_thread`: fail at start-up, naming the cause, not mid-batch.
+            # See `_run_in_db_thread`: fail at start-up, naming the cause, not at the first
+            # batch that meets another process's write lock.
             raise StoreError(
                 f"aiosqlite {aiosqlite.__version__} lacks Connection._execute, which the store "
-                "runs its batches with; install aiosqlite>=0.20,<1 (tested with 0.22)"
+                "runs a batch with while another process holds the write lock; install "
+                "aiosqlite>=0.20,<1 (tested with 0.22)"
             )
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

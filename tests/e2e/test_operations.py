@@ -68,10 +68,7 @@ def test_sighup_reloads_the_roster_without_a_restart(
     roster_doc["grids"][0]["members"].append("g-0999")
     write_roster(roster_path, roster_doc)
     bridge.sighup()
-    deadline = time.monotonic() + 10
-    while "roster_reloaded" not in bridge.log_tail(200):
-        assert time.monotonic() < deadline, "no roster_reloaded log line within 10 s"
-        time.sleep(0.05)
+    _wait_for_log_line(bridge, "roster_reloaded")
 
     officer = terminals.officer("p-1001")
     accepted = newcomer.send(newcomer.event())
@@ -84,10 +81,7 @@ def test_an_invalid_roster_on_sighup_is_refused_and_the_old_one_kept(
 ) -> None:
     roster_path.write_text("[[grids]]\nid = 'broken'\n", encoding="utf-8")
     bridge.sighup()
-    deadline = time.monotonic() + 10
-    while "roster_reload_failed" not in bridge.log_tail(200):
-        assert time.monotonic() < deadline, "no roster_reload_failed log line within 10 s"
-        time.sleep(0.05)
+    _wait_for_log_line(bridge, "roster_reload_failed")
     officer = terminals.officer("p-1001")
     member = terminals.member("ZS-017", "g-0231")
     officer.wait_for_push(member.send(member.event()))
@@ -138,3 +132,11 @@ def test_a_second_daemon_on_the_same_store_is_refused(bridge: LocalBridge) -> No
     )
     assert second.returncode == 1
     assert "in use by another etong daemon" in second.stderr
+
+
+def _wait_for_log_line(bridge: LocalBridge, text: str, timeout: float = 10.0) -> None:
+    """Wait until the daemon's log mentions `text` (SIGHUP has no other answer to wait on)."""
+    deadline = time.monotonic() + timeout
+    while text not in bridge.log_tail(200):
+        assert time.monotonic() < deadline, f"no {text} log line within {timeout:g} s"
+        time.sleep(0.05)
