@@ -220,7 +220,7 @@ class Daemon:
             self.metrics.connected.labels(b.name).set(1 if b.connected else 0)
             self.metrics.reconnects.labels(b.name).set(b.reconnects)
         if self.bridge is not None:
-            self.metrics.store_busy_batches.set(self.bridge.store.busy_fallbacks)
+            self.metrics.store_busy_batches.set(self.bridge.store.busy_batches)
         return self.metrics.render()
 
     async def _reload_loop(self, bridge: Bridge) -> None:

@@ -449,7 +449,7 @@ class Store:
         self._direct: sqlite3.Connection | None = None
         self.first_receipt_id_of_run = 1
         """Receipts from this id on were written since this store was opened."""
-        self.busy_fallbacks = 0
+        self.busy_batches = 0
         """Batches that found the write lock taken by another process and went to the thread."""
 
     @classmethod
@@ -618,7 +618,7 @@ class Store:
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise
-        self.busy_fallbacks += 1
+        self.busy_batches += 1
         return await self._run_in_db_thread(fn, *args)
 
     def _direct_connection(self) -> sqlite3.Connection:

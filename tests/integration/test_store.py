@@ -215,10 +215,10 @@ async def test_a_batch_waits_on_the_thread_not_the_loop_while_another_process_wr
     other.close()
 
     assert await asyncio.wait_for(pending, 5) == [1]
-    assert store.busy_fallbacks == 1
+    assert store.busy_batches == 1
     assert (await store.trace("E000000"))["events"]
     later = BatchWrite()
     later.events = [_event_row(1, 2.0)]
     await store.write(later, now=2.0)  # and the loop's own connection is used again
-    assert store.busy_fallbacks == 1
+    assert store.busy_batches == 1
     await store.close()
