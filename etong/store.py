@@ -449,6 +449,7 @@ class Store:
         self._direct: sqlite3.Connection | None = None
         self.first_receipt_id_of_run = 1
         """Receipts from this id on were written since this store was opened."""
+        self._closed = False
         self.busy_batches = 0
         """Batches that found the write lock taken by another process and went to the thread."""
 
@@ -504,8 +505,19 @@ class Store:
                 raise
             await self._conn.execute("COMMIT")
 
+    @property
+    def closed(self) -> bool:
+        """True once `close()` has run (closing again is a no-op)."""
+        return self._closed
+
     async def close(self) -> None:
-        """Close the connections (a WAL checkpoint happens when the last one closes)."""
+        """Close the connections (a WAL checkpoint happens when the last one closes).
+
+        Idempotent: a test fixture's finalizer may close what the test already closed.
+        """
+        if self._closed:
+            return
+        self._closed = True
         if self._direct is not None:
             self._direct.close()
             self._direct = None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,19 @@ from etong.store import Store
 EXAMPLE_ROSTER = Path(__file__).parents[2] / "config" / "roster.example.toml"
 
 
+CHINA_TZ = timezone(timedelta(hours=8))
+# The instant every harness starts at, whatever today is: a Saturday outside the example
+# roster's absences (p-1001 is away 2026-12-01..05), so its grid's reports go to p-1001.
+# Tests that need another day set `harness.clock.now` themselves.
+START = datetime(2026, 11, 28, 9, 14, 14, tzinfo=CHINA_TZ)
+START_RFC3339 = START.isoformat()
+
+
 class FakeClock:
-    """Wall-clock seconds that move only when a test says so."""
+    """Wall-clock seconds that move only when a test says so; never today's time."""
 
     def __init__(self, start: float | None = None) -> None:
-        # Start at the real time: reports carry real `reported_at` stamps, and one from
-        # "the future" would be rejected.
-        self.now = time.time() if start is None else start
+        self.now = START.timestamp() if start is None else start
 
     def __call__(self) -> float:
         return self.now
@@ -78,20 +84,46 @@ def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
     return parse_settings(data, config_path=tmp_path / "etong.toml")
 
 
+@pytest.fixture(autouse=True)
+async def close_stores_left_open(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Close every store a test opened, even when the test failed before closing it.
+
+    An open store holds aiosqlite's worker thread, which is not a daemon thread: one left
+    open by a failed test kept the interpreter from exiting at the end of the run.
+    """
+    opened: list[Store] = []
+    real_open = Store.open
+
+    async def tracking_open(*args: Any, **kwargs: Any) -> Store:
+        store = await real_open(*args, **kwargs)
+        opened.append(store)
+        return store
+
+    monkeypatch.setattr(Store, "open", tracking_open)
+    try:
+        yield
+    finally:
+        for store in opened:
+            await store.close()
+
+
 @pytest.fixture
-def harness_factory(
+async def harness_factory(
     tmp_path: Path,
-) -> Callable[..., Any]:
+) -> AsyncIterator[Callable[..., Any]]:
     stores: list[Store] = []
 
     async def make(**sections: dict[str, Any]) -> Harness:
+        # Each further harness of a test is a restart of the bridge a minute after the last
+        # one started: what the earlier run wrote is older than this run's start.
+        start = START.timestamp() + 60.0 * len(stores)
         settings = make_settings(tmp_path, **sections)
         roster = load_roster(settings.roster.path)
         store = await Store.open(settings.store.path)
         stores.append(store)
         broker = FakeBroker()
         await broker.start(lambda m: None, [])
-        clock = FakeClock()
+        clock = FakeClock(start)
         bridge = Bridge(
             settings,
             roster,
@@ -105,12 +137,14 @@ def harness_factory(
         await broker.start(bridge.on_message, [])
         return Harness(bridge, broker, store, clock, settings, roster)
 
-    make.stores = stores  # type: ignore[attr-defined]
-    return make
+    try:
+        yield make
+    finally:
+        for store in stores:
+            await store.close()
 
 
 @pytest.fixture
-async def harness(harness_factory: Callable[..., Any]) -> AsyncIterator[Harness]:
+async def harness(harness_factory: Callable[..., Any]) -> Harness:
     h: Harness = await harness_factory()
-    yield h
-    await h.store.close()
+    return h

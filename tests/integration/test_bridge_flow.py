@@ -11,14 +11,21 @@ import pytest
 
 from etong import bridge as bridge_module
 from etong.simulate import make_event, restated, to_fullwidth, with_bad_check_digit
-from tests.integration.conftest import Harness
+from tests.integration.conftest import START_RFC3339, Harness
 
 EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"
 OTHER_MEMBER_EVENTS = "etong/v1/grid/ZS-017/member/g-0001/events"
 
 
 def _event(**kw: Any) -> dict[str, Any]:
+    """A valid report of g-0231, stamped at the harness clock's start (not today)."""
+    kw.setdefault("reported_at", START_RFC3339)
     return make_event("ZS-017", "g-0231", rng=random.Random(1), **kw)
+
+
+def _restated(event: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """The same household under a new event id, stamped at the harness clock's start."""
+    return {**restated(event, **kw), "reported_at": START_RFC3339}
 
 
 async def test_valid_report_is_pushed_to_the_grids_officer_with_context(harness: Harness) -> None:
@@ -70,7 +77,7 @@ async def test_same_household_in_fullwidth_by_another_member_is_a_duplicate(
 ) -> None:
     event = _event()
     await harness.send(EVENTS, event)
-    again = restated(event, member_id="g-0001")
+    again = _restated(event, member_id="g-0001")
     assert again["address"]["text"] == to_fullwidth(event["address"]["text"])
     await harness.send(OTHER_MEMBER_EVENTS, again)
     assert len(harness.pushes("p-1001")) == 1
@@ -81,7 +88,7 @@ async def test_same_household_in_fullwidth_by_another_member_is_a_duplicate(
 async def test_duplicates_inside_one_batch_are_caught(harness: Harness) -> None:
     event = _event()
     harness.broker.inject(EVENTS, event)
-    harness.broker.inject(OTHER_MEMBER_EVENTS, restated(event, member_id="g-0001"))
+    harness.broker.inject(OTHER_MEMBER_EVENTS, _restated(event, member_id="g-0001"))
     await harness.flush()
     assert len(harness.pushes("p-1001")) == 1
     assert harness.receipts("g-0001")[0]["status"] == "duplicate"
@@ -267,8 +274,10 @@ async def test_flooding_member_is_rate_limited_and_others_still_flow(
     h = await harness_factory(limits={"member_rate_per_min": 10})
     rng = random.Random(3)
     for _ in range(30):
-        h.broker.inject(EVENTS, make_event("ZS-017", "g-0231", rng=rng))
-    h.broker.inject(OTHER_MEMBER_EVENTS, make_event("ZS-017", "g-0001", rng=rng))
+        h.broker.inject(EVENTS, make_event("ZS-017", "g-0231", reported_at=START_RFC3339, rng=rng))
+    h.broker.inject(
+        OTHER_MEMBER_EVENTS, make_event("ZS-017", "g-0001", reported_at=START_RFC3339, rng=rng)
+    )
     await h.flush()
     statuses = [r["status"] for r in h.receipts()]
     assert statuses.count("accepted") == 10
@@ -281,19 +290,40 @@ async def test_flooding_member_is_rate_limited_and_others_still_flow(
 async def test_history_and_flags_enrich_later_reports(harness: Harness) -> None:
     rng = random.Random(5)
     address = "北高教园社区3号楼1单元1418室"
-    person = make_event("ZS-017", "g-0231", rng=rng)["persons"][0]
+    person = make_event("ZS-017", "g-0231", reported_at=START_RFC3339, rng=rng)["persons"][0]
     for kind in ("move_in", "tenant_change", "tenant_change"):
         await harness.send(
-            EVENTS, make_event("ZS-017", "g-0231", type=kind, address_text=address, rng=rng)
+            EVENTS,
+            make_event(
+                "ZS-017",
+                "g-0231",
+                type=kind,
+                address_text=address,
+                reported_at=START_RFC3339,
+                rng=rng,
+            ),
         )
     await harness.send(
         EVENTS,
-        make_event("ZS-017", "g-0231", address_text="别处5号楼101室", persons=[person], rng=rng),
+        make_event(
+            "ZS-017",
+            "g-0231",
+            address_text="别处5号楼101室",
+            persons=[person],
+            reported_at=START_RFC3339,
+            rng=rng,
+        ),
     )
     await harness.send(
         EVENTS,
         make_event(
-            "ZS-017", "g-0231", address_text=address, persons=[person], type="info_update", rng=rng
+            "ZS-017",
+            "g-0231",
+            address_text=address,
+            persons=[person],
+            type="info_update",
+            reported_at=START_RFC3339,
+            rng=rng,
         ),
     )
     third = harness.pushes("p-1001")[2]["context"]
@@ -311,12 +341,16 @@ async def test_ingest_pauses_while_the_broker_is_behind_on_our_publishes(
     harness.broker.auto_puback = False
     rng = random.Random(9)
     for _ in range(5):
-        harness.broker.inject(EVENTS, make_event("ZS-017", "g-0231", rng=rng))
+        harness.broker.inject(
+            EVENTS, make_event("ZS-017", "g-0231", reported_at=START_RFC3339, rng=rng)
+        )
     ingest = asyncio.create_task(harness.bridge.ingest_loop())
     await _until(lambda: harness.bridge.processed == 5)
     assert harness.broker.unconfirmed > 10  # pushes, receipts, registrar copies
     for _ in range(5):
-        harness.broker.inject(EVENTS, make_event("ZS-017", "g-0231", rng=rng))
+        harness.broker.inject(
+            EVENTS, make_event("ZS-017", "g-0231", reported_at=START_RFC3339, rng=rng)
+        )
     for _ in range(20):  # many loop turns: none of them may take the new reports
         await asyncio.sleep(0.005)
     assert harness.bridge.processed == 5 and len(harness.bridge._queue) == 5
@@ -341,7 +375,9 @@ async def test_reading_pauses_while_too_many_reports_are_queued(
     monkeypatch.setattr(bridge_module, "MAX_QUEUED_INBOUND", 8)
     rng = random.Random(11)
     for _ in range(9):
-        harness.broker.inject(EVENTS, make_event("ZS-017", "g-0231", rng=rng))
+        harness.broker.inject(
+            EVENTS, make_event("ZS-017", "g-0231", reported_at=START_RFC3339, rng=rng)
+        )
     assert harness.broker.reading_paused
     ingest = asyncio.create_task(harness.bridge.ingest_loop())
     await _until(lambda: harness.bridge.processed == 9)

@@ -1,0 +1,41 @@
+"""Suite-wide hooks: the run always ends, and a thread left running is named.
+
+Fixtures close what they open in their finalizers (see tests/integration/conftest.py); this
+is the backup. A non-daemon thread still alive when the session ends would keep the
+interpreter from exiting (an aiosqlite worker of a store never closed did: the run hung
+after its failures until CI's limit). Such threads are listed, and if the interpreter has
+still not exited a while later the process ends with the session's exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+# Long enough for any legitimate shutdown of thread pools, short against CI's limit.
+EXIT_WATCHDOG_S = 60.0
+
+
+def _leftover_threads() -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leftovers = _leftover_threads()
+    if not leftovers:
+        return
+    names = ", ".join(sorted(t.name for t in leftovers))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"threads still running at the end of the session: {names}", red=True)
+    status = int(exitstatus)
+    watchdog = threading.Timer(EXIT_WATCHDOG_S, os._exit, args=(status,))
+    watchdog.daemon = True  # it must not be one more thread the interpreter waits for
+    watchdog.start()
