@@ -39,6 +39,7 @@ from etong.delivery import (
     on_due,
     push_payload,
     receipt_payload,
+    report_state,
 )
 from etong.logging import get_logger
 from etong.metrics import Metrics
@@ -113,9 +114,10 @@ class _Batch:
     """One transaction's worth of decisions: what was read, what to write and to publish."""
 
     lookup: BatchLookup
+    roster: Roster  # the one roster every decision of this batch reads, whatever SIGHUP does
     now: float
     at: str  # `now` as RFC 3339, for receipts
-    day: date  # the local calendar day, for officers' absences
+    day: date  # the local calendar day of `now`, for officers' absences
     write: BatchWrite = field(default_factory=BatchWrite)
     outbox: _Outbox = field(default_factory=_Outbox)
 
@@ -247,10 +249,14 @@ class Bridge:
 
     async def process_batch(self, batch: list[InboundMessage]) -> None:
         """The whole pipeline for one batch. See the module docstring for the rules."""
+        # One instant and one roster for the whole batch: a SIGHUP while the batch waits for
+        # the lock or the store must not give its messages two rosters (a grid removed in
+        # between would fail enrichment) or two calendar days.
         now = self._clock()
-        parsed = [self._parse(msg, now) for msg in batch]
+        roster = self.roster
+        parsed = [self._parse(msg, now, roster) for msg in batch]
         async with self._lock:
-            b = self._new_batch(await self._lookup(parsed, now), now)
+            b = self._new_batch(await self._lookup(parsed, now), now, roster)
             self._decide(parsed, b)
             write, outbox = b.write, b.outbox
             write.published_receipts, self._published_receipts = self._published_receipts, []
@@ -272,14 +278,22 @@ class Bridge:
 
     # ---- pure stages that need no store -------------------------------------------------
 
-    def _parse(self, msg: InboundMessage, now: float) -> _Parsed:
+    def _parse(self, msg: InboundMessage, now: float, roster: Roster) -> _Parsed:
         topic = self.topics.parse(msg.topic)
         item = _Parsed(msg, topic)
         limits = self.settings.limits
         if topic is None:
             item.rejection = Rejection("topic is not an etong events or acks topic")
+        elif msg.qos != 1:
+            # All traffic is QoS 1 (DESIGN §2): at QoS 0 the broker forgets a report it could
+            # not hand over, so a terminal sending one must be told, not silently served.
+            item.rejection = Rejection("qos: publish reports and acks at QoS 1", "qos")
         elif topic.kind == "ack":
-            result = parse_ack(msg.payload, max_payload_bytes=limits.max_payload_bytes)
+            result = parse_ack(
+                msg.payload,
+                max_payload_bytes=limits.max_payload_bytes,
+                correlation_data=msg.correlation_data,
+            )
             if isinstance(result, Rejection):
                 item.rejection = result
             else:
@@ -299,22 +313,11 @@ class Bridge:
             if isinstance(result_e, Rejection):
                 item.rejection = result_e
             else:
-                item.rejection = self._check_reporter(result_e)
+                item.rejection = _check_reporter(result_e, roster)
                 if item.rejection is None:
                     item.event = result_e
                     item.keys = self.keyer.event_keys(result_e)
         return item
-
-    def _check_reporter(self, event: Event) -> Rejection | None:
-        """The roster's say: the grid exists and the member belongs to it (DESIGN §2)."""
-        if event.grid_id not in self.roster.grids:
-            return Rejection(f"grid_id: unknown grid '{event.grid_id}'", "grid_id")
-        if not self.roster.member_in_grid(event.member_id, event.grid_id):
-            return Rejection(
-                f"member_id: member '{event.member_id}' does not belong to grid '{event.grid_id}'",
-                "member_id",
-            )
-        return None
 
     # ---- the batch read -----------------------------------------------------------------
 
@@ -323,9 +326,14 @@ class Bridge:
         if not events and not any(p.ack for p in parsed):
             return BatchLookup()
         persons = {k for p in events if p.keys for k in p.keys.persons}
+        households = (
+            list({p.keys.household for p in events if p.keys})
+            if dedup.household_dedup_on(self.settings.dedup.window_s)
+            else []
+        )
         return await self.store.lookup(
             event_ids=list({p.event.event_id for p in events if p.event}),
-            household_keys=list({p.keys.household for p in events if p.keys}),
+            household_keys=households,
             household_since=now - self.settings.dedup.window_s,
             address_keys=list({p.keys.address for p in events if p.keys}),
             person_keys=list(persons),
@@ -336,9 +344,10 @@ class Bridge:
 
     # ---- decisions ----------------------------------------------------------------------
 
-    def _new_batch(self, lookup: BatchLookup, now: float) -> _Batch:
+    def _new_batch(self, lookup: BatchLookup, now: float, roster: Roster) -> _Batch:
         return _Batch(
             lookup=lookup,
+            roster=roster,
             now=now,
             at=iso_from_unix(now, self._tz),
             day=datetime.fromtimestamp(now, self._tz).date(),
@@ -349,7 +358,7 @@ class Bridge:
             if item.rejection is not None:
                 self._reject(item, b)
             elif item.event is not None and item.keys is not None:
-                self._decide_event(item.event, item.keys, b)
+                self._decide_event(item.event, item.keys, b, retained=item.msg.retain)
             elif item.ack is not None and item.topic is not None:
                 self._decide_ack(item, b)
 
@@ -395,7 +404,9 @@ class Bridge:
         else:
             log.warning("message_rejected", topic=item.msg.topic, reason=reason, kind=kind)
 
-    def _decide_event(self, event: Event, keys: EventKeys, b: _Batch) -> None:
+    def _decide_event(
+        self, event: Event, keys: EventKeys, b: _Batch, *, retained: bool = False
+    ) -> None:
         lookup, write, outbox, now = b.lookup, b.write, b.outbox, b.now
         known = lookup.known_events.get(event.event_id)
         decision = dedup.decide(
@@ -405,6 +416,11 @@ class Bridge:
             household_event_id=lookup.households.get(keys.household),
         )
         if isinstance(decision, dedup.Duplicate):
+            if retained and decision.same_id:
+                # The broker's retained copy, replayed at a (re-)subscribe: the member did not
+                # send it again, so it gets no second receipt (acked, counted, nothing else).
+                self.metrics.messages.labels("event", "retained_repeat").inc()
+                return
             if not decision.same_id:
                 # Kept, so the same event id sent again gets the same answer, and for `trace`.
                 write.events.append(
@@ -424,6 +440,8 @@ class Bridge:
                     event.grid_id,
                     event.member_id,
                 )
+            original = lookup.event_deliveries.get(decision.duplicate_of)
+            current, officer = report_state(original) if original else (None, None)
             self._receipt(
                 b,
                 grid_id=event.grid_id,
@@ -431,6 +449,9 @@ class Bridge:
                 event_id=event.event_id,
                 status="duplicate",
                 duplicate_of=decision.duplicate_of,
+                officer_id=officer,
+                delivery_id=original.delivery_id if original else None,
+                current_status=current,
             )
             self._count_duplicate.inc()
             log.debug(
@@ -450,14 +471,14 @@ class Bridge:
         person_history = [h for k in keys.persons for h in lookup.person_history.get(k, [])]
         context = build_context(
             event,
-            self.roster,
+            b.roster,
             address_key=keys.address,
             address_history=address_history,
             person_history=person_history,
             now=now,
         )
         context_json = orjson.dumps(context)
-        chain = escalation_chain(self.roster, event.grid_id, b.day)
+        chain = escalation_chain(b.roster, event.grid_id, b.day)
         delivery = first_push(
             Delivery(
                 delivery_id=new_delivery_id(now),
@@ -484,14 +505,16 @@ class Bridge:
         lookup.known_events[event.event_id] = KnownEvent(
             event.event_id, "accepted", None, event.grid_id, event.member_id
         )
-        lookup.households.setdefault(keys.household, event.event_id)
+        if dedup.household_dedup_on(self.settings.dedup.window_s):
+            lookup.households.setdefault(keys.household, event.event_id)
         entry = HistoryEntry(event.event_id, event.type, keys.address, now, summary)
         lookup.address_history.setdefault(keys.address, []).insert(0, entry)
         for k in keys.persons:
             lookup.person_history.setdefault(k, []).insert(0, entry)
         lookup.deliveries[delivery.delivery_id] = delivery
+        lookup.event_deliveries[event.event_id] = delivery
 
-        registrar = registrar_for_grid(self.roster, event.grid_id)
+        registrar = registrar_for_grid(b.roster, event.grid_id)
         if registrar and event.type in CC_EVENT_TYPES and registrar not in chain[:1]:
             outbox.cc_pushes.append((registrar, payload, context_json, event.event_id))
         self._receipt(
@@ -529,7 +552,7 @@ class Bridge:
             )
             return
         try:
-            duty: str | None = duty_officer_for_grid(self.roster, delivery.grid_id)
+            duty: str | None = duty_officer_for_grid(b.roster, delivery.grid_id)
         except KeyError:
             duty = None  # the grid left the roster since; nobody to hand a decline to
         step = on_ack(
@@ -562,6 +585,8 @@ class Bridge:
         )
         self._apply_step(step, b)
         b.lookup.deliveries[delivery.delivery_id] = step.delivery
+        if delivery.event_id in b.lookup.event_deliveries:  # a repeat later in this batch
+            b.lookup.event_deliveries[delivery.event_id] = step.delivery
 
     def _apply_step(self, step: Step, b: _Batch) -> None:
         """Record a delivery transition: the row, its receipts, its push, its dead letter."""
@@ -579,6 +604,8 @@ class Bridge:
             )
         if step.push:
             b.outbox.pushes.append((d, step.escalated_from))
+        if step.closes_dead_letter:
+            b.write.closed_dead_letters.append(d.delivery_id)
         if step.dead_letter:
             b.write.dead_letters.append(
                 (
@@ -735,7 +762,7 @@ class Bridge:
             due = await self.store.due_deliveries(now, limit)
             if not due:
                 return 0
-            b = self._new_batch(BatchLookup(), now)
+            b = self._new_batch(BatchLookup(), now, self.roster)
             write, outbox = b.write, b.outbox
             for d in due:
                 step = on_due(d, self.policy, now, self._rng)
@@ -787,6 +814,18 @@ class Bridge:
     def replace_roster(self, roster: Roster) -> None:
         """Swap in a reloaded roster; batches in flight finish with the one they started with."""
         self.roster = roster
+
+
+def _check_reporter(event: Event, roster: Roster) -> Rejection | None:
+    """The roster's say: the grid exists and the member belongs to it (DESIGN §2)."""
+    if event.grid_id not in roster.grids:
+        return Rejection(f"grid_id: unknown grid '{event.grid_id}'", "grid_id")
+    if not roster.member_in_grid(event.member_id, event.grid_id):
+        return Rejection(
+            f"member_id: member '{event.member_id}' does not belong to grid '{event.grid_id}'",
+            "member_id",
+        )
+    return None
 
 
 def _event_row(

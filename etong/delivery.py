@@ -70,6 +70,8 @@ class Step:
     receipts: tuple[tuple[str, str | None], ...] = ()  # (status, officer_id) for the reporter
     dead_letter: str | None = None  # reason, when the delivery became undeliverable
     security: str | None = None  # an ack that must not count, and why
+    # The delivery was undeliverable and is not any more (a late ack): its dead letter closes.
+    closes_dead_letter: bool = False
 
 
 def first_push(delivery: Delivery, policy: Policy, now: float, rng: random.Random) -> Delivery:
@@ -139,6 +141,31 @@ def on_ack(
     """An officer acknowledged `d` with `status` on its own acks topic."""
     if officer_id not in d.pushed_to:
         return Step(d, security="ack from an officer this delivery was not pushed to")
+    step = _apply_ack(
+        d,
+        officer_id=officer_id,
+        status=status,
+        duty_officer=duty_officer,
+        policy=policy,
+        now=now,
+        rng=rng,
+    )
+    if d.state == "undeliverable" and step.delivery.state != "undeliverable":
+        return replace(step, closes_dead_letter=True)
+    return step
+
+
+def _apply_ack(
+    d: Delivery,
+    *,
+    officer_id: str,
+    status: AckStatus,
+    duty_officer: str | None,
+    policy: Policy,
+    now: float,
+    rng: random.Random,
+) -> Step:
+    """`on_ack` for an officer the delivery was pushed to."""
     if status == "received":
         if d.state in ("pending", "undeliverable"):
             # A late ack from an earlier recipient still closes the delivery.
@@ -178,6 +205,20 @@ def on_ack(
         escalated_from=officer_id,
         receipts=(("declined", officer_id), ("escalated", duty_officer)),
     )
+
+
+def report_state(d: Delivery) -> tuple[str, str | None]:
+    """Where a report stands, as its latest receipt said: (receipt status, officer id).
+
+    What a `duplicate` receipt repeats to a handheld that sent the report again (DESIGN §2,
+    end to end): a pending delivery is `accepted` at its first recipient and `escalated`
+    past it; otherwise the delivery's final state, with the officer who acked it.
+    """
+    if d.state == "pending":
+        return ("accepted" if d.step == 0 else "escalated"), d.recipient
+    if d.state in ("received", "verified"):
+        return d.state, d.acked_by
+    return d.state, None
 
 
 def push_payload(
@@ -222,16 +263,21 @@ def receipt_payload(
     duplicate_of: str | None = None,
     officer_id: str | None = None,
     delivery_id: str | None = None,
+    current_status: str | None = None,
 ) -> bytes:
-    """A receipt (DESIGN §2); `delivery_id` is an addition so handhelds can correlate."""
-    return orjson.dumps(
-        {
-            "event_id": event_id,
-            "status": status,
-            "reason": reason,
-            "duplicate_of": duplicate_of,
-            "officer_id": officer_id,
-            "delivery_id": delivery_id,
-            "at": at,
-        }
-    )
+    """A receipt (DESIGN §2); `delivery_id` is an addition so handhelds can correlate.
+
+    `current_status` (only on `duplicate`): where the original report stands now.
+    """
+    receipt: dict[str, str | None] = {
+        "event_id": event_id,
+        "status": status,
+        "reason": reason,
+        "duplicate_of": duplicate_of,
+        "officer_id": officer_id,
+        "delivery_id": delivery_id,
+        "at": at,
+    }
+    if current_status is not None:
+        receipt["current_status"] = current_status
+    return orjson.dumps(receipt)

@@ -311,6 +311,14 @@ class Receipt(BaseModel):
     delivery_id: str | None = Field(
         default=None, description="The delivery this state change belongs to, if any."
     )
+    current_status: ReceiptStatus | None = Field(
+        default=None,
+        description=(
+            "Only on duplicate: where the original report stands now (accepted, escalated, "
+            "received, verified or undeliverable), with `officer_id` and `delivery_id` of its "
+            "delivery; a handheld that re-sent a report learns its state from this."
+        ),
+    )
     at: datetime = Field(description="When the state changed, RFC 3339.")
 
 

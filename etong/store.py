@@ -37,7 +37,7 @@ import orjson
 
 from etong.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 T = TypeVar("T")
 
@@ -115,6 +115,16 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX dead_letters_created ON dead_letters (created_at);
     """,
+    # 2: a dead letter closes when its delivery is resolved, by a replay or by a late ack;
+    # "open" means not closed (before, only a replay closed one, and a late ack left it open).
+    """
+    ALTER TABLE dead_letters ADD COLUMN closed_at REAL;   -- unix seconds, NULL while open
+    ALTER TABLE dead_letters ADD COLUMN closed_by TEXT;   -- replay | late_ack | resolved
+    UPDATE dead_letters SET closed_at = replayed_at, closed_by = 'replay'
+        WHERE replayed_at IS NOT NULL;
+    CREATE INDEX dead_letters_open_delivery ON dead_letters (delivery_id)
+        WHERE closed_at IS NULL;
+    """,
 ]
 
 DEAD_LETTER_PAYLOAD_CAP = 8192
@@ -185,6 +195,9 @@ class BatchLookup:
     address_history: dict[str, list[HistoryEntry]] = field(default_factory=dict)
     person_history: dict[str, list[HistoryEntry]] = field(default_factory=dict)
     deliveries: dict[str, Delivery] = field(default_factory=dict)
+    event_deliveries: dict[str, Delivery] = field(default_factory=dict)
+    """The delivery of each original a repeat names (event id -> delivery, no payload): a
+    `duplicate` receipt tells the report's current state (DESIGN §2, end to end)."""
 
 
 @dataclass(slots=True)
@@ -201,6 +214,8 @@ class BatchWrite:
     )
     published_receipts: list[int] = field(default_factory=list)
     published_pushes: list[tuple[int, str]] = field(default_factory=list)  # (marker, id)
+    closed_dead_letters: list[str] = field(default_factory=list)
+    """Delivery ids resolved by a late ack: their open `undeliverable` dead letters close."""
 
     def is_empty(self) -> bool:
         """True when the batch changes nothing (no transaction needed)."""
@@ -213,6 +228,7 @@ class BatchWrite:
             or self.dead_letters
             or self.published_receipts
             or self.published_pushes
+            or self.closed_dead_letters
         )
 
 
@@ -293,6 +309,7 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
         )
         for row in db.execute(sql, [*chunk, keys.household_since]):
             out.households.setdefault(row[0], row[1])
+    _read_event_deliveries(db, out)
     for chunk in _chunks(keys.address_keys):
         sql = (
             "SELECT event_id, type, address_key, received_at, summary FROM events "
@@ -328,6 +345,18 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
             for row in db.execute(f"{select} IN ({_placeholders(len(chunk))})", chunk):
                 out.deliveries[row[0]] = _delivery_from_row(row)
     return out
+
+
+def _read_event_deliveries(db: sqlite3.Connection, out: BatchLookup) -> None:
+    """The deliveries of the originals that this batch's repeats name (usually none)."""
+    originals = {
+        known.duplicate_of if known.status == "duplicate" and known.duplicate_of else event_id
+        for event_id, known in out.known_events.items()
+    } | set(out.households.values())
+    for chunk in _chunks(sorted(originals)):
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_id IN "
+        for row in db.execute(sql + f"({_placeholders(len(chunk))})", chunk):
+            out.event_deliveries[row[1]] = _delivery_from_row(row)
 
 
 def _write_batch(
@@ -431,6 +460,12 @@ def _write_statements(
             "INSERT INTO dead_letters (kind, topic, payload, reason, event_id, "
             "delivery_id, created_at) VALUES (?,?,?,?,?,?,?)",
             [(*row, now) for row in batch.dead_letters],
+        )
+    if batch.closed_dead_letters:
+        db.executemany(
+            "UPDATE dead_letters SET closed_at = ?, closed_by = 'late_ack' "
+            "WHERE delivery_id = ? AND kind = 'undeliverable' AND closed_at IS NULL",
+            [(now, delivery_id) for delivery_id in batch.closed_dead_letters],
         )
 
 
@@ -721,7 +756,7 @@ class Store:
             out[f"deliveries_{state}"] = int(n)
         rows = list(
             await self._conn.execute_fetchall(
-                "SELECT COUNT(*) FROM dead_letters WHERE replayed_at IS NULL"
+                "SELECT COUNT(*) FROM dead_letters WHERE closed_at IS NULL"
             )
         )
         out["dead_letters_open"] = int(rows[0][0])
@@ -806,11 +841,11 @@ class Store:
     async def dead_letters(
         self, *, include_replayed: bool = False, limit: int = 1000
     ) -> list[dict[str, Any]]:
-        """Dead letters, newest first."""
-        where = "" if include_replayed else "WHERE replayed_at IS NULL"
+        """Dead letters, newest first; only open ones unless `include_replayed` (all)."""
+        where = "" if include_replayed else "WHERE closed_at IS NULL"
         rows = await self._conn.execute_fetchall(
-            "SELECT id, kind, topic, reason, event_id, delivery_id, created_at, replayed_at "
-            f"FROM dead_letters {where} ORDER BY id DESC LIMIT ?",
+            "SELECT id, kind, topic, reason, event_id, delivery_id, created_at, replayed_at, "
+            f"closed_at, closed_by FROM dead_letters {where} ORDER BY id DESC LIMIT ?",
             (limit,),
         )
         keys = (
@@ -822,17 +857,21 @@ class Store:
             "delivery_id",
             "created_at",
             "replayed_at",
+            "closed_at",
+            "closed_by",
         )
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def replay_dead_letters(self, ids: Sequence[int] | None, now: float) -> list[str]:
         """Put undeliverable deliveries back at the start of their chain, due now.
 
-        Only `undeliverable` dead letters can be replayed (a rejected message is wrong data,
-        not a stuck delivery). Returns the delivery ids put back. The delivery id is kept,
-        so a terminal that already saw it can still drop the repeat.
+        Only open `undeliverable` dead letters can be replayed (a rejected message is wrong
+        data, not a stuck delivery). Returns the delivery ids really put back: a dead letter
+        whose delivery is no longer undeliverable (an officer acked it late) is closed as
+        `resolved` and not counted, since nothing is pushed again for it. The delivery id is
+        kept, so a terminal that already saw it can still drop the repeat.
         """
-        where = "kind = 'undeliverable' AND replayed_at IS NULL"
+        where = "kind = 'undeliverable' AND closed_at IS NULL"
         params: list[Any] = []
         if ids is not None:
             where += f" AND id IN ({_placeholders(len(ids))})"
@@ -844,16 +883,25 @@ class Store:
             )
             replayed: list[str] = []
             for dl_id, delivery_id in rows:
-                await self._conn.execute(
+                cur = await self._conn.execute(
                     "UPDATE deliveries SET state = 'pending', step = 0, attempt = 0, "
                     "next_due = ?, published_attempt = 0, updated_at = ? "
                     "WHERE delivery_id = ? AND state = 'undeliverable'",
                     (now, now, delivery_id),
                 )
-                await self._conn.execute(
-                    "UPDATE dead_letters SET replayed_at = ? WHERE id = ?", (now, dl_id)
-                )
-                replayed.append(str(delivery_id))
+                if cur.rowcount == 1:
+                    replayed.append(str(delivery_id))
+                    await self._conn.execute(
+                        "UPDATE dead_letters SET replayed_at = ?, closed_at = ?, "
+                        "closed_by = 'replay' WHERE id = ?",
+                        (now, now, dl_id),
+                    )
+                else:
+                    await self._conn.execute(
+                        "UPDATE dead_letters SET closed_at = ?, closed_by = 'resolved' "
+                        "WHERE id = ?",
+                        (now, dl_id),
+                    )
         return replayed
 
     async def purge(self, before: float) -> dict[str, int]:

@@ -25,6 +25,11 @@ class InboundMessage:
     generation: int
     source: Broker
     received_at: float = 0.0  # loop.time() when it arrived, for latency metrics
+    # Set when the broker delivered a copy from its retained store (at subscribe time): the
+    # sender did not send it again, so a repeat of a known report gets no second receipt.
+    retain: bool = False
+    # MQTT 5 Correlation Data, which an ack may carry instead of `delivery_id` (DESIGN §2).
+    correlation_data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,8 +54,19 @@ class FakeBroker:
         self.subscriptions = list(subscriptions)
         self._connected = True
 
-    def inject(self, topic: str, payload: bytes | str | dict[str, object]) -> int:
-        """Deliver a QoS 1 message to the bridge as the broker would; returns its mid."""
+    def inject(
+        self,
+        topic: str,
+        payload: bytes | str | dict[str, object],
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+    ) -> int:
+        """Deliver a message to the bridge as the broker would; returns its mid.
+
+        `retain`: a copy from the broker's retained store; `correlation_data`: MQTT 5's.
+        """
         if isinstance(payload, dict):
             payload = orjson.dumps(payload)
         elif isinstance(payload, str):
@@ -63,7 +74,17 @@ class FakeBroker:
         mid = next(self._mids)
         assert self._on_message is not None, "start() first"
         self._on_message(
-            InboundMessage(topic, payload, 1, mid, 1, self, received_at=time.monotonic())
+            InboundMessage(
+                topic,
+                payload,
+                qos,
+                mid,
+                1,
+                self,
+                received_at=time.monotonic(),
+                retain=retain,
+                correlation_data=correlation_data,
+            )
         )
         return mid
 

@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from etong.brokers.base import (
@@ -423,6 +424,7 @@ class MqttBroker:
             # [MQTT-1.5.3-1] topics must be UTF-8; keep the message so it is rejected and acked.
             topic = bytes(msg._topic).decode("utf-8", "replace")
         assert self._on_message is not None
+        correlation = getattr(msg.properties, "CorrelationData", None)  # MQTT 5 only
         self._on_message(
             InboundMessage(
                 topic=topic,
@@ -432,6 +434,8 @@ class MqttBroker:
                 generation=self._generation,
                 source=self,
                 received_at=time.monotonic(),
+                retain=bool(msg.retain),
+                correlation_data=bytes(correlation) if correlation is not None else None,
             )
         )
 
@@ -558,7 +562,16 @@ class MqttBroker:
         assert self._loop is not None
         if not self._subscriptions:
             return
-        result, mid = self._client.subscribe([(topic, 1) for topic in self._subscriptions])
+        # MQTT 5: Retain Handling 1, retained messages only for a subscription that did not
+        # exist ([MQTT-3.3.1-10]); our persistent session keeps it, so a restart does not get
+        # a terminal's retained report (a contract breach) replayed. 3.1.1 has no such
+        # option: the bridge drops retained repeats of known reports itself.
+        if self._v5:
+            if_new = SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+            options = SubscribeOptions(qos=1, retainHandling=if_new)
+            result, mid = self._client.subscribe([(t, options) for t in self._subscriptions])
+        else:
+            result, mid = self._client.subscribe([(t, 1) for t in self._subscriptions])
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise _TransientConnectError(f"subscribe failed: {mqtt.error_string(result)}")
         fut: asyncio.Future[None] = self._loop.create_future()

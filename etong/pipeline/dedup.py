@@ -23,6 +23,17 @@ class Duplicate:
 DedupDecision = Fresh | Duplicate
 
 
+def household_dedup_on(window_s: float) -> bool:
+    """Whether same-household reports are duplicates at all (`dedup.window_s`, DESIGN §3).
+
+    A report is a household duplicate of an accepted one less than `window_s` seconds older.
+    Reports of one batch share one instant, so an earlier report of the same batch is 0 s
+    older: inside any positive window, and outside a window of 0, which therefore keeps
+    only event_id dedup, within a batch as across batches.
+    """
+    return window_s > 0
+
+
 def decide(
     event_id: str,
     household_key: str,

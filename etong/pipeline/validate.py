@@ -98,11 +98,26 @@ def parse_event(
     return event
 
 
-def parse_ack(payload: bytes, *, max_payload_bytes: int) -> Ack | Rejection:
-    """Parse an ack published by an officer terminal."""
+def parse_ack(
+    payload: bytes, *, max_payload_bytes: int, correlation_data: bytes | None = None
+) -> Ack | Rejection:
+    """Parse an ack published by an officer terminal.
+
+    On MQTT 5 the delivery id may come as the message's Correlation Data instead of (or as
+    well as) the `delivery_id` field (DESIGN §2): the push carried it there, and a terminal
+    answering through the Response Topic echoes it. When both are given they must agree.
+    """
     obj = decode_json_object(payload, max_payload_bytes=max_payload_bytes)
     if isinstance(obj, Rejection):
         return obj
+    if correlation_data is not None:
+        try:
+            from_properties = correlation_data.decode("ascii")
+        except UnicodeDecodeError:
+            return Rejection("Correlation Data is not a delivery id", "delivery_id")
+        given = obj.setdefault("delivery_id", from_properties)
+        if given != from_properties:
+            return Rejection("delivery_id: differs from the Correlation Data", "delivery_id")
     try:
         return Ack.model_validate(obj)
     except ValidationError as exc:

@@ -17,6 +17,8 @@ from etong.delivery import (
     on_ack,
     on_due,
     push_payload,
+    receipt_payload,
+    report_state,
 )
 from etong.store import Delivery
 
@@ -171,3 +173,56 @@ def test_delivery_ids_are_unique_and_sort_by_time() -> None:
     assert len(set(ids)) == 100
     assert ids == sorted(ids)
     assert all(len(i) == 26 for i in ids)
+
+
+@pytest.mark.parametrize("status", ["received", "verified", "declined"])
+def test_any_ack_that_resolves_an_undeliverable_delivery_closes_its_dead_letter(
+    status: AckStatus,
+) -> None:
+    step = _ack(_delivery(state="undeliverable", step=2), "p-1001", status)
+    assert step.delivery.state != "undeliverable"
+    assert step.closes_dead_letter
+
+
+def test_an_ack_of_a_pending_delivery_closes_no_dead_letter() -> None:
+    assert not _ack(_delivery(), "p-1001", "received").closes_dead_letter
+
+
+def test_a_decline_that_leaves_it_undeliverable_closes_no_dead_letter() -> None:
+    stuck = _delivery(state="undeliverable", step=2, chain=["p-9001"])
+    step = on_ack(
+        _delivery(state="undeliverable", step=0, chain=["p-9001"]),
+        officer_id="p-9001",
+        status="declined",
+        duty_officer="p-9001",
+        policy=POLICY,
+        now=1000.0,
+        rng=random.Random(1),
+    )
+    assert stuck.state == step.delivery.state == "undeliverable"
+    assert not step.closes_dead_letter
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, ("accepted", "p-1001")),
+        ({"step": 1}, ("escalated", "p-1002")),
+        ({"state": "received", "acked_by": "p-1001"}, ("received", "p-1001")),
+        ({"state": "verified", "step": 2, "acked_by": "p-9001"}, ("verified", "p-9001")),
+        ({"state": "undeliverable", "step": 2}, ("undeliverable", None)),
+    ],
+)
+def test_report_state_is_what_the_latest_receipt_said(
+    changes: dict[str, object], expected: tuple[str, str | None]
+) -> None:
+    assert report_state(_delivery(**changes)) == expected
+
+
+def test_a_receipt_carries_current_status_only_when_given() -> None:
+    plain = orjson.loads(receipt_payload(event_id="E1", status="accepted", at="t"))
+    assert "current_status" not in plain
+    repeat = receipt_payload(
+        event_id="E1", status="duplicate", at="t", duplicate_of="E1", current_status="received"
+    )
+    assert orjson.loads(repeat)["current_status"] == "received"

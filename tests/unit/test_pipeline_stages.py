@@ -6,6 +6,8 @@ import random
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from etong.models import Event
 from etong.pipeline import dedup
 from etong.pipeline.enrich import build_context, flags_for
@@ -207,3 +209,8 @@ def test_token_bucket_allows_the_burst_then_refills() -> None:
     assert not buckets.allow("m", 0.5)
     assert buckets.allow("m", 1.0)  # one token per second
     assert buckets.allow("other", 1.0)  # members do not share a bucket
+
+
+@pytest.mark.parametrize(("window_s", "on"), [(0, False), (1, True), (86400, True)])
+def test_household_dedup_is_off_only_with_a_zero_window(window_s: int, on: bool) -> None:
+    assert dedup.household_dedup_on(window_s) is on

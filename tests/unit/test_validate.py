@@ -518,3 +518,39 @@ def test_oversized_ack_is_rejected() -> None:
     assert isinstance(result, Rejection)
     assert result.reason.startswith("payload is ")
     assert result.reason.endswith("bytes; the limit is 100")
+
+
+DELIVERY_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+
+
+def test_an_ack_may_carry_its_delivery_id_only_as_correlation_data() -> None:
+    ack = parse_ack(
+        b'{"status": "received"}', max_payload_bytes=4096, correlation_data=DELIVERY_ID.encode()
+    )
+    assert isinstance(ack, Ack) and ack.delivery_id == DELIVERY_ID
+
+
+def test_an_ack_carrying_both_that_agree_is_accepted() -> None:
+    payload = orjson.dumps({"delivery_id": DELIVERY_ID, "status": "verified"})
+    ack = parse_ack(payload, max_payload_bytes=4096, correlation_data=DELIVERY_ID.encode())
+    assert isinstance(ack, Ack) and ack.status == "verified"
+
+
+@pytest.mark.parametrize(
+    ("payload", "correlation", "why"),
+    [
+        (
+            {"delivery_id": DELIVERY_ID, "status": "received"},
+            b"01ARZ3NDEKTSV4RRFFQ69G5FAW",
+            "differs",
+        ),
+        ({"status": "received"}, b"\xff\xfe", "Correlation Data"),
+        ({"status": "received"}, b"not an id!", "delivery_id"),
+        ({"status": "received"}, None, "delivery_id"),
+    ],
+)
+def test_an_ack_without_a_usable_delivery_id_is_rejected(
+    payload: dict[str, Any], correlation: bytes | None, why: str
+) -> None:
+    result = parse_ack(orjson.dumps(payload), max_payload_bytes=4096, correlation_data=correlation)
+    assert isinstance(result, Rejection) and why in result.reason
