@@ -80,7 +80,8 @@ async def _cli(harness: Harness, tmp_path: Path, *args: str) -> str:
 
 def _hidden(text: str, secret_digits: str) -> bool:
     """True when no 8 consecutive digits of the secret are in `text`, however spelt."""
-    folded = re.sub(r"[^0-9]", "", unicodedata.normalize("NFKC", text))
+    # Separators out (as the spellings put them in), but not letters or ':' (timestamps).
+    folded = re.sub(r"[\s._/\\-]", "", unicodedata.normalize("NFKC", text))
     return all(secret_digits[i : i + 8] not in folded for i in range(len(secret_digits) - 7))
 
 
