@@ -231,3 +231,21 @@ async def test_a_flood_of_bad_topics_is_bounded_counted_and_costs_valid_reports_
     assert len(await harness.store.dead_letters()) == budget + 2
     exposed = harness.bridge.metrics.render().decode()
     assert f'etong_dead_letters_dropped_total{{reason="bad_topic"}} {flood - budget}.0' in exposed
+
+
+async def test_etong_trace_masks_an_id_used_as_event_id(
+    harness: Harness, json_log: io.StringIO, tmp_path: Path
+) -> None:
+    """A handheld's own event id can be a resident id spelt with dashes (ids allow '-')."""
+    harness.clock.now = FIXED_NOW
+    event_id = "330211-19880901-3088"
+    await harness.send(EVENTS, {**_report("g-0231"), "event_id": event_id, "type": "bogus"})
+    [receipt] = harness.receipts()
+    assert receipt["status"] == "rejected" and receipt["event_id"] == event_id  # the wire
+
+    traced = await _cli(harness, tmp_path, "trace", event_id)
+    found = json.loads(traced)
+    assert [r["status"] for r in found["receipts"]] == ["rejected"]
+    assert found["receipts"][0]["receipt"]["event_id"] == "330****************8"
+    assert _hidden(traced, "330211198809013088")
+    assert _hidden(json_log.getvalue(), "330211198809013088")
