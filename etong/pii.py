@@ -2,8 +2,9 @@
 
 `mask_text` is applied by the logging pipeline to every string it renders, including
 exception messages and validation errors that echo the input, so call sites need not
-remember to mask. The patterns are deliberately broad (any 15/18-character id-like run,
-any 11-digit mobile-like run): masking a harmless number costs nothing, leaking an id does.
+remember to mask. The patterns are deliberately broad (any run of 15 to 18 digits, any
+11-digit mobile-like run, however grouped, spaced, dotted or written full-width): masking a
+harmless number costs nothing, leaking an id does. docs/OPERATIONS.md lists the rules.
 """
 
 from __future__ import annotations

@@ -10,12 +10,14 @@ log line, a dead-letter row or the command line's output, three things happen, i
    embeddings, overrides and isolates (U+202A-202E, U+2066-2069), the marks U+200E/U+200F/U+061C
    and every other format character (Unicode category Cf: zero-width spaces, BOM, tag
    characters), and lone surrogates (orjson refuses them). Such a character can end a log line
-   early, forge a second one, or make a terminal show `...gnp.exe` for `...exe.png`.
+   early, forge a second one, or make a terminal show `…exe.png` for text that is `…gnp.exe`.
 3. **Bound** the length: text over its limit is cut, with a marker saying how long it was,
    e.g. ``etong/v1/grid/…[truncated, 61440 bytes]``.
 
 Masking comes first so that a cut can never leave half an id in clear; escaping comes before the
-cut so that the bound holds for what is printed, not for what was received.
+cut so that the bound holds for what is printed, not for what was received. A dead-letter row
+stores its topic masked and cut but not escaped (`escape=False`): what was received, shown
+escaped whenever the CLI prints it.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ TRACEBACK_CAP = 16384
 # this much keeps the cost of a 60 KB topic that of a 256-character one.
 _MASK_MARGIN = 80
 
-# Every character escaped (see the module docstring). Category Cf as of Unicode 15.
+# Every character escaped (see the module docstring). Category Cf as of Unicode 15, a superset
+# of Python 3.11's Unicode 14; tests/unit/test_textsafety.py checks it against the running one.
 _CONTROL_RE = re.compile(
     "["
     "\x00-\x1f\x7f-\x9f"  # C0, DEL, C1
