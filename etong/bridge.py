@@ -42,10 +42,11 @@ from etong.delivery import (
     report_state,
 )
 from etong.logging import get_logger
-from etong.metrics import Metrics
+from etong.metrics import DEAD_LETTER_DROP_REASONS, Metrics
 from etong.models import Ack, Event, ReceiptStatus
 from etong.pii import mask_text
 from etong.pipeline import dedup
+from etong.pipeline.budget import RejectionBudget
 from etong.pipeline.enrich import HISTORY_WINDOW_S, build_context, event_summary
 from etong.pipeline.keys import EventKeys, Keyer
 from etong.pipeline.ratelimit import TokenBuckets
@@ -67,6 +68,7 @@ from etong.store import (
     Store,
     attempt_marker,
 )
+from etong.textsafety import bounded_topic
 from etong.topics import InboundTopic, Topics
 
 log = get_logger(__name__)
@@ -164,6 +166,8 @@ class Bridge:
         self._run_started_at = clock()
         self._tz = settings.bridge.zone
         self._buckets = TokenBuckets(settings.limits.member_rate_per_min)
+        # Rejections no member's rate limit covers: dead letters and log lines per minute.
+        self._rejection_budgets = {r: RejectionBudget() for r in DEAD_LETTER_DROP_REASONS}
         self._queue: deque[InboundMessage] = deque()
         self._wake_ingest = asyncio.Event()
         self._wake_scheduler = asyncio.Event()
@@ -369,6 +373,11 @@ class Bridge:
         reason = mask_text(item.rejection.reason)
         topic = item.topic
         kind = "bad_ack" if topic is not None and topic.kind == "ack" else "rejected"
+        self.metrics.messages.labels("ack" if kind == "bad_ack" else "event", "rejected").inc()
+        if topic is None or topic.kind == "ack":
+            budget = "bad_topic" if topic is None else "bad_ack"
+            if not self._within_budget(budget, b.now):
+                return
         event_id = (
             _event_id_hint(item.msg.payload, self.settings.limits.max_payload_bytes)
             if kind == "rejected"
@@ -377,14 +386,14 @@ class Bridge:
         b.write.dead_letters.append(
             (
                 kind,
-                item.msg.topic,
+                # Masked and cut to TOPIC_CAP at rest: a topic can be 64 KiB of anything.
+                bounded_topic(item.msg.topic, escape=False),
                 item.msg.payload[:DEAD_LETTER_PAYLOAD_CAP],
                 reason,
                 event_id,
                 None,
             )
         )
-        self.metrics.messages.labels("ack" if kind == "bad_ack" else "event", "rejected").inc()
         if topic is not None and topic.kind == "event":
             self._receipt(
                 b,
@@ -402,7 +411,27 @@ class Bridge:
                 reason=reason,
             )
         else:
-            log.warning("message_rejected", topic=item.msg.topic, reason=reason, kind=kind)
+            log.warning(
+                "message_rejected", topic=bounded_topic(item.msg.topic), reason=reason, kind=kind
+            )
+
+    def _within_budget(self, budget: str, now: float) -> bool:
+        """Whether a rejection no rate limit covers may cost a dead letter and a log line.
+
+        Past the budget (etong.pipeline.budget) it is counted in etong_dead_letters_dropped,
+        and once a minute one line says how many were suppressed.
+        """
+        verdict = self._rejection_budgets[budget].take(now)
+        if verdict.report_suppressed:
+            log.warning(
+                "message_rejected_suppressed",
+                reason=budget,
+                suppressed=verdict.report_suppressed,
+                detail=f"{verdict.report_suppressed} more suppressed",
+            )
+        if not verdict.keep:
+            self.metrics.dead_letters_dropped.labels(budget).inc()
+        return verdict.keep
 
     def _decide_event(
         self, event: Event, keys: EventKeys, b: _Batch, *, retained: bool = False

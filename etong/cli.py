@@ -17,6 +17,7 @@ import orjson
 from etong import __version__
 from etong.errors import ConfigError, EtongError
 from etong.pii import mask_text
+from etong.textsafety import TOPIC_CAP, bounded_topic, for_humans
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -61,7 +62,9 @@ async def _with_store(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any
 
 
 def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    # Whatever the store holds came from the wire: masked, escaped and bounded for a person.
+    shown = for_humans(value)
+    sys.stdout.write(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -94,7 +97,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     """`etong trace EVENT_ID`: the life of one report."""
     found = asyncio.run(_with_store(args, lambda store: store.trace(args.event_id)))
     if not any(found.values()):
-        print(f"no trace of event {args.event_id}", file=sys.stderr)
+        print(f"no trace of event {bounded_topic(args.event_id)}", file=sys.stderr)
         return EXIT_ERROR
     _print_json(found)
     return EXIT_OK
@@ -111,9 +114,10 @@ def cmd_deadletters(args: argparse.Namespace) -> int:
             print("no dead letters")
         for r in rows:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
-            target = r["delivery_id"] or r["event_id"] or "-"
-            print(f"{r['id']:>6}  {when}  {r['kind']:<13} {target:<28} {r['topic']}")
-            print(f"        {r['reason']}")
+            target = for_humans(r["delivery_id"] or r["event_id"] or "-", TOPIC_CAP)
+            topic = bounded_topic(r["topic"])  # rows from before the bound was kept at rest
+            print(f"{r['id']:>6}  {when}  {r['kind']:<13} {target:<28} {topic}")
+            print(f"        {for_humans(r['reason'])}")
         return EXIT_OK
     if not args.ids and not args.all:
         print("etong deadletters replay: give dead-letter ids or --all", file=sys.stderr)

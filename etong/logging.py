@@ -1,8 +1,9 @@
 """structlog set-up: one JSON object per line on stdout (journald), PII masked everywhere.
 
-Every rendered string passes through `etong.pii.mask_text`, including exception text and
-tracebacks, so a call site cannot leak a resident id by accident. Frame locals are never
-rendered (they can hold parts of ids; DESIGN §6).
+Every rendered string passes through `etong.textsafety` (resident ids and phone numbers
+masked, control characters escaped, length bounded), including exception text and
+tracebacks, so a call site cannot leak a resident id or forge a log line by accident.
+Frame locals are never rendered (they can hold parts of ids; DESIGN §6).
 """
 
 from __future__ import annotations
@@ -15,32 +16,39 @@ from typing import Any, Literal
 import orjson
 import structlog
 
-from etong.pii import mask_text
+from etong.textsafety import TRACEBACK_CAP, bounded, for_humans
 
 LogFormat = Literal["json", "console", "auto"]
-
-
-def _mask_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return mask_text(value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, dict):
-        return {mask_text(str(k)): _mask_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_mask_value(v) for v in value]
-    if isinstance(value, bytes | bytearray):
-        return mask_text(bytes(value).decode("utf-8", "replace"))
-    # Anything else would be rendered with str() after this processor: render it now, masked.
-    return mask_text(str(value))
 
 
 def mask_personal_data(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: mask resident ids and phone numbers in every value."""
+    """structlog processor: every value made safe for a person to read (etong.textsafety).
+
+    Resident ids and phone numbers masked, line and format control characters escaped,
+    each string bounded (`VALUE_CAP`; a console traceback `TRACEBACK_CAP`, its newlines kept).
+    """
     for key, value in event_dict.items():
-        event_dict[key] = _mask_value(value)
+        if key == "exception" and isinstance(value, str):
+            event_dict[key] = bounded(value, TRACEBACK_CAP, keep_newlines=True)
+        else:
+            event_dict[key] = for_humans(value)
+    return event_dict
+
+
+def indent_traceback(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor (console format): every line of a traceback indented.
+
+    A traceback keeps its newlines on a console, so text inside it (an exception message
+    quoting a topic) could start a line that looks like a log line of its own; indented, it
+    can only read as part of the traceback.
+    """
+    exception = event_dict.get("exception")
+    if isinstance(exception, str):
+        event_dict["exception"] = "\n".join("  " + line for line in exception.split("\n"))
     return event_dict
 
 
@@ -52,6 +60,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     """Configure structlog (and the stdlib root logger) for the daemon and the CLI."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     renderer: Any
+    console_only: list[Any] = []
     if use_json:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         exc = structlog.processors.ExceptionRenderer(
@@ -60,6 +69,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         exc = structlog.processors.format_exc_info
+        console_only.append(indent_traceback)
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[
@@ -69,6 +79,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
             exc,
             # Masking runs after exception rendering so traceback text is masked too.
             mask_personal_data,
+            *console_only,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -85,10 +96,12 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
 
 
 class _MaskingFormatter(logging.Formatter):
-    """A stdlib formatter whose output (tracebacks included) is masked."""
+    """A stdlib formatter whose output (tracebacks included) is masked, escaped and bounded."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask_text(super().format(record))
+        text = bounded(super().format(record), TRACEBACK_CAP, keep_newlines=True)
+        # As on the console (indent_traceback): only a record's first line starts a line.
+        return text.replace("\n", "\n  ")
 
 
 def get_logger(name: str) -> Any:

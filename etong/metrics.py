@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+# The `reason` label of etong_dead_letters_dropped: a topic that is not an etong events or acks
+# topic, and an ack whose payload is not a valid ack.
+DEAD_LETTER_DROP_REASONS = ("bad_topic", "bad_ack")
+
 
 class Metrics:
     """Every metric the bridge exports on /metrics."""
@@ -59,6 +63,16 @@ class Metrics:
         self.reconnects = Gauge(
             "etong_broker_reconnects", "Reconnections since start", ["broker"], registry=r
         )
+        # Alerts are built on this name (docs/OPERATIONS.md): keep it.
+        self.dead_letters_dropped = Counter(
+            "etong_dead_letters_dropped",
+            "Rejections of unparseable topics or acks past the per-minute dead-letter budget: "
+            "counted, not written (etong.pipeline.budget)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in DEAD_LETTER_DROP_REASONS:  # present at 0, so increase() sees the start
+            self.dead_letters_dropped.labels(reason)
         self.store_busy_batches = Gauge(
             "etong_store_busy_batches",
             "Batches since start that found the store's write lock held by another process "
@@ -69,7 +83,7 @@ class Metrics:
     def totals(self) -> dict[str, float]:
         """Counter totals by a short name, for the daemon's periodic log summary."""
         out: dict[str, float] = {}
-        for metric in (self.messages, self.pushes, self.receipts):
+        for metric in (self.messages, self.pushes, self.receipts, self.dead_letters_dropped):
             for family in metric.collect():
                 for sample in family.samples:
                     if sample.name.endswith("_total"):

@@ -2,8 +2,9 @@
 
 `mask_text` is applied by the logging pipeline to every string it renders, including
 exception messages and validation errors that echo the input, so call sites need not
-remember to mask. The patterns are deliberately broad (any 15/18-character id-like run,
-any 11-digit mobile-like run): masking a harmless number costs nothing, leaking an id does.
+remember to mask. The patterns are deliberately broad (any run of 15 to 18 digits, any
+11-digit mobile-like run, however grouped, spaced, dotted or written full-width): masking a
+harmless number costs nothing, leaking an id does. docs/OPERATIONS.md lists the rules.
 """
 
 from __future__ import annotations
@@ -13,26 +14,37 @@ import re
 # A digit, ASCII or full-width: handhelds sometimes send full-width digits, and a log must not
 # leak them either.
 _D = "[0-9０-９]"
-# One optional separator between digit groups: people write "138 0013 8000", "138-0013-8000"
-# and "110105 19491231 002X", and the bridge accepts such phone numbers, so logs see them too.
-# '_' because ids in topics (logged) allow it: a member id "138_0013_8000" is a phone number.
-_SEP = "[-_ ]?"
-# Phones are also written "138.0013.8000", and a topic the bridge cannot parse is logged as
-# it came. Not for ids: a float such as "1764300000.123456" would look like one.
-_PHONE_SEP = "[-_. ]?"
-# 18-character resident ids (17 digits + digit/X) and legacy 15-digit ids, grouped or not.
-_ID_RE = re.compile(rf"(?<!{_D})({_D}{{6}})(?:{_SEP}{_D}){{8,11}}{_SEP}({_D}|[XxＸｘ])(?!{_D})")
-# Mainland mobile numbers (11 digits starting with 1), optionally with +86 / 86 prefix,
-# and landlines written with an area code, e.g. 0574-87654321.
+# What people (and hostile clients) put between the digits of an id or a phone number: spaces,
+# dashes, dots, underscores, slashes, in ASCII or full width, and invisible characters that
+# would otherwise split a run ("138\u200b0013..."). Up to three of them between any two digits,
+# so "138 - 0013 - 8000", "3302 1119 8809 0130 88" and "1.3.8.0.0.1.3.8.0.0.0" are all caught.
+_SEP_CHARS = (
+    r"\s"  # every Unicode space: ' ', NBSP, U+3000 ideographic space, tab, U+2028 ...
+    r"\-_./\\|·•"
+    "－＿．／｜‐‑‒–—―・"  # full-width forms and Unicode dashes
+    "\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+    "\x00-\x08\x0e-\x1f\x7f-\x9f"  # controls: invisible, and escaped in every output
+)
+_SEP = f"[{_SEP_CHARS}]{{0,3}}"
+# 18-character resident ids (17 digits + digit/X) and legacy 15-digit ids: 15 to 18 digits,
+# the last of an 18-character id possibly an X, any grouping. Deliberately broad: any 15-18
+# digit run is masked (a 16-digit float written into a message too; that costs nothing).
+_ID_RE = re.compile(rf"(?<!{_D})({_D})(?:{_SEP}{_D}){{13,16}}{_SEP}({_D}|[XxＸｘ])(?!{_D})")
+# Mainland mobile numbers (11 digits starting with 1[3-9]), optionally with a +86 / 0086 / 86
+# prefix, any grouping; and landlines written with an area code, e.g. 0574-87654321.
 _PHONE_RE = re.compile(
-    rf"(?<!{_D})(?:[+＋]?[8８][6６]{_PHONE_SEP})?"
-    rf"([1１][3-9３-９]{_D}){_PHONE_SEP}{_D}{{4}}{_PHONE_SEP}({_D}{{4}})(?!{_D})"
-    rf"|(?<!{_D})([0０]{_D}{{2,3}}){_PHONE_SEP}{_D}{{3,4}}{_PHONE_SEP}({_D}{{4}})(?!{_D})"
+    rf"(?<!{_D})(?:(?:[+＋]|[0０]{_SEP}[0０])?{_SEP}[8８]{_SEP}[6６]{_SEP})?"
+    rf"([1１]){_SEP}[3-9３-９](?:{_SEP}{_D}){{9}}(?!{_D})"
+    rf"|(?<!{_D})([0０]{_D}{{2,3}}){_SEP}{_D}{{3,4}}{_SEP}({_D}{{4}})(?!{_D})"
 )
 
 
 _DIGIT_RE = re.compile(_D)
 _MIN_DIGITS = 10
+# A dotted IPv4 address ("172.18.100.201", a broker's host in a log line) has the digits of a
+# phone number spelt with dots; it is left alone. No phone is written as four 0-255 groups.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 def _mask_id(match: re.Match[str]) -> str:
@@ -42,6 +54,8 @@ def _mask_id(match: re.Match[str]) -> str:
 
 def _mask_phone(match: re.Match[str]) -> str:
     whole = match.group(0)
+    if _IPV4_RE.fullmatch(whole):
+        return whole
     return whole[:3] + "*" * (len(whole) - 5) + whole[-2:]
 
 
