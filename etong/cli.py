@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from etong import __version__
-from etong.errors import ConfigError, EtongError, StoreRefusedError
+from etong.errors import ConfigError, EtongError, StoreCorruptError, StoreRefusedError
 from etong.pii import mask_text
 
 EXIT_OK = 0
@@ -125,13 +125,17 @@ def _daemon_readiness(settings: Any) -> tuple[str, bool]:
 def cmd_status(args: argparse.Namespace) -> int:
     """`etong status`: what the store holds, whether it is intact, and the daemon's readiness."""
     settings = _load(args)
-    problems, counts = asyncio.run(_with_store(args, _store_health))
+    try:
+        problems, counts = asyncio.run(_with_store(args, _store_health))
+    except StoreCorruptError as exc:  # so damaged that opening it failed
+        problems, counts = [str(exc)], {}
     ready, answered = _daemon_readiness(settings)
+    lines = [line for problem in problems for line in problem.splitlines() if line.strip()]
     store_line = (
         "intact (quick_check ok)"
         if not problems
         else "FAILED its integrity check: "
-        + "; ".join(problems[:3])
+        + "; ".join(lines[:4])
         + " - the daemon refuses it; restore a backup (docs/OPERATIONS.md)"
     )
     if args.json:

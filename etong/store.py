@@ -953,7 +953,8 @@ def _has_free_space(directory: Path) -> bool:
 
 def damaged_store_message(path: Path, problems: Sequence[str]) -> str:
     """What an operator reads when the store fails its integrity check: what, and what to do."""
-    shown = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+    lines = [line for problem in problems for line in problem.splitlines() if line.strip()]
+    shown = "; ".join(lines[:4]) + (f" (+{len(lines) - 4} more)" if len(lines) > 4 else "")
     return (
         f"store {path} failed its integrity check: {shown}. etong will not run on a damaged "
         "store (a write to a bad page can lose what it holds). Stop here: move the damaged "
