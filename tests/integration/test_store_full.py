@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ from etong.errors import StoreFullError
 from etong.pipeline.keys import Keyer
 from etong.roster import load_roster
 from etong.simulate import make_event
-from etong.store import BatchWrite, Store
+from etong.store import BatchWrite, Store, _translate_write_error
 from tests.integration.conftest import FakeClock, make_settings
 from tests.smallfs import MountNotPermittedError, SmallFilesystem, mount_small_fs
 
@@ -172,3 +174,35 @@ async def test_a_failed_write_gives_back_the_puback_records_it_took(
         assert bridge._published_receipts == [1, 1]
         assert bridge.store.full is not None
         filler.free()
+
+
+def _io_error(code: int) -> sqlite3.OperationalError:
+    exc = sqlite3.OperationalError("disk I/O error")
+    exc.sqlite_errorcode = code
+    return exc
+
+
+def test_an_io_error_counts_as_full_only_while_the_filesystem_has_no_space(
+    store_dir: tuple[Path, SmallFilesystem | None],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shm_size = sqlite3.SQLITE_IOERR | (19 << 8)  # SQLITE_IOERR_SHMSIZE: ENOSPC growing -shm
+    on_free_disk = _translate_write_error(tmp_path / "etong.db", _io_error(shm_size))
+    assert isinstance(on_free_disk, sqlite3.OperationalError)  # a failing disk: stays an error
+
+    directory, fs = store_dir
+    if fs is not None:
+        fs.fill()
+    else:  # no tmpfs to fill here: the filesystem says it has no space left
+        real_statvfs = os.statvfs
+
+        def no_space(path: Any) -> os.statvfs_result:
+            st = real_statvfs(path)
+            return os.statvfs_result((*st[:4], 0, *st[5:]))  # f_bavail = 0
+
+        monkeypatch.setattr(os, "statvfs", no_space)
+    full = _translate_write_error(directory / "etong.db", _io_error(shm_size))
+    assert isinstance(full, StoreFullError) and full.detail.startswith("no space left; ")
+    full_code = _translate_write_error(tmp_path / "etong.db", _io_error(sqlite3.SQLITE_FULL))
+    assert isinstance(full_code, StoreFullError) and str(full_code).endswith("(no space left)")
