@@ -499,12 +499,12 @@ class Store:
             store._next_receipt_id = int(rows[0][0]) + 1
             store.first_receipt_id_of_run = store._next_receipt_id
         except sqlite3.Error as exc:
-            await conn.close()
+            await store.close()  # the connection, and the lock file if taken
             if exc.sqlite_errorcode in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
                 raise StoreCorruptError(damaged_store_message(path, [str(exc)])) from exc
             raise StoreError(f"cannot prepare store {path}: {exc}") from exc
         except BaseException:
-            await conn.close()
+            await store.close()
             raise
         return store
 

@@ -65,6 +65,13 @@ def test_a_store_with_damaged_pages_is_refused_at_open_with_what_to_do(tmp_path:
     message = str(refused.value)
     assert "failed its integrity check" in message and "On tree page" in message
     assert "restore the latest backup" in message and "Backup and restore" in message
+    # The refusal let go of the lock file: the restored store can be opened at once.
+    asyncio.run(_open_and_close(path))
+
+
+async def _open_and_close(path: Path) -> None:
+    store = await Store.open(path, exclusive=True)
+    await store.close()
 
 
 def test_etong_run_refuses_a_damaged_store_with_exit_3_and_writes_nothing(
