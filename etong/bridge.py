@@ -41,6 +41,7 @@ from etong.delivery import (
     receipt_payload,
     report_state,
 )
+from etong.errors import StoreFullError
 from etong.logging import get_logger
 from etong.metrics import DEAD_LETTER_DROP_REASONS, Metrics
 from etong.models import Ack, Event, ReceiptStatus
@@ -87,6 +88,10 @@ RECEIPT_STATUSES: tuple[str, ...] = get_args(ReceiptStatus)
 # and officers' terminals (and the broker) should get them as a stream, not a wall.
 RESEND_RATE_PER_S = 500.0
 IDLE_FLUSH_S = 0.5
+# A write refused for lack of space is retried after 1 s, then 2, 4 ... at most 30 s apart:
+# soon enough to resume promptly when space returns, rare enough to cost nothing meanwhile.
+STORE_FULL_RETRY_FIRST_S = 1.0
+STORE_FULL_RETRY_MAX_S = 30.0
 SCHEDULER_MAX_SLEEP_S = 5.0
 
 
@@ -175,6 +180,8 @@ class Bridge:
         self._scheduler_target: float = 0.0
         self._lock = asyncio.Lock()
         self._accepting = True
+        self._stopping = asyncio.Event()  # set by stop_accepting; ends a store-full wait
+        self._store_full_reported = False  # the state of the store we last logged
         self._paused: list[Broker] = []  # listener connections we stopped reading from
         # PUBACKs seen since the last transaction, recorded by the next one.
         self._published_receipts: list[int] = []
@@ -203,6 +210,7 @@ class Bridge:
     def stop_accepting(self) -> None:
         """Stop taking new batches (SIGTERM); messages not yet taken stay unacked at the broker."""
         self._accepting = False
+        self._stopping.set()
         self._wake_ingest.set()
 
     async def ingest_loop(self) -> None:
@@ -214,21 +222,78 @@ class Bridge:
                     await asyncio.wait_for(self._wake_ingest.wait(), IDLE_FLUSH_S)
                 if not self._queue:
                     if self._published_receipts or self._published_pushes:
-                        await self.process_batch([])  # record PUBACKs while idle
+                        await self._commit_batch([])  # record PUBACKs while idle
                     continue
             if not self._accepting:
                 break
             if self._outbound_backlog() > MAX_UNCONFIRMED_PUBLISHES:
                 await self._wait_for_outbound()
-            await self.process_batch(self._take_batch())
+            await self._commit_batch(self._take_batch())
             self._resume_reading_if_drained()
 
+    async def _commit_batch(self, batch: list[InboundMessage]) -> bool:
+        """`process_batch`, retried with a capped backoff while the store is full.
+
+        Returns False when a stop came first; the batch is then back at the head of the
+        queue, unacknowledged. Meanwhile later messages queue behind it in arrival order, and
+        past MAX_QUEUED_INBOUND reading pauses: the backlog waits at the broker, unacked.
+        """
+        delay = STORE_FULL_RETRY_FIRST_S
+        while True:
+            self._buckets.mark()
+            try:
+                await self.process_batch(batch)
+            except StoreFullError:
+                self._buckets.undo()  # the retry parses the batch again: charge it once
+                self._report_store_state()
+                if not await self._wait_unless_stopping(delay):
+                    self._queue.extendleft(reversed(batch))
+                    return False
+                delay = min(delay * 2, STORE_FULL_RETRY_MAX_S)
+                continue
+            self._report_store_state()
+            return True
+
+    async def _wait_unless_stopping(self, seconds: float) -> bool:
+        """Sleep `seconds`, or less if a stop is requested; True when not stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return not self._stopping.is_set()
+
+    def _report_store_state(self) -> None:
+        """Log and export a change between full and writable: once per change, not per batch."""
+        full = self.store.full
+        if (full is not None) == self._store_full_reported:
+            return
+        self._store_full_reported = full is not None
+        self.metrics.store_full.set(1 if full is not None else 0)
+        if full is not None:
+            log.error(
+                "store_full",
+                path=str(self.store.path),
+                detail=full.detail,
+                effect="reports wait unacknowledged at the broker; retrying until space returns",
+            )
+        else:
+            log.info("store_writable", path=str(self.store.path), effect="taking reports again")
+
     async def drain(self, deadline: float) -> None:
-        """Process what is already queued (graceful stop), until empty or `deadline`."""
+        """Process what is already queued (graceful stop), until empty or `deadline`.
+
+        A full store ends the drain: what is left stays unacknowledged at the broker, which
+        sends it again to the next run.
+        """
         while self._queue and time.monotonic() < deadline:
-            await self.process_batch(self._take_batch())
+            batch = self._take_batch()
+            try:
+                await self.process_batch(batch)
+            except StoreFullError:
+                self._queue.extendleft(reversed(batch))
+                self._report_store_state()
+                return
         if self._published_receipts or self._published_pushes:
-            await self.process_batch([])
+            with contextlib.suppress(StoreFullError):  # unrecorded PUBACKs: published again
+                await self.process_batch([])
 
     def _outbound_backlog(self) -> int:
         brokers = {id(b): b for b in (self.grid_broker, self.officer_broker)}
@@ -266,7 +331,7 @@ class Bridge:
             write, outbox = b.write, b.outbox
             write.published_receipts, self._published_receipts = self._published_receipts, []
             write.published_pushes, self._published_pushes = self._published_pushes, []
-            receipt_ids = await self.store.write(write, now)
+            receipt_ids = await self._write(write, now)
         # Committed: now, and only now, tell the broker we have these messages.
         for msg in batch:
             msg.source.ack(msg)
@@ -280,6 +345,15 @@ class Bridge:
             done = time.monotonic()
             for msg in batch:
                 self.metrics.ingest_latency.observe(done - msg.received_at)
+
+    async def _write(self, write: BatchWrite, now: float) -> list[int]:
+        """`store.write`; if it fails, the PUBACK records it took go back for the next one."""
+        try:
+            return await self.store.write(write, now)
+        except BaseException:
+            self._published_receipts[:0] = write.published_receipts
+            self._published_pushes[:0] = write.published_pushes
+            raise
 
     # ---- pure stages that need no store -------------------------------------------------
 
@@ -763,8 +837,19 @@ class Bridge:
             log.info("republished_unconfirmed", pushes=pushes, receipts=receipts)
         rate_tokens = RESEND_RATE_PER_S
         last = time.monotonic()
+        full_delay = STORE_FULL_RETRY_FIRST_S
         while True:
-            sent = await self.run_due()
+            try:
+                sent = await self.run_due()
+            except StoreFullError:
+                # Nothing was published (publishing follows the commit): the same deliveries
+                # are due again at the next try.
+                self._report_store_state()
+                await asyncio.sleep(full_delay)
+                full_delay = min(full_delay * 2, STORE_FULL_RETRY_MAX_S)
+                continue
+            full_delay = STORE_FULL_RETRY_FIRST_S
+            self._report_store_state()
             mono = time.monotonic()
             rate_tokens = min(RESEND_RATE_PER_S, rate_tokens + (mono - last) * RESEND_RATE_PER_S)
             last = mono
@@ -805,7 +890,7 @@ class Bridge:
                         attempt=step.delivery.attempt,
                         escalated_from=step.escalated_from,
                     )
-            receipt_ids = await self.store.write(write, now)
+            receipt_ids = await self._write(write, now)
         self._publish_outbox(outbox, receipt_ids)
         return len(due)
 

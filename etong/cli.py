@@ -1,5 +1,9 @@
-"""The `etong` command line (DESIGN §5). Exit codes: 0 success, 2 bad usage or invalid
-config, 1 anything else."""
+"""The `etong` command line (DESIGN §5).
+
+Exit codes: 0 success, 1 anything else, 2 bad usage or an invalid or missing config file,
+3 `run`: the store was refused (damaged, or vanished; restarting cannot fix either) and
+`status`: the daemon does not answer (LSB's "program is not running").
+"""
 
 from __future__ import annotations
 
@@ -15,20 +19,44 @@ from typing import Any
 import orjson
 
 from etong import __version__
-from etong.errors import ConfigError, EtongError
+from etong.errors import ConfigError, EtongError, StoreCorruptError, StoreRefusedError
 from etong.pii import mask_text
 from etong.textsafety import TOPIC_CAP, bounded_topic, for_humans
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_STORE_REFUSED = 3  # `run`: systemd's RestartPreventExitStatus lists it
+EXIT_NOT_RUNNING = 3  # `status`: LSB init-script convention for "program is not running"
 DEFAULT_CONFIG = Path(os.environ.get("ETONG_CONFIG", "/etc/etong/etong.toml"))
+
+
+class MissingConfigError(EtongError):
+    """The config file a verb needs does not exist (exit 2, like an invalid one)."""
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    """The config file of this command, which must exist; the error says how to name one."""
+    path = Path(args.config).absolute()
+    if not path.exists():
+        if args.config != str(DEFAULT_CONFIG):
+            origin = "given with --config"
+        elif "ETONG_CONFIG" in os.environ:
+            origin = "from ETONG_CONFIG"
+        else:
+            origin = "the default"
+        raise MissingConfigError(
+            f"config file {path} ({origin}) does not exist; point at one with "
+            "--config PATH or the ETONG_CONFIG environment variable "
+            "(config/etong.toml in the source is an example)"
+        )
+    return path
 
 
 def _load(args: argparse.Namespace) -> Any:
     from etong.config import load_settings
 
-    return load_settings(Path(args.config).absolute())
+    return load_settings(_config_path(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -38,14 +66,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     configure_logging(settings.log.level, settings.log.format)
-    return run_daemon(settings)
+    return run_daemon(settings, new_store=args.new_store)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """`etong check-config`: every problem of the config and roster, or a summary."""
     from etong.commands import check_config
 
-    return check_config.run(Path(args.config))
+    return check_config.run(_config_path(args))
 
 
 async def _with_store(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
@@ -67,29 +95,73 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    """`etong status`: what the store holds, and whether the daemon says it is ready."""
-    settings = _load(args)
-    counts = asyncio.run(_with_store(args, lambda store: store.counts()))
-    ready = "http endpoint off"
-    if settings.http.enabled:
-        import urllib.error
-        import urllib.request
+async def _store_health(store: Any) -> tuple[list[str], dict[str, int]]:
+    """The store's integrity problems ([] when intact) and its counts (what can be read)."""
+    import sqlite3
 
-        url = f"http://{settings.http.host}:{settings.http.port}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                ready = resp.read().decode().strip()
-        except urllib.error.HTTPError as exc:
-            ready = exc.read().decode().strip() or f"HTTP {exc.code}"
-        except OSError as exc:
-            ready = f"not running? ({exc})"
+    problems: list[str] = await store.integrity_problems()
+    try:
+        counts: dict[str, int] = await store.counts()
+    except sqlite3.DatabaseError as exc:
+        problems.append(f"counting rows failed: {exc}")
+        counts = {}
+    return problems, counts
+
+
+def _daemon_readiness(settings: Any) -> tuple[str, bool]:
+    """What the daemon's /readyz says, and whether it answered at all."""
+    if not settings.http.enabled:
+        return "http endpoint off (cannot tell whether the daemon runs)", True
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{settings.http.host}:{settings.http.port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.read().decode().strip(), True
+    except urllib.error.HTTPError as exc:  # it answered: not ready (503 says why)
+        return exc.read().decode().strip() or f"HTTP {exc.code}", True
+    except OSError as exc:
+        return f"not running? ({exc})", False
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`etong status`: what the store holds, whether it is intact, and the daemon's readiness."""
+    settings = _load(args)
+    try:
+        problems, counts = asyncio.run(_with_store(args, _store_health))
+    except StoreCorruptError as exc:  # so damaged that opening it failed
+        problems, counts = [str(exc)], {}
+    ready, answered = _daemon_readiness(settings)
+    lines = [line for problem in problems for line in problem.splitlines() if line.strip()]
+    store_line = (
+        "intact (quick_check ok)"
+        if not problems
+        else "FAILED its integrity check: "
+        + "; ".join(lines[:4])
+        + " - the daemon refuses it; restore a backup (docs/OPERATIONS.md)"
+    )
     if args.json:
-        _print_json({"daemon": ready, **counts})
-        return EXIT_OK
-    print(f"daemon:          {ready}")
-    for key in sorted(counts):
-        print(f"{key + ':':<24} {counts[key]}")
+        _print_json(
+            {"daemon": ready, "daemon_answered": answered, "store_problems": problems, **counts}
+        )
+    else:
+        print(f"daemon:          {ready}")
+        print(f"store:           {mask_text(store_line)}")
+        for key in sorted(counts):
+            print(f"{key + ':':<24} {counts[key]}")
+    if not answered:
+        return EXIT_NOT_RUNNING
+    return EXIT_ERROR if problems else EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """`etong backup --out FILE`: an online copy of the store, checked after copying."""
+    from etong.store import backup_store
+
+    settings = _load(args)
+    backup_store(settings.store.path, Path(args.out))
+    print(f"backed up {settings.store.path} to {args.out} (integrity check of the copy: ok)")
     return EXIT_OK
 
 
@@ -181,10 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    verb("run", cmd_run, "run the bridge daemon in the foreground")
+    p = verb("run", cmd_run, "run the bridge daemon in the foreground")
+    p.add_argument(
+        "--new-store",
+        action="store_true",
+        help="create an empty store even though an earlier one left its key or lock file "
+        "(the store was lost and starting over is intended)",
+    )
+    p.epilog = "exit codes: 0 stopped, 1 error, 2 invalid config, 3 store refused (damaged or gone)"
     verb("check-config", cmd_check_config, "check the config and roster; exit 2 when invalid")
-    p = verb("status", cmd_status, "store counts and the daemon's readiness")
+    p = verb("status", cmd_status, "store counts, its integrity and the daemon's readiness")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.epilog = (
+        "exit codes: 0 the daemon answered and the store is intact, 1 the store failed its "
+        "integrity check (or another error), 2 invalid or missing config, 3 the daemon does "
+        "not answer on its http endpoint (LSB: not running; the counts are printed anyway)"
+    )
+    p = verb("backup", cmd_backup, "copy the store to a new file, safely while the daemon runs")
+    p.add_argument("--out", required=True, help="the backup file to create (must not exist)")
     p = verb("trace", cmd_trace, "everything known about one report")
     p.add_argument("event_id")
     p = verb("deadletters", cmd_deadletters, "list or replay dead letters")
@@ -226,6 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_USAGE
+    except MissingConfigError as exc:
+        print(f"etong: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreRefusedError as exc:
+        print(f"etong: {mask_text(str(exc))}", file=sys.stderr)
+        return EXIT_STORE_REFUSED
     except EtongError as exc:
         print(f"etong: {mask_text(str(exc))}", file=sys.stderr)
         return EXIT_ERROR

@@ -3,7 +3,11 @@
     EtongError
     ├── ConfigError      invalid configuration or roster; carries every problem found (exit 2)
     ├── BrokerError      the MQTT broker refused us or could not be reached
-    └── StoreError       the SQLite store could not be opened or migrated
+    └── StoreError       the SQLite store could not be opened, migrated or written
+        ├── StoreFullError     a write was refused for lack of space (the daemon waits)
+        └── StoreRefusedError  the daemon will not run on this store (exit 3)
+            ├── StoreCorruptError  it failed its integrity check
+            └── StoreMissingError  it vanished where one existed before
 
 A bad *message* is never an exception that escapes: validation turns it into a
 `Rejection` value (see `etong.pipeline.validate`), which becomes a `rejected` receipt.
@@ -33,3 +37,28 @@ class BrokerError(EtongError):
 
 class StoreError(EtongError):
     """The store could not be opened, migrated or written."""
+
+
+class StoreFullError(StoreError):
+    """A write was refused because the store's filesystem (or SQLite's page limit) is full.
+
+    Nothing of the failed transaction was kept; the same work can be retried once there is
+    space again (the bridge does, with a capped backoff).
+    """
+
+    def __init__(self, path: object, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"store full: {path} ({detail})")
+
+
+class StoreRefusedError(StoreError):
+    """The daemon will not run on this store; restarting cannot fix it (exit code 3)."""
+
+
+class StoreCorruptError(StoreRefusedError):
+    """The store failed its integrity check (or is not an SQLite database at all)."""
+
+
+class StoreMissingError(StoreRefusedError):
+    """The store file is gone while the files that live beside it (key, lock) remain."""

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -383,8 +383,10 @@ class LocalBridge:
         python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
         monitor_url: str | None = None,
+        run_args: Sequence[str] = (),
     ) -> None:
         self.config_path = Path(config_path)
+        self.run_args = list(run_args)  # extra `etong run` options, e.g. --new-store
         self.log_path = log_path or self.config_path.with_name("etong.log")
         self.python = python
         self.extra_env = dict(extra_env or {})
@@ -445,8 +447,9 @@ class LocalBridge:
         with self.log_path.open("ab") as log:
             log.write(f"\n=== etong run, start #{self.starts} ===\n".encode())
             log.flush()
+            command = [self.python, "-m", "etong", "run", "--config", str(self.config_path)]
             self._process = subprocess.Popen(
-                [self.python, "-m", "etong", "run", "--config", str(self.config_path)],
+                [*command, *self.run_args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

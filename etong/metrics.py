@@ -80,6 +80,12 @@ class Metrics:
             registry=r,
         )
 
+        self.store_full = Gauge(
+            "etong_store_full",
+            "1 while the store refuses writes for lack of space (reports wait at the broker)",
+            registry=r,
+        )
+
     def totals(self) -> dict[str, float]:
         """Counter totals by a short name, for the daemon's periodic log summary."""
         out: dict[str, float] = {}

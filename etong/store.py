@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from etong.errors import StoreError
+from etong.errors import StoreCorruptError, StoreError, StoreFullError, StoreMissingError
 
 SCHEMA_VERSION = 2
 
@@ -487,14 +487,26 @@ class Store:
         self._closed = False
         self.busy_batches = 0
         """Batches that found the write lock taken by another process and went to the thread."""
+        self.full: StoreFullError | None = None
+        """Set while the last write transaction failed for lack of space; None once one commits."""
 
     @classmethod
-    async def open(cls, path: Path, *, synchronous: str = "FULL", exclusive: bool = False) -> Store:
+    async def open(
+        cls,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        exclusive: bool = False,
+        check_integrity: bool = False,
+    ) -> Store:
         """Open (creating with mode 0600 if needed) and migrate the store at `path`.
 
         `exclusive` (the daemon): hold a lock file so a second daemon on the same store fails
         at once instead of double-sending. CLI verbs open without it and only read, or make
         small changes (replay, purge) that SQLite's own locking serialises.
+
+        `check_integrity` (the daemon): run `PRAGMA quick_check` first and raise
+        `StoreCorruptError` on a damaged store, before anything is written to it.
         """
         if not callable(getattr(aiosqlite.Connection, "_execute", None)):
             # See `_run_in_db_thread`: fail at start-up, naming the cause, not at the first
@@ -516,15 +528,19 @@ class Store:
                 store._take_writer_lock()
             store._synchronous = synchronous
             await store._configure(synchronous)
+            if check_integrity:
+                await store._refuse_if_damaged()
             await store._migrate()
             rows = list(await conn.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM receipts"))
             store._next_receipt_id = int(rows[0][0]) + 1
             store.first_receipt_id_of_run = store._next_receipt_id
         except sqlite3.Error as exc:
-            await conn.close()
+            await store.close()  # the connection, and the lock file if taken
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise StoreCorruptError(damaged_store_message(path, [str(exc)])) from exc
             raise StoreError(f"cannot prepare store {path}: {exc}") from exc
         except BaseException:
-            await conn.close()
+            await store.close()
             raise
         return store
 
@@ -535,10 +551,21 @@ class Store:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:  # a failed COMMIT may leave it open
+                    await self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._write_failed(exc) from exc
                 raise
-            await self._conn.execute("COMMIT")
+            self.full = None
+
+    def _write_failed(self, exc: sqlite3.Error) -> Exception:
+        """The error to raise for a failed write transaction; remembers a full store."""
+        translated = _translate_write_error(self.path, exc)
+        if isinstance(translated, StoreFullError):
+            self.full = translated
+        return translated
 
     @property
     def closed(self) -> bool:
@@ -561,8 +588,29 @@ class Store:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    async def integrity_problems(self, limit: int = 20) -> list[str]:
+        """What `PRAGMA quick_check` finds wrong with the store, at most `limit`; [] if intact.
+
+        quick_check, not integrity_check: it reads every page and checks every b-tree's
+        structure but skips comparing each index with its table, which is most of the cost
+        (measured on bench/pending.py's 200,000-delivery store: docs/BENCHMARKS.md).
+        The file is read through once first: the check visits pages in b-tree order, which
+        on a cold page cache is random I/O (8.9 s there against 1.0 s after a sequential read).
+        """
+        await asyncio.to_thread(_read_ahead, self.path)
+        try:
+            rows = await self._conn.execute_fetchall(f"PRAGMA quick_check({int(limit)})")
+        except sqlite3.DatabaseError as exc:  # damage can stop the check itself
+            return [str(exc)]
+        found = [str(row[0]) for row in rows]
+        return [] if found == ["ok"] else found
+
+    async def _refuse_if_damaged(self) -> None:
+        if problems := await self.integrity_problems():
+            raise StoreCorruptError(damaged_store_message(self.path, problems))
+
     def _take_writer_lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        lock_path = lock_file_of(self.path)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -639,7 +687,11 @@ class Store:
             range(self._next_receipt_id, self._next_receipt_id + len(batch.receipts))
         )
         async with self._tx_lock:
-            await self._run_batch(_write_batch, batch, now, receipt_ids)
+            try:
+                await self._run_batch(_write_batch, batch, now, receipt_ids)
+            except sqlite3.Error as exc:
+                raise self._write_failed(exc) from exc
+        self.full = None
         self._next_receipt_id += len(receipt_ids)
         return receipt_ids
 
@@ -929,6 +981,107 @@ class Store:
             cur = await self._conn.execute("DELETE FROM receipts WHERE created_at < ?", (before,))
             counts["receipts"] += cur.rowcount
         return counts
+
+
+def _translate_write_error(path: Path, exc: sqlite3.Error) -> Exception:
+    """The error a failed write raises: StoreFullError when it failed for lack of space.
+
+    SQLITE_FULL is SQLite's own "database or disk is full" (ENOSPC on the database or WAL
+    file, or `max_page_count` reached). SQLITE_IOERR is counted as full only when the
+    filesystem really has no space left for us (statvfs): ENOSPC surfaces as an I/O error
+    where SQLite grows the -shm file (SQLITE_IOERR_SHMSIZE) or where an fsync reports the
+    delayed allocation failing (SQLITE_IOERR_FSYNC). Any other I/O error is a failing disk,
+    not a full one, and stays an error the daemon stops on.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    base = code & 0xFF if isinstance(code, int) else None
+    if base == sqlite3.SQLITE_FULL:
+        return StoreFullError(path, "no space left")
+    if base == sqlite3.SQLITE_IOERR and not _has_free_space(path.parent):
+        return StoreFullError(path, f"no space left; {exc}")
+    return exc
+
+
+MIN_FREE_BYTES = 1 << 20
+"""Below this much space available to us, an I/O error on the store counts as 'full'."""
+
+
+def _has_free_space(directory: Path) -> bool:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return True  # cannot tell: do not turn a real I/O error into a wait
+    return st.f_bavail * st.f_frsize >= MIN_FREE_BYTES
+
+
+def _read_ahead(path: Path) -> None:
+    """Read the file at `path` sequentially, so what reads it next finds it in the page cache."""
+    chunk = bytearray(1 << 20)
+    with path.open("rb", buffering=0) as fh:
+        while fh.readinto(chunk):
+            pass
+
+
+def damaged_store_message(path: Path, problems: Sequence[str]) -> str:
+    """What an operator reads when the store fails its integrity check: what, and what to do."""
+    lines = [line for problem in problems for line in problem.splitlines() if line.strip()]
+    shown = "; ".join(lines[:4]) + (f" (+{len(lines) - 4} more)" if len(lines) > 4 else "")
+    return (
+        f"store {path} failed its integrity check: {shown}. etong will not run on a damaged "
+        "store (a write to a bad page can lose what it holds). Stop here: move the damaged "
+        "file aside (keep it for analysis) and restore the latest backup to this path; see "
+        "docs/OPERATIONS.md, 'Backup and restore'"
+    )
+
+
+def lock_file_of(path: Path) -> Path:
+    """The daemon's lock file beside the store at `path` (created at first start, kept)."""
+    return path.with_name(path.name + ".lock")
+
+
+def refuse_vanished_store(path: Path, key_file: Path, *, allow_new: bool) -> None:
+    """Raise StoreMissingError when the store at `path` is gone but an earlier one left traces.
+
+    The daemon creates the store, its lock file and (by default beside them) the PII key at
+    its first start; none of them is ever deleted by etong. A missing store next to a key or
+    lock file was deleted, lost with a disk, or the config points at the wrong path: creating
+    an empty store there would silently drop every pending delivery and the whole history.
+    `allow_new` (`etong run --new-store`) is the operator saying an empty store is intended.
+    """
+    if allow_new or path.exists():
+        return
+    traces = [p for p in (key_file, lock_file_of(path)) if p.exists()]
+    if traces:
+        raise StoreMissingError(
+            f"store {path} does not exist, but {' and '.join(map(str, traces))} of an earlier "
+            "store do: it was deleted or lost, or store.path points at the wrong place. "
+            "Restore the store from a backup (docs/OPERATIONS.md, 'Backup and restore'), or, "
+            "to start over with an empty store on purpose, start once with "
+            "`etong run --new-store`"
+        )
+
+
+def backup_store(path: Path, out: Path) -> None:
+    """Copy the store at `path` to the new file `out` with SQLite's online backup, then
+    check the copy. Safe while the daemon runs (WAL readers never block its writer)."""
+    if not path.exists():
+        raise StoreError(f"no store at {path}")
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot create backup {out}: {exc}") from exc
+    os.close(fd)
+    try:
+        source = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+        with contextlib.closing(source) as src, contextlib.closing(sqlite3.connect(out)) as dest:
+            src.backup(dest)
+            found = [str(r[0]) for r in dest.execute("PRAGMA quick_check(5)")]
+    except sqlite3.Error as exc:
+        out.unlink(missing_ok=True)
+        raise StoreError(f"backup of {path} to {out} failed: {exc}") from exc
+    if found != ["ok"]:
+        out.unlink()  # a damaged copy must not pass for a backup
+        raise StoreCorruptError(damaged_store_message(path, found))
 
 
 def _create_private(path: Path) -> None:

@@ -1,0 +1,208 @@
+"""A full disk: the bridge stops taking reports, says so once, and resumes with nothing lost.
+
+The store lives on a real tmpfs of a few MiB that the test fills (tests/smallfs.py), so the
+error is SQLite's own SQLITE_FULL from ENOSPC. Where mounting is not permitted the store's
+connections get `PRAGMA max_page_count` set to the store's current size instead, which makes
+SQLite refuse the next page with the same SQLITE_FULL on the same real file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from structlog.testing import capture_logs
+
+from etong.bridge import Bridge
+from etong.brokers.fake import FakeBroker
+from etong.errors import StoreFullError
+from etong.pipeline.keys import Keyer
+from etong.roster import load_roster
+from etong.simulate import make_event
+from etong.store import BatchWrite, Store, _translate_write_error
+from tests.integration.conftest import FakeClock, make_settings
+from tests.smallfs import MountNotPermittedError, SmallFilesystem, mount_small_fs
+
+WAIT_S = 20.0
+
+
+class Filler(Protocol):
+    def fill(self) -> None: ...
+    def free(self) -> None: ...
+
+
+class PageLimit:
+    """The fall-back 'full disk': SQLite's page limit at the store's current size."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _set(self, pages: int) -> None:
+        # The limit is per connection: the loop's own is the one batches write through.
+        self.store._direct_connection().execute(f"PRAGMA max_page_count={pages}")
+
+    def fill(self) -> None:
+        self._set(int(self.store._direct_connection().execute("PRAGMA page_count").fetchone()[0]))
+
+    def free(self) -> None:
+        self._set(2**31 - 2)
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Iterator[tuple[Path, SmallFilesystem | None]]:
+    try:
+        with mount_small_fs(8) as fs:
+            yield fs.path, fs
+    except MountNotPermittedError:
+        yield tmp_path, None
+
+
+async def _wait_for(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(directory: Path) -> AsyncIterator[tuple[Bridge, FakeBroker]]:
+    settings = make_settings(directory, limits={"member_rate_per_min": 30})
+    store = await Store.open(settings.store.path)
+    broker = FakeBroker()
+    bridge = Bridge(
+        settings,
+        load_roster(settings.roster.path),
+        store,
+        Keyer(b"k" * 32),
+        grid_broker=broker,
+        officer_broker=broker,
+        rng=random.Random(7),
+        clock=FakeClock(),
+    )
+    await broker.start(bridge.on_message, [])
+    tasks = [
+        asyncio.create_task(bridge.ingest_loop()),
+        asyncio.create_task(bridge.scheduler_loop()),
+    ]
+    try:
+        yield bridge, broker
+    finally:
+        bridge.stop_accepting()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()
+
+
+def _reports(n: int) -> list[dict[str, Any]]:
+    rng = random.Random(11)
+    return [make_event("ZS-017", "g-0231", rng=rng, persons=1 + i % 2) for i in range(n)]
+
+
+def _events_topic() -> str:
+    return "etong/v1/grid/ZS-017/member/g-0231/events"
+
+
+async def test_full_store_pauses_ingest_reports_once_and_resumes_with_nothing_lost(
+    store_dir: tuple[Path, SmallFilesystem | None],
+) -> None:
+    directory, fs = store_dir
+    async with running_bridge(directory) as (bridge, broker):
+        filler: Filler = fs if fs is not None else PageLimit(bridge.store)
+        before = _reports(3)
+        mids = [broker.inject(_events_topic(), e) for e in before]
+        await _wait_for(lambda: len(broker.acked) == 3, "the first reports")
+        await _wait_for(lambda: not bridge._published_receipts, "their PUBACKs recorded")
+
+        with capture_logs() as logs:
+            filler.fill()
+            # Sixteen reports of one member (its limit is 30 a minute): retried batches
+            # must not charge the rate limit again, or some would come back `rejected`.
+            during = _reports(19)[3:]
+            mids += [broker.inject(_events_topic(), e) for e in during]
+            await _wait_for(lambda: bridge.store.full is not None, "the store to be full")
+            await _wait_for(lambda: bridge.metrics.store_full._value.get() == 1, "the gauge")
+            assert len(broker.acked) == 3, "nothing is acknowledged before its commit"
+            filler.free()
+            await _wait_for(lambda: len(broker.acked) == 19, "the reports after space returned")
+            await _wait_for(lambda: bridge.metrics.store_full._value.get() == 0, "gauge back")
+
+        assert broker.acked == mids  # all of them, in arrival order
+        events = [e for e in logs if e["event"] in ("store_full", "store_writable")]
+        assert [e["event"] for e in events] == ["store_full", "store_writable"], events
+        assert events[0]["detail"].startswith("no space left")
+        receipts = broker.on("/grid/ZS-017/member/g-0231/receipts")
+        assert sorted(r["event_id"] for r in receipts) == sorted(
+            str(e["event_id"]) for e in before + during
+        )
+        assert {r["status"] for r in receipts} == {"accepted"}
+        counts = await bridge.store.counts()
+        assert counts["events"] == 19 and counts["deliveries_pending"] == 19
+        await _wait_for(lambda: not bridge._published_receipts, "PUBACKs recorded again")
+        rows = await bridge.store._conn.execute_fetchall(
+            "SELECT COUNT(*) FROM receipts WHERE published = 0"
+        )
+        assert next(iter(rows))[0] == 0  # every PUBACK, even those of the failed tries, recorded
+
+
+async def test_a_failed_write_gives_back_the_puback_records_it_took(
+    store_dir: tuple[Path, SmallFilesystem | None],
+) -> None:
+    directory, fs = store_dir
+    async with running_bridge(directory) as (bridge, broker):
+        filler: Filler = fs if fs is not None else PageLimit(bridge.store)
+        broker.inject(_events_topic(), _reports(1)[0])
+        await _wait_for(lambda: len(broker.acked) == 1, "the report")
+        await _wait_for(lambda: not bridge._published_receipts, "its PUBACK recorded")
+        bridge.stop_accepting()  # the ingest task ends; the test drives the writes itself
+        await asyncio.sleep(0)
+        filler.fill()
+        bridge._published_receipts[:] = [1]  # as if PUBACKed before the write took it
+        big = BatchWrite(dead_letters=[("rejected", "t", b"x" * 8000, "r", None, None)] * 200)
+        big.published_receipts, bridge._published_receipts = bridge._published_receipts, [1]
+        with pytest.raises(StoreFullError):
+            await bridge._write(big, time.time())
+        # Given back, ahead of the one that came meanwhile: the next write records both.
+        assert bridge._published_receipts == [1, 1]
+        assert bridge.store.full is not None
+        filler.free()
+
+
+def _io_error(code: int) -> sqlite3.OperationalError:
+    exc = sqlite3.OperationalError("disk I/O error")
+    exc.sqlite_errorcode = code
+    return exc
+
+
+def test_an_io_error_counts_as_full_only_while_the_filesystem_has_no_space(
+    store_dir: tuple[Path, SmallFilesystem | None],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shm_size = sqlite3.SQLITE_IOERR | (19 << 8)  # SQLITE_IOERR_SHMSIZE: ENOSPC growing -shm
+    on_free_disk = _translate_write_error(tmp_path / "etong.db", _io_error(shm_size))
+    assert isinstance(on_free_disk, sqlite3.OperationalError)  # a failing disk: stays an error
+
+    directory, fs = store_dir
+    if fs is not None:
+        fs.fill()
+    else:  # no tmpfs to fill here: the filesystem says it has no space left
+        real_statvfs = os.statvfs
+
+        def no_space(path: Any) -> os.statvfs_result:
+            st = real_statvfs(path)
+            return os.statvfs_result((*st[:4], 0, *st[5:]))  # f_bavail = 0
+
+        monkeypatch.setattr(os, "statvfs", no_space)
+    full = _translate_write_error(directory / "etong.db", _io_error(shm_size))
+    assert isinstance(full, StoreFullError) and full.detail.startswith("no space left; ")
+    full_code = _translate_write_error(tmp_path / "etong.db", _io_error(sqlite3.SQLITE_FULL))
+    assert isinstance(full_code, StoreFullError) and str(full_code).endswith("(no space left)")
