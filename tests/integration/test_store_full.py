@@ -28,7 +28,7 @@ from etong.pipeline.keys import Keyer
 from etong.roster import load_roster
 from etong.simulate import make_event
 from etong.store import BatchWrite, Store, _translate_write_error
-from tests.integration.conftest import FakeClock, make_settings
+from tests.integration.conftest import START_RFC3339, FakeClock, make_settings
 from tests.smallfs import MountNotPermittedError, SmallFilesystem, mount_small_fs
 
 WAIT_S = 20.0
@@ -104,7 +104,10 @@ async def running_bridge(directory: Path) -> AsyncIterator[tuple[Bridge, FakeBro
 
 def _reports(n: int) -> list[dict[str, Any]]:
     rng = random.Random(11)
-    return [make_event("ZS-017", "g-0231", rng=rng, persons=1 + i % 2) for i in range(n)]
+    return [
+        make_event("ZS-017", "g-0231", reported_at=START_RFC3339, rng=rng, persons=1 + i % 2)
+        for i in range(n)
+    ]
 
 
 def _events_topic() -> str:
