@@ -20,7 +20,6 @@ import orjson
 
 from etong import __version__
 from etong.errors import ConfigError, EtongError, StoreCorruptError, StoreRefusedError
-from etong.pii import mask_text
 from etong.textsafety import TOPIC_CAP, bounded_topic, for_humans
 
 EXIT_OK = 0
@@ -146,8 +145,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             {"daemon": ready, "daemon_answered": answered, "store_problems": problems, **counts}
         )
     else:
-        print(f"daemon:          {ready}")
-        print(f"store:           {mask_text(store_line)}")
+        # /readyz's text names broker errors: bounded and escaped like any text from afar.
+        print(f"daemon:          {for_humans(ready)}")
+        print(f"store:           {for_humans(store_line)}")
         for key in sorted(counts):
             print(f"{key + ':':<24} {counts[key]}")
     if not answered:
@@ -316,10 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"etong: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreRefusedError as exc:
-        print(f"etong: {mask_text(str(exc))}", file=sys.stderr)
+        print(f"etong: {for_humans(str(exc))}", file=sys.stderr)
         return EXIT_STORE_REFUSED
     except EtongError as exc:
-        print(f"etong: {mask_text(str(exc))}", file=sys.stderr)
+        print(f"etong: {for_humans(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
