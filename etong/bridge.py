@@ -193,6 +193,11 @@ class Bridge:
             for broker in paused:
                 broker.resume_reading()
 
+    @property
+    def queued(self) -> int:
+        """Inbound messages waiting for a batch (for /metrics: a stalled ingest shows here)."""
+        return len(self._queue)
+
     def stop_accepting(self) -> None:
         """Stop taking new batches (SIGTERM); messages not yet taken stay unacked at the broker."""
         self._accepting = False
