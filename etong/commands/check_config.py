@@ -60,6 +60,8 @@ def _summary(settings: Settings, roster: Roster) -> str:
     officer = settings.officer_broker
     lines = [
         f"config: {settings.config_path}",
+        # DESIGN §4: relative paths mean "beside the config file", not the current folder.
+        f"relative paths resolve against: {settings.config_path.absolute().parent}",
         f"broker: {_describe_broker(settings.broker.url, settings.broker.client_id)}"
         f", MQTT {settings.broker.protocol}",
         "officer broker: "
