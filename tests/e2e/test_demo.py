@@ -66,9 +66,11 @@ def test_demo_ignores_config_overrides_meant_for_a_real_bridge(tmp_path: Path) -
     assert not production_store.exists()
 
 
-def test_demo_shows_the_wire_a_re_send_an_escalation_a_dead_letter_and_next_steps() -> None:
+def test_demo_shows_the_wire_a_re_send_an_escalation_a_dead_letter_and_next_steps(
+    tmp_path: Path,
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "etong", "demo", "--reports", "0", "--keep"],
+        [sys.executable, "-m", "etong", "demo", "--reports", "0", "--workdir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=90,
