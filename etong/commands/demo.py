@@ -485,7 +485,7 @@ class Demo:
             print("\n".join(lines))
             print()
         self.trace_id = next((s.event_id for s in sent if s.number == TRACE_CASE), None)
-        print(f"etong deadletters list --config {self.config_path}:")
+        print("Dead letters, as `etong deadletters list` shows them:")
         print(demo_show.dead_letters_text(self.config_path))
         print()
 

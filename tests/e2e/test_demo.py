@@ -93,7 +93,7 @@ def test_demo_shows_the_wire_a_re_send_an_escalation_a_dead_letter_and_next_step
         "received",
         "verified",
     ]
-    dead = out.split("etong deadletters list --config ", 1)[1]
+    dead = out.split("Dead letters, as `etong deadletters list` shows them:", 1)[1]
     assert "undeliverable" in dead and "no officer acknowledged" in dead
     trace = _command(out, "etong trace ")
     found = json.loads(_etong(trace).stdout)
