@@ -57,7 +57,7 @@ class Metrics:
         )
         self.ingest_queued = Gauge(
             "etong_ingest_queued_messages",
-            "Inbound messages received and waiting for a batch (not yet committed or acked)",
+            "Inbound messages received and not yet committed or acked (queued or in a batch)",
             registry=r,
         )
         self.connected = Gauge(

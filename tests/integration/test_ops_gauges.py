@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from etong.daemon import Daemon
 from etong.simulate import make_event
 from tests.integration.conftest import Harness
@@ -78,3 +80,31 @@ async def test_the_gauges_loop_exports_the_age_of_the_oldest_pending_delivery(
         assert daemon.metrics.pending._value.get() == 1
     finally:
         await harness.store.close()
+
+
+async def test_queued_counts_a_batch_in_hand_until_it_is_committed_and_acked(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose write hangs (a full disk, a held lock) still shows as waiting."""
+    release = asyncio.Event()
+    writing = asyncio.Event()
+    real_write = harness.store.write
+
+    async def slow_write(*args: Any, **kwargs: Any) -> Any:
+        writing.set()
+        await release.wait()
+        return await real_write(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, "write", slow_write)
+    rng = random.Random(5)
+    for _ in range(3):
+        harness.broker.inject(EVENTS, make_event("ZS-017", "g-0231", rng=rng))
+    assert harness.bridge.queued == 3
+    flush = asyncio.create_task(harness.flush())
+    await asyncio.wait_for(writing.wait(), 10)
+    harness.broker.inject(EVENTS, make_event("ZS-017", "g-0231", rng=rng))
+
+    assert harness.bridge.queued == 4  # three in hand, one queued behind them
+    release.set()
+    await asyncio.wait_for(flush, 10)
+    assert harness.bridge.queued == 1
