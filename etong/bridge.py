@@ -188,6 +188,7 @@ class Bridge:
         self._published_pushes: list[tuple[int, str]] = []
         self.batches = 0
         self.processed = 0
+        self._in_hand = 0  # messages of the batch being processed, until they are acked
 
     # ---- inbound ----------------------------------------------------------------------
 
@@ -206,6 +207,12 @@ class Bridge:
             paused, self._paused = self._paused, []
             for broker in paused:
                 broker.resume_reading()
+
+    @property
+    def queued(self) -> int:
+        """Inbound messages received and not yet committed: queued, or in the batch in hand
+        (for /metrics: a stalled ingest shows here)."""
+        return len(self._queue) + self._in_hand
 
     def stop_accepting(self) -> None:
         """Stop taking new batches (SIGTERM); messages not yet taken stay unacked at the broker."""
@@ -324,6 +331,7 @@ class Bridge:
         # between would fail enrichment) or two calendar days.
         now = self._clock()
         roster = self.roster
+        self._in_hand = len(batch)
         parsed = [self._parse(msg, now, roster) for msg in batch]
         async with self._lock:
             b = self._new_batch(await self._lookup(parsed, now), now, roster)
@@ -335,6 +343,7 @@ class Bridge:
         # Committed: now, and only now, tell the broker we have these messages.
         for msg in batch:
             msg.source.ack(msg)
+        self._in_hand = 0
         self._publish_outbox(outbox, receipt_ids)
         if write.new_deliveries:
             self._nudge_scheduler(min(d.next_due or now for d in write.new_deliveries))

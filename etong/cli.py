@@ -177,6 +177,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 def cmd_deadletters(args: argparse.Namespace) -> int:
     """`etong deadletters list|replay`."""
+    if args.action is None:
+        args.usage_error(
+            "give an action: list (what got stuck, why, for whom) or "
+            "replay ID...|--all (push undeliverable ones again)"
+        )
+    if args.action == "list" and args.ids:
+        args.usage_error("list takes no ids (replay does)")
     if args.action == "list":
         rows = asyncio.run(_with_store(args, lambda s: s.dead_letters(include_replayed=args.all)))
         if args.json:
@@ -215,8 +222,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """`etong schema`: JSON Schema of every message, and an AsyncAPI document."""
-    from etong.commands import schema
+    from etong.commands import schema, schema_files
 
+    if schema_files.wants_folder(args.output):
+        return schema_files.write_folder(args, Path(args.output))
     return schema.run(args)
 
 
@@ -274,8 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("trace", cmd_trace, "everything known about one report")
     p.add_argument("event_id")
     p = verb("deadletters", cmd_deadletters, "list or replay dead letters")
-    p.add_argument("action", choices=["list", "replay"])
-    p.add_argument("ids", nargs="*", help="dead-letter ids to replay")
+    p.add_argument(
+        "action", nargs="?", choices=["list", "replay"], help="list, or replay ID...|--all"
+    )
+    p.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids to replay")
+    p.set_defaults(usage_error=p.error)  # exits 2 with this verb's usage
     p.add_argument("--all", action="store_true", help="list: include replayed; replay: all open")
     p.add_argument("--json", action="store_true", help="machine-readable output (list)")
     p = verb("purge", cmd_purge, "delete data older than retention.days")

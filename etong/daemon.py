@@ -230,6 +230,7 @@ class Daemon:
         if self.bridge is not None:
             self.metrics.store_busy_batches.set(self.bridge.store.busy_batches)
             self.metrics.store_full.set(0 if self.bridge.store.full is None else 1)
+            self.metrics.ingest_queued.set(self.bridge.queued)
         return self.metrics.render()
 
     async def _reload_loop(self, bridge: Bridge) -> None:
@@ -268,6 +269,8 @@ class Daemon:
             counts = await store.counts()
             self.metrics.pending.set(counts.get("deliveries_pending", 0))
             self.metrics.dead_letters.set(counts.get("dead_letters_open", 0))
+            oldest = await store.oldest_pending_created_at()
+            self.metrics.oldest_pending.set(0 if oldest is None else max(0, time.time() - oldest))
             if ticks % 4 == 0:  # every minute: what happened since the last summary
                 now = self.metrics.totals()
                 delta = {k: int(v - last.get(k, 0.0)) for k, v in now.items()}

@@ -54,6 +54,16 @@ class Metrics:
         self.dead_letters = Gauge(
             "etong_dead_letters_open", "Dead letters not yet replayed", registry=r
         )
+        self.oldest_pending = Gauge(
+            "etong_oldest_pending_delivery_seconds",
+            "Age of the oldest delivery still waiting for an officer's ack (0 when none)",
+            registry=r,
+        )
+        self.ingest_queued = Gauge(
+            "etong_ingest_queued_messages",
+            "Inbound messages received and not yet committed or acked (queued or in a batch)",
+            registry=r,
+        )
         self.connected = Gauge(
             "etong_broker_connected",
             "1 while the broker connection is up",

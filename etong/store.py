@@ -763,6 +763,19 @@ class Store:
         )
         return rows[0][0] if rows and rows[0][0] is not None else None
 
+    async def oldest_pending_created_at(self) -> float | None:
+        """When the oldest delivery still waiting for an ack was made (None: none waits).
+
+        For the `etong_oldest_pending_delivery_seconds` gauge. A replayed dead letter counts
+        from its original creation, as `etong trace` shows it.
+        """
+        rows = list(
+            await self._conn.execute_fetchall(
+                "SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'"
+            )
+        )
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
     async def unpublished_deliveries(
         self, limit: int, after: str = "", *, updated_before: float = math.inf
     ) -> list[Delivery]:

@@ -47,6 +47,7 @@ from etong.logging import get_logger
 log = get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+UNSUPPORTED_PROTOCOL_VERSION = 0x84  # CONNACK reason code (MQTT 5, 3.2.2.2)
 # paho does not honour the broker's Receive Maximum, so we bound our own in-flight pushes.
 # 20 is mosquitto's default max_inflight_messages; loopback PUBACKs keep this far from a cap.
 OUTBOUND_INFLIGHT = 20
@@ -383,7 +384,7 @@ class MqttBroker:
         if fut is None or fut.done():
             return
         if reason_code.is_failure:
-            fut.set_exception(BrokerError(f"{self.name} broker refused us: {reason_code}"))
+            fut.set_exception(BrokerError(self._refusal(reason_code)))
         else:
             # Here, not after the CONNACK future resumes: a resumed session's queued messages
             # can arrive in the same read as the CONNACK, and they belong to this connection
@@ -391,6 +392,16 @@ class MqttBroker:
             self._generation += 1
             self._link_up = True
             fut.set_result(bool(flags.session_present))
+
+    def _refusal(self, reason_code: ReasonCode) -> str:
+        """Why the broker's CONNACK refused us, with the config key to change where one fits."""
+        text = f"{self.name} broker refused us: {reason_code}"
+        # 0x84 (MQTT 5; paho maps a 3.1.1 CONNACK's 0x01 to it too): e.g. NATS's MQTT
+        # listener, which speaks 3.1.1 only.
+        if reason_code.value == UNSUPPORTED_PROTOCOL_VERSION and self._v5:
+            section = "officer_broker" if self.name.startswith("officer") else "broker"
+            text += f"; set {section}.protocol = 3 for brokers that only speak MQTT 3.1.1"
+        return text
 
     def _on_disconnect(
         self,

@@ -40,6 +40,9 @@ def run(config_path: Path) -> int:
         else:
             for warning in roster.warnings:
                 print(f"{roster_path}: warning: {warning}", file=sys.stderr)
+    if settings is not None:
+        for warning in topic_warnings(settings, roster):
+            print(f"{config_path}: warning: {warning}", file=sys.stderr)
 
     if problems or settings is None or roster is None:
         for problem in problems:
@@ -48,6 +51,38 @@ def run(config_path: Path) -> int:
         return EXIT_INVALID
     print(_summary(settings, roster))
     return EXIT_OK
+
+
+# Characters MQTT allows in a topic level that some brokers refuse: NATS's MQTT listener
+# closes the connection on a space, and before NATS 2.10 on a '.' too (it maps '/' to '.').
+_NOT_PORTABLE = {".": "'.'", " ": "a space", "\t": "a tab"}
+
+
+def topic_warnings(settings: Settings, roster: Roster | None) -> list[str]:
+    """Topic levels the bridge will use with characters some brokers refuse.
+
+    The prefix is free text; instance and roster ids are held to `[A-Za-z0-9_-]` already,
+    but are checked too, so a looser id rule later cannot slip past this.
+    """
+    levels = [("bridge.topic_prefix", level) for level in settings.bridge.topic_prefix.split("/")]
+    levels.append(("bridge.instance_id", settings.bridge.instance_id))
+    if roster is not None:
+        for kind, ids in (
+            ("grid", roster.grids),
+            ("member", roster.members),
+            ("officer", roster.officers),
+        ):
+            levels += [(f"roster {kind} id", row_id) for row_id in ids]
+    warnings = []
+    for where, level in levels:
+        found = [name for char, name in _NOT_PORTABLE.items() if char in level]
+        if found:
+            warnings.append(
+                f"{where}: topic level {level!r} contains {' and '.join(found)}, which some "
+                "brokers refuse in topics (NATS's MQTT listener); use letters, digits, '-' "
+                "and '_'"
+            )
+    return warnings
 
 
 def _located(exc: ConfigError) -> list[str]:
@@ -60,6 +95,8 @@ def _summary(settings: Settings, roster: Roster) -> str:
     officer = settings.officer_broker
     lines = [
         f"config: {settings.config_path}",
+        # DESIGN §4: relative paths mean "beside the config file", not the current folder.
+        f"relative paths resolve against: {settings.config_path.absolute().parent}",
         f"broker: {_describe_broker(settings.broker.url, settings.broker.client_id)}"
         f", MQTT {settings.broker.protocol}",
         "officer broker: "

@@ -3,8 +3,12 @@
 It starts a private mosquitto and the real daemon (`python -m etong run`) in a temp folder,
 connects simulated grid members and officer terminals, sends a handful of reports that each
 show one behaviour (valid, resent, same household in full-width digits, bad check digit,
-unparseable, officer away), prints what became of each, then measures a burst. Exit 0 only
-when every report got the receipt it should and the daemon stopped cleanly on SIGTERM.
+unparseable, officer away, an officer who does not answer: re-sent then escalated, nobody
+answering: undeliverable, a dead letter), prints what became of each, then measures a burst.
+It shows one report as it crossed the broker and the dead letters as `etong deadletters list`
+prints them, and ends with what to try next; `--keep-running` keeps the bridge and broker up
+until Ctrl-C. Exit 0 only when every report got the receipt it should and the daemon stopped
+cleanly on SIGTERM.
 
 It writes a config of its own: `--config` and `ETONG_<SECTION>__<KEY>` overrides meant for a
 real bridge are ignored, so the demo never reaches that bridge's broker or store.
@@ -26,6 +30,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from etong.commands import demo_show
 from etong.config import is_env_override
 from etong.errors import EtongError
 from etong.localbroker import LocalBridge, LocalMosquitto, local_bridge_config, render_toml
@@ -54,6 +59,18 @@ MEMBERS = {
     "ZS-019": ("g-0401", "g-0402"),
 }
 OFFICERS = ("p-1001", "p-1002", "p-2001", "p-2002", "p-9001")
+# A second station whose terminals do not answer, except p-3002's: ZS-021's report is re-sent
+# to p-3001, then escalated to the backup p-3002, who acks; ZS-022's goes from p-3003 to the
+# duty officer p-9002 and ends undeliverable, a dead letter. Not in the burst.
+UNANSWERED_GRIDS = {"ZS-021": ("p-3001", "p-3001"), "ZS-022": ("p-3003", "p-3003")}
+UNANSWERED_MEMBERS = {"ZS-021": ("g-0501",), "ZS-022": ("g-0601",)}
+SILENT_OFFICERS = ("p-3001", "p-3003", "p-9002")
+ANSWERING_BACKUP = "p-3002"
+# Short enough that a re-send, an escalation and an undeliverable report fit in a few seconds.
+DEMO_DELIVERY = {"ack_timeout_s": 1, "max_attempts": 2, "backoff_max_s": 2}
+WIRE_CASE = 1  # the report shown as it crossed the broker
+SCENARIO_ACKS = ("received", "verified")  # what officers answer the scripted reports with
+TRACE_CASE = 9  # the report the closing `etong trace` line is for
 REGISTRAR = "r-0001"
 CC_TYPES = ("move_in", "tenant_change")  # the registrar gets a copy of these (DESIGN §3)
 
@@ -65,8 +82,8 @@ class Case:
     label: str
     grid_id: str
     member_id: str
-    kind: str  # valid | resend | restated | bad_check_digit | unparseable
-    expected: str  # the final receipt: verified | duplicate | rejected
+    kind: str  # valid | resend | restated | bad_check_digit | unparseable | escalate | unanswered
+    expected: str  # the final receipt: verified | duplicate | rejected | undeliverable
     type: str = "move_in"
     repeats: int | None = None  # the number of the case it repeats
 
@@ -89,6 +106,8 @@ SCENARIO: tuple[Case, ...] = (
     ),
     Case("resident id with a bad check digit", "ZS-018", "g-0302", "bad_check_digit", "rejected"),
     Case("unparseable payload", "ZS-019", "g-0402", "unparseable", "rejected"),
+    Case("officer does not answer: re-sent, escalated", "ZS-021", "g-0501", "escalate", "verified"),
+    Case("nobody answers: undeliverable", "ZS-022", "g-0601", "unanswered", "undeliverable"),
 )
 """The scripted reports, numbered from 1 in the output."""
 
@@ -115,16 +134,30 @@ MEMBER_NAMES = {
     "g-0302": "冯涛",
     "g-0401": "何静",
     "g-0402": "林强",
+    "g-0501": "郑敏",
+    "g-0601": "高翔",
 }
+FIRST_SENT = ("valid", "escalate", "unanswered")  # sent first; the repeats come after
 
 
-def demo_roster(today: date, grids: Sequence[str] = tuple(GRIDS)) -> dict[str, Any]:
+def demo_roster(
+    today: date, grids: Sequence[str] = tuple(GRIDS), *, unanswered: bool = False
+) -> dict[str, Any]:
     """The Zhuangshi roster: one station, one community with a registrar, the `grids` asked
     for (all three by default). p-2001 is away from yesterday to tomorrow, so whatever time
     zone the bridge takes "today" in, ZS-018's reports go to the backup p-2002. The e2e tests
-    run with the first two grids."""
+    run with the first two grids. `unanswered` adds the Luotuo station (see UNANSWERED_GRIDS).
+    """
     station = "zhuangshi"
     away = {"from": today - timedelta(days=1), "to": today + timedelta(days=1)}
+    roster = _zhuangshi(station, away, grids)
+    if unanswered:
+        for section, rows in _luotuo().items():
+            roster[section] += rows
+    return roster
+
+
+def _zhuangshi(station: str, away: dict[str, date], grids: Sequence[str]) -> dict[str, Any]:
     return {
         "stations": [{"id": station, "name": "庄市派出所", "duty_officer": "p-9001"}],
         "communities": [
@@ -163,10 +196,42 @@ def demo_roster(today: date, grids: Sequence[str] = tuple(GRIDS)) -> dict[str, A
     }
 
 
+def _luotuo() -> dict[str, list[dict[str, Any]]]:
+    """The rows of the station whose officers do not answer (but p-3002)."""
+    station = "luotuo"
+    return {
+        "stations": [{"id": station, "name": "骆驼派出所", "duty_officer": "p-9002"}],
+        "communities": [{"id": "lqq", "name": "骆驼桥社区", "station": station}],
+        "officers": [
+            {"id": "p-3001", "name": "许文斌", "station": station, "backup": ANSWERING_BACKUP},
+            {"id": ANSWERING_BACKUP, "name": "丁秀英", "station": station},
+            {"id": "p-3003", "name": "袁志刚", "station": station},
+            {"id": "p-9002", "name": "值班民警", "station": station},
+        ],
+        "grids": [
+            {
+                "id": grid_id,
+                "name": f"骆驼桥第{grid_id[-2:]}网格",
+                "community": "lqq",
+                "officer": officer,
+                "head": UNANSWERED_MEMBERS[grid_id][0],
+                "members": list(UNANSWERED_MEMBERS[grid_id]),
+            }
+            for grid_id, (officer, _) in UNANSWERED_GRIDS.items()
+        ],
+        "members": [
+            {"id": member_id, "name": MEMBER_NAMES[member_id]}
+            for members in UNANSWERED_MEMBERS.values()
+            for member_id in members
+        ],
+    }
+
+
 class Demo:
     """One run of the demo in `workdir`; `run()` returns whether every expectation held."""
 
     def __init__(self, workdir: Path, *, reports: int, protocol: int) -> None:
+        self.config_path = workdir / "etong.toml"
         self.workdir = workdir
         self.reports = reports
         self.protocol = protocol
@@ -177,6 +242,7 @@ class Demo:
         self.members: dict[str, GridMemberTerminal] = {}
         self.officers: dict[str, OfficerTerminal] = {}
         self.copied: set[str] = set()  # event ids the registrar should get a copy of
+        self.trace_id: str | None = None  # the event id the closing `etong trace` line names
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -190,7 +256,8 @@ class Demo:
         self.broker.start()
         stack.callback(self.broker.stop)
         roster_path = self.workdir / "roster.toml"
-        roster_path.write_text(render_toml(demo_roster(date.today())), encoding="utf-8")
+        roster = demo_roster(date.today(), unanswered=True)
+        roster_path.write_text(render_toml(roster), encoding="utf-8")
         config = local_bridge_config(
             broker_url=self.broker.url,
             store_path=self.workdir / "etong.db",
@@ -198,10 +265,10 @@ class Demo:
             instance_id=INSTANCE_ID,
             topic_prefix=TOPICS.prefix,
             protocol=self.protocol,
+            overrides={"delivery": DEMO_DELIVERY},
         )
-        config_path = self.workdir / "etong.toml"
-        config_path.write_text(render_toml(config), encoding="utf-8")
-        bridge = LocalBridge(config_path, log_path=self.workdir / "etong.log")
+        self.config_path.write_text(render_toml(config), encoding="utf-8")
+        bridge = LocalBridge(self.config_path, log_path=self.workdir / "etong.log")
         self.bridge = bridge
         stack.callback(bridge.close)
         bridge.start()
@@ -210,10 +277,12 @@ class Demo:
             f"mosquitto on {self.broker.url}; bridge {INSTANCE_ID} (MQTT {self.protocol}) "
             f"online after {time.monotonic() - started:.1f} s"
         )
-        for officer_id in (*OFFICERS, REGISTRAR):
+        for officer_id in (*OFFICERS, REGISTRAR, ANSWERING_BACKUP, *SILENT_OFFICERS):
             # Officers confirm receipt and report the on-site check at once; the registrar
-            # only gets copies, which are never re-sent and need no ack.
-            auto_ack = ("received", "verified") if officer_id != REGISTRAR else ()
+            # only gets copies, which are never re-sent and need no ack; the silent ones
+            # have their terminals on but never answer.
+            silent = officer_id in (REGISTRAR, *SILENT_OFFICERS)
+            auto_ack = () if silent else SCENARIO_ACKS
             terminal = OfficerTerminal(
                 self.broker.url,
                 officer_id,
@@ -224,7 +293,7 @@ class Demo:
             terminal.connect()
             stack.callback(terminal.close)
             self.officers[officer_id] = terminal
-        for grid_id, members in MEMBERS.items():
+        for grid_id, members in {**MEMBERS, **UNANSWERED_MEMBERS}.items():
             for member_id in members:
                 member = GridMemberTerminal(
                     self.broker.url, grid_id, member_id, topics=TOPICS, protocol=self.protocol
@@ -239,7 +308,7 @@ class Demo:
         """Send the scripted reports: first the valid ones, then those that repeat or spoil."""
         sent: list[Sent] = []
         for number, case in enumerate(SCENARIO, start=1):
-            if case.kind == "valid":
+            if case.kind in FIRST_SENT:
                 sent.append(self._send_case(number, case, sent))
         for item in sent:  # the repeats below find the originals settled, so receipts do not mix
             member = self.members[item.case.member_id]
@@ -248,7 +317,7 @@ class Demo:
             except TimeoutError:
                 item.problems.append(f"no {item.case.expected!r} receipt within {WAIT_S:g} s")
         for number, case in enumerate(SCENARIO, start=1):
-            if case.kind != "valid":
+            if case.kind not in FIRST_SENT:
                 sent.append(self._send_case(number, case, sent))
         return sorted(sent, key=lambda item: item.number)
 
@@ -271,7 +340,7 @@ class Demo:
         else:
             persons = 2 if number == 1 else 1
             event = member.event(type=case.type, persons=persons, rng=self.rng)
-            if case.type in CC_TYPES:
+            if case.type in CC_TYPES and case.grid_id in GRIDS:  # Luotuo has no registrar
                 self.copied.add(event["event_id"])
         member.send(event)
         return Sent(number, case, str(event["event_id"]), event)
@@ -318,6 +387,8 @@ class Demo:
         elif case.kind == "resend":
             if len({push["delivery_id"] for _, push in item.pushes}) != 1:
                 item.problems.append("the resent report was pushed again")
+        elif case.kind in ("escalate", "unanswered"):
+            item.problems += _chain_problems(item)
         elif case.kind == "restated":
             duplicate = _first(item.receipts, "duplicate")
             original = next(s for s in sent if s.number == case.repeats)
@@ -339,7 +410,7 @@ class Demo:
             return
         for officer_id in OFFICERS:
             self.officers[officer_id].auto_ack = ("received",)
-        members = list(self.members.values())
+        members = [m for m in self.members.values() if m.grid_id in GRIDS]
         planned = [members[n % len(members)] for n in range(self.reports)]
         events = [(member, member.event(rng=self.rng)) for member in planned]
         self.copied.update(event["event_id"] for _, event in events)  # all move-ins
@@ -401,6 +472,33 @@ class Demo:
             + bridge.log_tail(15)
         )
 
+    def show(self, sent: list[Sent]) -> None:
+        """One report as it crossed the broker, then the dead letters as operators list them."""
+        item = next(s for s in sent if s.number == WIRE_CASE)
+        if item.event_id is not None:
+            officer = self.officers[GRIDS[item.case.grid_id][1]]
+            print(f"\nOn the wire, report #{item.number} ({item.case.label}):")
+            member = self.members[item.case.member_id]
+            lines = demo_show.wire_lines(
+                member, officer, item.event_id, acks=SCENARIO_ACKS, receipts=len(item.receipts)
+            )
+            print("\n".join(lines))
+            print()
+        self.trace_id = next((s.event_id for s in sent if s.number == TRACE_CASE), None)
+        print("Dead letters, as `etong deadletters list` shows them:")
+        print(demo_show.dead_letters_text(self.config_path))
+        print()
+
+    def keep_running(self) -> None:
+        """Keep the bridge and broker up until Ctrl-C (or until the bridge dies)."""
+        help_lines = demo_show.keep_running_help(self.broker.url, self.config_path, self.trace_id)
+        print("\n".join(help_lines), flush=True)
+        assert self.bridge is not None
+        with contextlib.suppress(KeyboardInterrupt):
+            while self.bridge.running:
+                time.sleep(0.5)  # waiting for a person's Ctrl-C; nothing to synchronise with
+        print()
+
     def check_side_effects(self) -> None:
         """The absent officer got nothing; the registrar got a copy of each move-in and
         tenant change (DESIGN §3)."""
@@ -418,6 +516,29 @@ class Demo:
             f"{len(self.copied)} move-ins and tenant changes; "
             f"p-2001 (away) got {len(absent)} pushes"
         )
+
+
+def _chain_problems(item: Sent) -> list[str]:
+    """A report whose officer does not answer: re-sent under one delivery id, escalated,
+    and either acked by the backup or undeliverable."""
+    problems = []
+    first = UNANSWERED_GRIDS[item.case.grid_id][0]
+    attempts = [push["attempt"] for officer, push in item.pushes if officer == first]
+    if sorted(attempts) != list(range(1, DEMO_DELIVERY["max_attempts"] + 1)):
+        problems.append(f"expected {first} to get attempts 1..max_attempts, got {attempts}")
+    if len({push["delivery_id"] for _, push in item.pushes}) != 1:
+        problems.append("re-sends and escalations should keep one delivery id")
+    if _first(item.receipts, "escalated") is None:
+        problems.append("expected an 'escalated' receipt")
+    if not any(push.get("escalated_from") == first for _, push in item.pushes):
+        problems.append(f"expected a push escalated from {first}")
+    return problems
+
+
+def push_trail(item: Sent) -> str:
+    """The pushes of a report in the order they were sent: `p-3001 #1 → p-3001 #2 → ...`."""
+    ordered = sorted(item.pushes, key=lambda pushed: str(pushed[1].get("sent_at")))
+    return " → ".join(f"{officer} #{push['attempt']}" for officer, push in ordered)
 
 
 def _first(receipts: Iterable[dict[str, Any]], status: str) -> dict[str, Any] | None:
@@ -465,6 +586,8 @@ def format_table(sent: list[Sent]) -> str:
 
 def _notes(item: Sent) -> list[str]:
     notes: list[str] = []
+    if item.case.kind in ("escalate", "unanswered"):
+        notes.append(f"pushes: {push_trail(item)}")
     for receipt in item.receipts:
         if receipt.get("status") == "rejected":
             notes.append(f"reason: {receipt.get('reason')}")
@@ -499,6 +622,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep", action="store_true", help="keep the work folder (config, roster, store, logs)"
     )
     parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="after the run, keep the bridge and mosquitto up until Ctrl-C, to connect to "
+        "(implies --keep)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -510,12 +639,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every expectation held, 1 otherwise.
 
     Options read from `args`: `reports` (burst size, default 1000), `keep` (keep the work
-    folder and its logs), `protocol` (5 or 3), `workdir` (use this folder; implies keep).
+    folder and its logs), `keep_running` (keep the bridge and broker up until Ctrl-C; implies
+    keep), `protocol` (5 or 3), `workdir` (use this folder; implies keep).
     """
     reports = int(getattr(args, "reports", DEFAULT_REPORTS) or 0)
     protocol = int(getattr(args, "protocol", 5) or 5)
     workdir_arg = getattr(args, "workdir", None)
-    keep = bool(getattr(args, "keep", False)) or workdir_arg is not None
+    keep_running = bool(getattr(args, "keep_running", False))
+    keep = bool(getattr(args, "keep", False)) or workdir_arg is not None or keep_running
     if workdir_arg is not None:
         workdir = Path(workdir_arg)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -534,6 +665,9 @@ def run(args: argparse.Namespace) -> int:
             print(format_table(sent))
             print()
             demo.check_side_effects()
+            demo.show(sent)
+            if keep_running:
+                demo.keep_running()
             demo.stop_bridge()
     except (EtongError, TimeoutError) as exc:
         demo.failures.append(str(exc))
@@ -546,6 +680,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     if ok:
         print("demo passed: every report got the receipt it should")
+        print()
+        print("\n".join(demo_show.next_steps(demo.config_path, demo.trace_id, kept=keep)))
         return 0
     print("demo FAILED:")
     for failure in demo.failures:

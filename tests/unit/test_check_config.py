@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from etong.commands import check_config
+from etong.config import Settings
+from etong.roster import Member, Roster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,3 +138,55 @@ def test_a_ca_file_that_does_not_load_is_a_problem(
     assert f"{path}: broker.ca_file: cannot load {tmp_path / 'ca.pem'} as PEM CA certificates" in (
         capsys.readouterr().err
     )
+
+
+def test_a_topic_prefix_with_characters_some_brokers_refuse_is_a_warning_not_a_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = install(
+        tmp_path,
+        '[bridge]\ntopic_prefix = "etong.cn/v1/north side"\n'
+        '[roster]\npath = "roster.toml"\n[store]\npath = "etong.db"\n',
+    )
+
+    assert check_config.run(path) == 0
+
+    out, err = capsys.readouterr()
+    assert out.endswith("OK\n")
+    assert err.splitlines() == [
+        f"{path}: warning: bridge.topic_prefix: topic level 'etong.cn' contains '.', which "
+        "some brokers refuse in topics (NATS's MQTT listener); use letters, digits, '-' and '_'",
+        f"{path}: warning: bridge.topic_prefix: topic level 'north side' contains a space, "
+        "which some brokers refuse in topics (NATS's MQTT listener); use letters, digits, "
+        "'-' and '_'",
+    ]
+
+
+def test_roster_ids_are_checked_as_topic_levels_too() -> None:
+    settings = Settings()
+    # The roster refuses such ids; built unchecked here, as a looser id rule would let it be.
+    roster = Roster(members=[Member.model_construct(id="g.0231", name="孙倩")])
+
+    assert check_config.topic_warnings(settings, roster) == [
+        "roster member id: topic level 'g.0231' contains '.', which some brokers refuse in "
+        "topics (NATS's MQTT listener); use letters, digits, '-' and '_'"
+    ]
+    assert check_config.topic_warnings(settings, None) == []
+
+
+def test_the_summary_says_where_relative_paths_resolve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = install(tmp_path, '[roster]\npath = "roster.toml"\n[store]\npath = "etong.db"\n')
+
+    assert check_config.run(path) == 0
+
+    assert f"relative paths resolve against: {tmp_path}\n" in capsys.readouterr().out
+
+
+def test_the_shipped_config_passes_from_a_clone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert check_config.run(REPO / "config" / "etong.toml") == 0
+
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert f"roster: {REPO / 'config' / 'roster.example.toml'}" in out

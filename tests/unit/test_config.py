@@ -476,13 +476,32 @@ def test_settings_are_immutable() -> None:
         settings.delivery.max_attempts = 9  # type: ignore[misc]
 
 
-def test_the_shipped_example_config_loads_with_the_documented_paths() -> None:
+def test_the_shipped_config_runs_from_a_clone_with_the_example_roster_and_a_local_store() -> None:
     settings = load_settings(REPO / "config" / "etong.toml", {})
 
+    assert settings.store.path.resolve() == REPO / "var" / "etong.db"
+    assert settings.roster.path == REPO / "config" / "roster.example.toml"
+    assert settings.roster.path.is_file()
+
+
+def test_the_shipped_config_without_its_clone_only_lines_is_the_documented_defaults(
+    tmp_path: Path,
+) -> None:
+    """systemd/README.md installs it so: `sed '/# clone only/d'`."""
+    text = (REPO / "config" / "etong.toml").read_text(encoding="utf-8")
+    installed = tmp_path / "etong.toml"
+    installed.write_text(
+        "".join(line for line in text.splitlines(keepends=True) if "# clone only" not in line),
+        encoding="utf-8",
+    )
+
+    settings = load_settings(installed, {})
+
+    assert text.count("# clone only") == 2
     assert settings.store.path == Path("/var/lib/etong/etong.db")
     assert settings.roster.path == Path("/etc/etong/roster.toml")
     # The example documents the defaults; any drift between the two is a bug in one of them.
-    assert settings.model_dump() == Settings().model_dump()
+    assert settings.model_dump() == Settings(config_path=installed).model_dump()
 
 
 def test_plain_mqtt_has_no_ssl_context() -> None:
