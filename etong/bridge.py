@@ -395,6 +395,31 @@ class Bridge:
         else:
             log.warning("message_rejected", topic=item.msg.topic, reason=reason, kind=kind)
 
+    def _reject_reused_event_id(self, event: Event, reason: str, b: _Batch) -> None:
+        """Another member's (or grid's) event id: `rejected` and a dead letter, not `duplicate`.
+
+        No event row (the id is the other report's); the receipt names only the sender's own id.
+        """
+        topic = self.topics.events(event.grid_id, event.member_id)
+        payload = orjson.dumps(event.model_dump(mode="json"))[:DEAD_LETTER_PAYLOAD_CAP]
+        b.write.dead_letters.append(("rejected", topic, payload, reason, event.event_id, None))
+        self.metrics.messages.labels("event", "rejected").inc()
+        self._receipt(
+            b,
+            grid_id=event.grid_id,
+            member_id=event.member_id,
+            event_id=event.event_id,
+            status="rejected",
+            reason=reason,
+        )
+        log.warning(
+            "report_event_id_reused",
+            security_event=True,
+            grid_id=event.grid_id,
+            member_id=event.member_id,
+            event_id=event.event_id,
+        )
+
     def _decide_event(self, event: Event, keys: EventKeys, b: _Batch) -> None:
         lookup, write, outbox, now = b.lookup, b.write, b.outbox, b.now
         known = lookup.known_events.get(event.event_id)
@@ -403,7 +428,12 @@ class Bridge:
             keys.household,
             known_event=(known.status, known.duplicate_of) if known else None,
             household_event_id=lookup.households.get(keys.household),
+            reporter=(event.grid_id, event.member_id),
+            known_reporter=(known.grid_id, known.member_id) if known else None,
         )
+        if isinstance(decision, dedup.Reused):
+            self._reject_reused_event_id(event, decision.reason, b)
+            return
         if isinstance(decision, dedup.Duplicate):
             if not decision.same_id:
                 # Kept, so the same event id sent again gets the same answer, and for `trace`.
