@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -46,6 +48,16 @@ from etong.logging import get_logger
 log = get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+# MQTT 5.0 §3.14.2.1: the broker's DISCONNECT reason code when another client connected with
+# our client id [MQTT-3.1.4-3] and took the session. MQTT 3.1.1 has no DISCONNECT from the
+# server: the broker just closes the socket, which looks like any other lost connection.
+SESSION_TAKEN_OVER = 0x8E
+# After a takeover, wait before taking the session back, longer each time it happens again
+# within TAKEOVER_QUIET_S: two clients with one id would otherwise kick each other off many
+# times a second, and the bridge's queued reports would go to whichever holds it.
+TAKEOVER_BACKOFF_S = 2.0
+TAKEOVER_BACKOFF_MAX_S = 120.0
+TAKEOVER_QUIET_S = 300.0
 # paho does not honour the broker's Receive Maximum, so we bound our own in-flight pushes.
 # 20 is mosquitto's default max_inflight_messages; loopback PUBACKs keep this far from a cap.
 OUTBOUND_INFLIGHT = 20
@@ -177,6 +189,18 @@ def _nothing() -> None:
     return None
 
 
+def takeover_backoff_s(consecutive: int, jitter: float) -> float:
+    """The wait before reconnecting after the `consecutive`-th takeover in a row (1, 2, ...).
+
+    Doubles from TAKEOVER_BACKOFF_S up to TAKEOVER_BACKOFF_MAX_S; `jitter` in [0, 1) adds up to
+    a quarter, so two bridges misconfigured with one client id drift apart instead of
+    colliding in step.
+    """
+    doublings = min(max(0, consecutive - 1), 16)
+    base = min(TAKEOVER_BACKOFF_MAX_S, TAKEOVER_BACKOFF_S * float(2**doublings))
+    return base * (1 + jitter / 4)
+
+
 class _TransientConnectError(Exception):
     """A connect attempt failed in a way worth retrying (refused, timeout, broker away)."""
 
@@ -196,8 +220,13 @@ class MqttBroker:
         name: str,
         status_topic: str,
         publisher: bool = False,
+        on_session_taken_over: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_session_taken_over = on_session_taken_over or _nothing
+        self._takeovers_in_a_row = 0
+        self._last_takeover = -TAKEOVER_QUIET_S
+        self._reconnect_delay_s = 0.0  # set by a takeover, used once by the supervisor
         self._settings = settings
         self._status_topic = status_topic
         # A publisher connection only publishes (pushes, receipts): its PUBACKs then never
@@ -205,6 +234,7 @@ class MqttBroker:
         # our own publishes. It has no will and no status of its own.
         self._publisher = publisher
         self._v5 = settings.protocol == 5
+        self._client_id = f"{settings.client_id}-pub" if publisher else settings.client_id
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._on_message: OnMessage | None = None
@@ -237,7 +267,7 @@ class MqttBroker:
         s = self._settings
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"{s.client_id}-pub" if self._publisher else s.client_id,
+            client_id=self._client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
             # 3.1.1 persistent session; on MQTT 5 clean_start goes to connect() instead.
             clean_session=None if self._v5 else False,
@@ -414,7 +444,26 @@ class MqttBroker:
         if was_connected and not self._stopping:
             reason = str(reason_code) if failure is None else f"{reason_code}: {failure}"
             log.warning("broker_disconnected", broker=self.name, reason=reason)
+            if reason_code.value == SESSION_TAKEN_OVER:
+                self._session_taken_over()
         self._disconnected.set()
+
+    def _session_taken_over(self) -> None:
+        """Someone connected with our client id: a security event, and back off (see above)."""
+        now = time.monotonic()
+        quiet = now - self._last_takeover > TAKEOVER_QUIET_S
+        self._takeovers_in_a_row = 1 if quiet else self._takeovers_in_a_row + 1
+        self._last_takeover = now
+        self._reconnect_delay_s = takeover_backoff_s(self._takeovers_in_a_row, random.random())
+        log.warning(
+            "broker_session_taken_over",
+            security_event=True,
+            broker=self.name,
+            client_id=self._client_id,
+            takeovers_in_a_row=self._takeovers_in_a_row,
+            reconnect_in_s=round(self._reconnect_delay_s, 1),
+        )
+        self._on_session_taken_over()
 
     def _on_paho_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -574,6 +623,9 @@ class MqttBroker:
             if self._stopping:
                 return
             self.reconnects += 1
+            delay, self._reconnect_delay_s = self._reconnect_delay_s, 0.0
+            if delay:
+                await asyncio.sleep(delay)  # after a takeover: see TAKEOVER_BACKOFF_S
             await self._connect_with_retry()
 
     def ack(self, message: InboundMessage) -> None:
