@@ -13,11 +13,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from etong.brokers.mqtt import (
+    RECONNECT_BACKOFF_MAX_S,
+    RECONNECT_BACKOFF_S,
     SESSION_TAKEN_OVER,
-    TAKEOVER_BACKOFF_MAX_S,
-    TAKEOVER_BACKOFF_S,
     MqttBroker,
-    takeover_backoff_s,
+    reconnect_backoff_s,
 )
 from etong.config import BrokerSettings
 from etong.metrics import Metrics
@@ -27,16 +27,16 @@ SERVER_SHUTTING_DOWN = 0x8B
 
 
 def test_the_backoff_doubles_from_the_base_and_stops_at_the_cap() -> None:
-    delays = [takeover_backoff_s(n, jitter=0.0) for n in range(1, 10)]
-    assert delays[:3] == [TAKEOVER_BACKOFF_S, 2 * TAKEOVER_BACKOFF_S, 4 * TAKEOVER_BACKOFF_S]
+    delays = [reconnect_backoff_s(n, jitter=0.0) for n in range(1, 10)]
+    assert delays[:3] == [RECONNECT_BACKOFF_S, 2 * RECONNECT_BACKOFF_S, 4 * RECONNECT_BACKOFF_S]
     assert delays == sorted(delays)
-    assert delays[-1] == TAKEOVER_BACKOFF_MAX_S
-    assert takeover_backoff_s(10_000, jitter=0.0) == TAKEOVER_BACKOFF_MAX_S
+    assert delays[-1] == RECONNECT_BACKOFF_MAX_S
+    assert reconnect_backoff_s(10_000, jitter=0.0) == RECONNECT_BACKOFF_MAX_S
 
 
 def test_jitter_adds_at_most_a_quarter() -> None:
-    assert takeover_backoff_s(1, jitter=0.0) == TAKEOVER_BACKOFF_S
-    assert TAKEOVER_BACKOFF_S < takeover_backoff_s(1, jitter=0.99) < 1.25 * TAKEOVER_BACKOFF_S
+    assert reconnect_backoff_s(1, jitter=0.0) == RECONNECT_BACKOFF_S
+    assert RECONNECT_BACKOFF_S < reconnect_backoff_s(1, jitter=0.99) < 1.25 * RECONNECT_BACKOFF_S
 
 
 def _connected_broker(metrics: Metrics) -> MqttBroker:
@@ -46,7 +46,8 @@ def _connected_broker(metrics: Metrics) -> MqttBroker:
         status_topic="etong/v1/bridge/etong-1/status",
         on_session_taken_over=metrics.session_taken_over.labels("grid").inc,
     )
-    broker._connected = True  # as after a CONNACK and SUBACK
+    broker._connected = True  # as after a CONNACK and SUBACK ...
+    broker._link_up_at = time.monotonic() - 60  # ... a minute ago
     return broker
 
 
@@ -71,7 +72,7 @@ async def test_a_disconnect_with_session_taken_over_is_counted_and_delays_the_re
     _disconnect(broker, SESSION_TAKEN_OVER)
 
     assert _taken_over(metrics) == 1.0
-    assert broker._reconnect_delay_s >= TAKEOVER_BACKOFF_S
+    assert broker._reconnect_delay_s >= RECONNECT_BACKOFF_S
     assert b"etong_session_taken_over_total" in metrics.render()
 
 
@@ -92,11 +93,43 @@ async def test_takeovers_in_a_row_wait_longer_each_time() -> None:
     delays = []
     for _ in range(3):
         broker._connected = True
+        broker._link_up_at = time.monotonic()  # taken again right after reconnecting
         _disconnect(broker, SESSION_TAKEN_OVER)
         delays.append(broker._reconnect_delay_s)
 
     assert _taken_over(metrics) == 3.0
     assert delays[0] < delays[1] < delays[2]
+
+
+async def test_connections_dropped_right_after_connecting_back_off_from_the_second() -> None:
+    """What a takeover looks like where the broker does not say (MQTT 3.1.1, mosquitto 2.0.11)."""
+    metrics = Metrics()
+    broker = _connected_broker(metrics)
+    delays = []
+    for _ in range(4):
+        _disconnect(broker, SERVER_SHUTTING_DOWN)
+        delays.append(broker._reconnect_delay_s)
+        broker._reconnect_delay_s = 0.0  # the supervisor takes it
+        broker._connected = True
+        broker._link_up_at = time.monotonic()  # and the next connection drops at once
+
+    assert delays[0] == 0.0  # one drop after a long connection: reconnect at once
+    assert RECONNECT_BACKOFF_S <= delays[1] < delays[2] < delays[3]
+    assert not _taken_over(metrics)
+
+
+async def test_a_connection_that_lasted_resets_the_backoff() -> None:
+    broker = _connected_broker(Metrics())
+    for _ in range(3):
+        broker._connected = True
+        broker._link_up_at = time.monotonic()
+        _disconnect(broker, SESSION_TAKEN_OVER)
+    broker._connected = True
+    broker._link_up_at = time.monotonic() - 60
+
+    _disconnect(broker, SESSION_TAKEN_OVER)
+
+    assert RECONNECT_BACKOFF_S <= broker._reconnect_delay_s < 1.25 * RECONNECT_BACKOFF_S
 
 
 async def test_the_supervisor_waits_the_takeover_delay_before_reconnecting() -> None:
