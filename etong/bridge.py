@@ -517,6 +517,31 @@ class Bridge:
             self.metrics.dead_letters_dropped.labels(budget).inc()
         return verdict.keep
 
+    def _reject_reused_event_id(self, event: Event, reason: str, b: _Batch) -> None:
+        """Another member's (or grid's) event id: `rejected` and a dead letter, not `duplicate`.
+
+        No event row (the id is the other report's); the receipt names only the sender's own id.
+        """
+        topic = self.topics.events(event.grid_id, event.member_id)
+        payload = orjson.dumps(event.model_dump(mode="json"))[:DEAD_LETTER_PAYLOAD_CAP]
+        b.write.dead_letters.append(("rejected", topic, payload, reason, event.event_id, None))
+        self.metrics.messages.labels("event", "rejected").inc()
+        self._receipt(
+            b,
+            grid_id=event.grid_id,
+            member_id=event.member_id,
+            event_id=event.event_id,
+            status="rejected",
+            reason=reason,
+        )
+        log.warning(
+            "report_event_id_reused",
+            security_event=True,
+            grid_id=event.grid_id,
+            member_id=event.member_id,
+            event_id=event.event_id,
+        )
+
     def _decide_event(
         self, event: Event, keys: EventKeys, b: _Batch, *, retained: bool = False
     ) -> None:
@@ -527,7 +552,12 @@ class Bridge:
             keys.household,
             known_event=(known.status, known.duplicate_of) if known else None,
             household_event_id=lookup.households.get(keys.household),
+            reporter=(event.grid_id, event.member_id),
+            known_reporter=(known.grid_id, known.member_id) if known else None,
         )
+        if isinstance(decision, dedup.Reused):
+            self._reject_reused_event_id(event, decision.reason, b)
+            return
         if isinstance(decision, dedup.Duplicate):
             if retained and decision.same_id:
                 # The broker's retained copy, replayed at a (re-)subscribe: the member did not

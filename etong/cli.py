@@ -243,6 +243,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate.run(args)
 
 
+def cmd_acl(args: argparse.Namespace) -> int:
+    """`etong acl`: the broker's authorization rules derived from the roster."""
+    from etong.commands import acl
+
+    return acl.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(
@@ -298,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_module_arguments(p, "demo")
     p = verb("simulate", cmd_simulate, "simulated grid and officer terminals")
     _add_module_arguments(p, "simulate")
+    p = verb("acl", cmd_acl, "the broker's authorization rules derived from the roster")
+    _add_module_arguments(p, "acl")
     return parser
 
 

@@ -39,6 +39,7 @@ from etong.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "ID_PATTERN",
+    "AclSettings",
     "BridgeSettings",
     "BrokerSettings",
     "DedupSettings",
@@ -488,6 +489,20 @@ class LogSettings(_Section):
     )
 
 
+class AclSettings(_Section):
+    """`[acl]`: the broker's authorization file, rewritten from the roster (DESIGN §8)."""
+
+    path: ConfigPath = Field(
+        description=(
+            "The broker's ACL file (mosquitto acl_file, EMQX acl.conf) the bridge rewrites, "
+            "atomically, at start and on every roster reload; the broker must reload it."
+        ),
+    )
+    format: Literal["mosquitto", "emqx"] = Field(
+        default="mosquitto", description="The file's format: mosquitto or emqx."
+    )
+
+
 class Settings(_Section):
     """The whole configuration file; every section has defaults."""
 
@@ -513,6 +528,10 @@ class Settings(_Section):
         default_factory=RetentionSettings, description="Data retention."
     )
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
+    acl: AclSettings | None = Field(
+        default=None,
+        description="The broker's ACL file to keep in step with the roster; None: not managed.",
+    )
     config_path: Path = Field(
         default=Path("/etc/etong/etong.toml"),
         exclude=True,
@@ -535,6 +554,20 @@ class Settings(_Section):
                     "connect to the same broker"
                 ]
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_acl(self) -> Self:
+        if self.acl is None:
+            return self
+        # The ACL names the bridge by its user name; without one it would lock the bridge out.
+        sides = (("broker", self.broker), ("officer_broker", self.officer_broker))
+        found = [
+            f"{section}.username: required when [acl] is set (the ACL names the bridge)"
+            for section, broker in sides
+            if broker is not None and not broker.username
+        ]
+        _problems(found)
         return self
 
     @property

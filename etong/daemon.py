@@ -19,6 +19,7 @@ import signal
 import time
 from contextlib import AsyncExitStack
 
+from etong.acl import acl_text, sync_acl_file
 from etong.bridge import Bridge
 from etong.brokers.mqtt import MqttBroker
 from etong.config import Settings
@@ -102,6 +103,14 @@ class Daemon:
     async def _open(self, stack: AsyncExitStack) -> Bridge:
         """Roster, key, store, HTTP endpoint, brokers: each closed by `stack` if opened."""
         roster = load_roster(self.settings.roster.path)
+        acl = self._acl_for(roster)  # before anything opens: a bad one is exit 2
+        if acl is not None:
+            try:
+                self._install_acl(acl)
+            except OSError as exc:
+                raise ConfigError(
+                    [f"acl.path: cannot write: {exc}"], str(self.settings.config_path)
+                ) from exc
         store_settings = self.settings.store
         # Before the key is created: on a first start neither exists (see the function).
         refuse_vanished_store(
@@ -176,13 +185,22 @@ class Daemon:
         publishers = []
         for name, section, settings in sides:
             try:
-                listener = MqttBroker(settings, name=name, status_topic=status)
+                listener = MqttBroker(
+                    settings,
+                    name=name,
+                    status_topic=status,
+                    on_session_taken_over=self.metrics.session_taken_over.labels(name).inc,
+                )
             except ConfigError as exc:
                 # A password or TLS file that cannot be read: name the section it belongs to.
                 problems = [f"{section}.{problem}" for problem in exc.problems]
                 raise ConfigError(problems, str(s.config_path)) from exc
             publisher = MqttBroker(
-                settings, name=f"{name}-pub", status_topic=status, publisher=True
+                settings,
+                name=f"{name}-pub",
+                status_topic=status,
+                publisher=True,
+                on_session_taken_over=self.metrics.session_taken_over.labels(f"{name}-pub").inc,
             )
             self._listeners.append(listener)
             self._brokers += [listener, publisher]
@@ -240,6 +258,9 @@ class Daemon:
             notify("RELOADING=1")
             try:
                 roster: Roster = load_roster(self.settings.roster.path)
+                # The broker's rules come from the same roster: one the ACL cannot be derived
+                # from is refused as a whole, so bridge and broker never disagree on it.
+                acl = self._acl_for(roster)
             except ConfigError as exc:
                 log.error(  # noqa: TRY400 - the problems list says it all; no traceback wanted
                     "roster_reload_failed", problems=exc.problems, kept="previous roster"
@@ -247,7 +268,33 @@ class Daemon:
             else:
                 bridge.replace_roster(roster)
                 log.info("roster_reloaded", roster=roster.summary())
+                self._install_acl_or_log(acl)
             notify("READY=1")
+
+    def _acl_for(self, roster: Roster) -> str | None:
+        """The broker's ACL for `roster` when `[acl]` is set (DESIGN §8); ConfigError if not."""
+        acl = self.settings.acl
+        return acl_text(roster, self.settings, acl.format) if acl is not None else None
+
+    def _install_acl(self, text: str) -> None:
+        """Replace the ACL file atomically if it changed; the broker's own reload (systemd's
+        etong-acl.path, or SIGHUP to mosquitto) then puts it in force."""
+        assert self.settings.acl is not None
+        path = self.settings.acl.path
+        if sync_acl_file(path, text):
+            log.info("acl_written", path=str(path), format=self.settings.acl.format)
+
+    def _install_acl_or_log(self, text: str | None) -> None:
+        if text is None:
+            return
+        try:
+            self._install_acl(text)
+        except OSError as exc:
+            # The bridge serves the new roster, but the broker still enforces the old one:
+            # a removed member may still publish. Loud: check-config also warns of it.
+            log.error(  # noqa: TRY400 - the OS error says it all; no traceback wanted
+                "acl_write_failed", error=str(exc), security_event=True
+            )
 
     async def _purge_loop(self, store: Store) -> None:
         while True:

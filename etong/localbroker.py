@@ -32,7 +32,7 @@ from typing import Any, Self
 
 from etong.config import load_settings, without_env_overrides
 from etong.errors import EtongError
-from etong.simulate import MonitorClient
+from etong.simulate import BrokerLogin, MonitorClient
 from etong.topics import Topics
 
 _INSTALL_HINT = (
@@ -92,16 +92,40 @@ def _port_accepts(port: int) -> bool:
 
 
 @dataclass(frozen=True)
+class ListenerAuth:
+    """Who may connect to a listener and what each user may do, as mosquitto's per-listener
+    `password_file` and `acl_file` (anonymous clients refused). `use_username_as_clientid`
+    replaces a client's id by its user name, so no client can take over another's session."""
+
+    password_file: Path
+    acl_file: Path
+    use_username_as_clientid: bool = False
+
+    def config_lines(self) -> list[str]:
+        """The lines of this listener's block (per_listener_settings must be on)."""
+        lines = [
+            "allow_anonymous false",
+            f"password_file {self.password_file}",
+            f"acl_file {self.acl_file}",
+        ]
+        if self.use_username_as_clientid:
+            lines.append("use_username_as_clientid true")
+        return lines
+
+
+@dataclass(frozen=True)
 class TlsListener:
     """The files of a TLS listener, as mosquitto's per-listener options of the same names.
 
-    `require_certificate` asks every client for a certificate signed by `cafile` (mutual TLS).
+    `require_certificate` asks every client for a certificate signed by `cafile` (mutual TLS);
+    `auth` makes it a listener for known users only, each confined by the ACL.
     """
 
     cafile: Path
     certfile: Path
     keyfile: Path
     require_certificate: bool = False
+    auth: ListenerAuth | None = None
 
     def config_lines(self, port: int) -> list[str]:
         """The mosquitto.conf block of a listener on `port` with these files."""
@@ -111,6 +135,7 @@ class TlsListener:
             f"certfile {self.certfile}",
             f"keyfile {self.keyfile}",
             f"require_certificate {'true' if self.require_certificate else 'false'}",
+            *(self.auth.config_lines() if self.auth is not None else []),
         ]
 
 
@@ -122,14 +147,23 @@ class LocalMosquitto:
 
     With `tls`, the broker also listens with TLS on a second free port (`tls_port`,
     `tls_url`); the plain listener (`port`, `url`) stays, for clients that are not under test.
+    `auth` confines the plain listener to the users of its password file (the shipped
+    config's loopback listener for the bridge); with it or a TLS listener's `auth`,
+    authentication is per listener (`per_listener_settings true`).
     """
 
     def __init__(
-        self, directory: Path, *, port: int | None = None, tls: TlsListener | None = None
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        tls: TlsListener | None = None,
+        auth: ListenerAuth | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.port = port if port is not None else free_port()
         self.tls = tls
+        self.auth = auth
         self.tls_port = _free_port_other_than(self.port) if tls is not None else None
         self.config_path = self.directory / "mosquitto.conf"
         self.log_path = self.directory / "mosquitto.log"
@@ -155,9 +189,12 @@ class LocalMosquitto:
 
     def config_text(self) -> str:
         """The mosquitto.conf this broker runs with."""
+        per_listener = self.auth is not None or (self.tls is not None and self.tls.auth)
         lines = [
+            # Before any listener: the security options that follow each belong to one.
+            *(["per_listener_settings true"] if per_listener else []),
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *(self.auth.config_lines() if self.auth is not None else ["allow_anonymous true"]),
             "persistence true",
             # The trailing slash matters: mosquitto concatenates it with the file name.
             f"persistence_location {self.directory}/",
@@ -252,6 +289,17 @@ class LocalMosquitto:
             process.kill()
         process.wait()
         self._process = None
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its password and ACL files again (what systemd's reload does)."""
+        if self._process is None or self._process.poll() is not None:
+            raise LocalProcessError("the broker is not running")
+        self._process.send_signal(signal.SIGHUP)
 
     def restart(self, timeout: float = 10.0) -> None:
         """Stop the broker gracefully and start it again on the same port."""
@@ -372,7 +420,9 @@ class LocalBridge:
     Ready means the bridge published `online` on its retained status topic after this start;
     a status left over from an earlier run (the same broker, a killed daemon) does not count.
     The status is watched at the config's broker URL, or at `monitor_url` when given: the
-    same broker's plain listener, for a bridge that connects with TLS the watcher cannot use.
+    same broker's plain listener, for a bridge that connects with TLS the watcher cannot use;
+    `monitor_login` when that listener wants a user name (the bridge's: its ACL lets it read
+    its own status).
     """
 
     def __init__(
@@ -384,6 +434,7 @@ class LocalBridge:
         extra_env: Mapping[str, str] | None = None,
         monitor_url: str | None = None,
         run_args: Sequence[str] = (),
+        monitor_login: BrokerLogin | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.run_args = list(run_args)  # extra `etong run` options, e.g. --new-store
@@ -401,6 +452,7 @@ class LocalBridge:
         settings = load_settings(self.config_path, environ=self.env)
         self.broker_url = settings.broker.url
         self.monitor_url = monitor_url or self.broker_url
+        self.monitor_login = monitor_login
         self.instance_id = settings.bridge.instance_id
         self.topics = Topics(settings.bridge.topic_prefix)
         self._process: subprocess.Popen[bytes] | None = None
@@ -437,7 +489,9 @@ class LocalBridge:
             raise LocalProcessError("the bridge is already running")
         if self._monitor is None:
             # Subscribe before spawning, so the fresh `online` cannot slip past unseen.
-            self._monitor = MonitorClient(self.monitor_url, [self.status_topic])
+            self._monitor = MonitorClient(
+                self.monitor_url, [self.status_topic], login=self.monitor_login
+            )
             self._monitor.connect()
         self.stopped_by_us = False
         # Only status messages from here on can speak for this run.

@@ -83,6 +83,15 @@ class Metrics:
         )
         for reason in DEAD_LETTER_DROP_REASONS:  # present at 0, so increase() sees the start
             self.dead_letters_dropped.labels(reason)
+        # Named for the alert built on it (`etong_session_taken_over_total`): someone else
+        # connected with one of the bridge's client ids and the broker handed it our session.
+        self.session_taken_over = Counter(
+            "etong_session_taken_over",
+            "Broker connections of the bridge ended because another client connected with "
+            "the same client id (MQTT 5 DISCONNECT 0x8E; MQTT 3.1.1 cannot tell it apart)",
+            ["broker"],
+            registry=r,
+        )
         self.store_busy_batches = Gauge(
             "etong_store_busy_batches",
             "Batches since start that found the store's write lock held by another process "

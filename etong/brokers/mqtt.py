@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -48,6 +50,19 @@ log = get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 UNSUPPORTED_PROTOCOL_VERSION = 0x84  # CONNACK reason code (MQTT 5, 3.2.2.2)
+# MQTT 5.0 §3.14.2.1: the broker's DISCONNECT reason code when another client connected with
+# our client id [MQTT-3.1.4-3] and took the session. MQTT 3.1.1 has no DISCONNECT from the
+# server: the broker just closes the socket, which looks like any other lost connection.
+SESSION_TAKEN_OVER = 0x8E
+# After a takeover, wait before taking the session back, longer each time: two clients with
+# one id would otherwise kick each other off many times a second, and the reports queued for
+# the bridge would go to whichever holds the session. The same backoff applies from the second
+# connection in a row that the broker ends within FLAP_WINDOW_S of its CONNACK: brokers that
+# do not say why (MQTT 3.1.1; mosquitto 2.0.11 sends no DISCONNECT on a takeover) end a taken
+# session that way, and a connection the broker keeps dropping is not worth hammering either.
+RECONNECT_BACKOFF_S = 2.0
+RECONNECT_BACKOFF_MAX_S = 120.0
+FLAP_WINDOW_S = 5.0
 # paho does not honour the broker's Receive Maximum, so we bound our own in-flight pushes.
 # 20 is mosquitto's default max_inflight_messages; loopback PUBACKs keep this far from a cap.
 OUTBOUND_INFLIGHT = 20
@@ -179,6 +194,18 @@ def _nothing() -> None:
     return None
 
 
+def reconnect_backoff_s(drops_in_a_row: int, jitter: float) -> float:
+    """The wait before reconnecting after the `drops_in_a_row`-th takeover or flap (1, 2, ...).
+
+    Doubles from RECONNECT_BACKOFF_S up to RECONNECT_BACKOFF_MAX_S; `jitter` in [0, 1) adds up
+    to a quarter, so two bridges misconfigured with one client id drift apart instead of
+    colliding in step.
+    """
+    doublings = min(max(0, drops_in_a_row - 1), 16)
+    base = min(RECONNECT_BACKOFF_MAX_S, RECONNECT_BACKOFF_S * float(2**doublings))
+    return base * (1 + jitter / 4)
+
+
 class _TransientConnectError(Exception):
     """A connect attempt failed in a way worth retrying (refused, timeout, broker away)."""
 
@@ -198,8 +225,13 @@ class MqttBroker:
         name: str,
         status_topic: str,
         publisher: bool = False,
+        on_session_taken_over: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_session_taken_over = on_session_taken_over or _nothing
+        self._link_up_at = 0.0  # monotonic time of the last CONNACK
+        self._drops_in_a_row = 0  # takeovers and short-lived connections, see FLAP_WINDOW_S
+        self._reconnect_delay_s = 0.0  # set by a takeover or a flap, used once by _supervise
         self._settings = settings
         self._status_topic = status_topic
         # A publisher connection only publishes (pushes, receipts): its PUBACKs then never
@@ -207,6 +239,7 @@ class MqttBroker:
         # our own publishes. It has no will and no status of its own.
         self._publisher = publisher
         self._v5 = settings.protocol == 5
+        self._client_id = f"{settings.client_id}-pub" if publisher else settings.client_id
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._on_message: OnMessage | None = None
@@ -239,7 +272,7 @@ class MqttBroker:
         s = self._settings
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"{s.client_id}-pub" if self._publisher else s.client_id,
+            client_id=self._client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
             # 3.1.1 persistent session; on MQTT 5 clean_start goes to connect() instead.
             clean_session=None if self._v5 else False,
@@ -391,6 +424,7 @@ class MqttBroker:
             # (acks for them must be sent, or they come back at every restart).
             self._generation += 1
             self._link_up = True
+            self._link_up_at = time.monotonic()
             fut.set_result(bool(flags.session_present))
 
     def _refusal(self, reason_code: ReasonCode) -> str:
@@ -426,7 +460,33 @@ class MqttBroker:
         if was_connected and not self._stopping:
             reason = str(reason_code) if failure is None else f"{reason_code}: {failure}"
             log.warning("broker_disconnected", broker=self.name, reason=reason)
+            self._choose_reconnect_delay(reason_code)
         self._disconnected.set()
+
+    def _choose_reconnect_delay(self, reason_code: ReasonCode) -> None:
+        """A takeover is a security event and backs off; so does a connection that keeps
+        being dropped right after it was made (see RECONNECT_BACKOFF_S)."""
+        if time.monotonic() - self._link_up_at >= FLAP_WINDOW_S:
+            self._drops_in_a_row = 0
+        self._drops_in_a_row += 1
+        jitter = random.random()
+        if reason_code.value == SESSION_TAKEN_OVER:
+            self._reconnect_delay_s = reconnect_backoff_s(self._drops_in_a_row, jitter)
+            event = "broker_session_taken_over"
+            self._on_session_taken_over()
+        elif self._drops_in_a_row >= 2:
+            self._reconnect_delay_s = reconnect_backoff_s(self._drops_in_a_row - 1, jitter)
+            event = "broker_connection_flapping"  # a takeover, where the broker does not say
+        else:
+            return
+        log.warning(
+            event,
+            security_event=True,
+            broker=self.name,
+            client_id=self._client_id,
+            drops_in_a_row=self._drops_in_a_row,
+            reconnect_in_s=round(self._reconnect_delay_s, 1),
+        )
 
     def _on_paho_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -598,6 +658,9 @@ class MqttBroker:
             if self._stopping:
                 return
             self.reconnects += 1
+            delay, self._reconnect_delay_s = self._reconnect_delay_s, 0.0
+            if delay:
+                await asyncio.sleep(delay)  # after a takeover or a flap: see RECONNECT_BACKOFF_S
             await self._connect_with_retry()
 
     def ack(self, message: InboundMessage) -> None:

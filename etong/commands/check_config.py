@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from etong.acl import acl_file_is_current, acl_text
 from etong.config import Settings, load_settings, peek_roster_path, settings_file_problems
 from etong.errors import ConfigError
 from etong.roster import Roster, load_roster
@@ -43,6 +44,8 @@ def run(config_path: Path) -> int:
     if settings is not None:
         for warning in topic_warnings(settings, roster):
             print(f"{config_path}: warning: {warning}", file=sys.stderr)
+    if settings is not None and roster is not None:
+        problems += _acl_problems(settings, roster)
 
     if problems or settings is None or roster is None:
         for problem in problems:
@@ -83,6 +86,27 @@ def topic_warnings(settings: Settings, roster: Roster | None) -> list[str]:
                 "and '_'"
             )
     return warnings
+
+
+def _acl_problems(settings: Settings, roster: Roster) -> list[str]:
+    """With `[acl]` set: rules that cannot be derived are problems; a stale file is a warning.
+
+    Stale means the broker enforces another roster than this one: a removed member may still
+    publish, a new one is refused. The daemon rewrites the file at start and on reload.
+    """
+    if settings.acl is None:
+        return []
+    try:
+        text = acl_text(roster, settings, settings.acl.format)
+    except ConfigError as exc:
+        return _located(exc)
+    if not acl_file_is_current(settings.acl.path, text):
+        print(
+            f"{settings.acl.path}: warning: the broker's ACL does not match the roster "
+            f"(rewrite it: etong acl --out {settings.acl.path}, or systemctl reload etong)",
+            file=sys.stderr,
+        )
+    return []
 
 
 def _located(exc: ConfigError) -> list[str]:

@@ -1,4 +1,12 @@
-"""The duplicate decision (DESIGN §3), a pure function over what the store returned."""
+"""The duplicate decision (DESIGN §3), a pure function over what the store returned.
+
+An event id is the handheld's idempotency key, so the same id again is a re-send: `duplicate`.
+But only from the handheld that sent it first. The same id from another member, or for another
+grid, is no re-send: answering `duplicate` would drop that report (one member could suppress
+another's by guessing or copying its id) and tell the sender what became of someone else's
+report. It is `Reused`: rejected, with a reason that says nothing about the other report
+(docs/SECURITY.md, "The event_id oracle").
+"""
 
 from __future__ import annotations
 
@@ -20,7 +28,16 @@ class Duplicate:
     same_id: bool
 
 
-DedupDecision = Fresh | Duplicate
+@dataclass(frozen=True, slots=True)
+class Reused:
+    """The event id belongs to another member's (or another grid's) report: reject it."""
+
+    reason: str = (
+        "event_id: cannot be used by this member; every new report needs an event_id of its own"
+    )
+
+
+DedupDecision = Fresh | Duplicate | Reused
 
 
 def household_dedup_on(window_s: float) -> bool:
@@ -40,13 +57,19 @@ def decide(
     *,
     known_event: tuple[str, str | None] | None,
     household_event_id: str | None,
+    reporter: tuple[str, str],
+    known_reporter: tuple[str, str] | None,
 ) -> DedupDecision:
     """Decide whether an event is new.
 
-    `known_event` is (status, duplicate_of) of a stored event with the same id, if any;
+    `known_event` is (status, duplicate_of) of a stored event with the same id, if any, and
+    `known_reporter` its (grid_id, member_id); `reporter` is (grid_id, member_id) of this one.
     `household_event_id` is an accepted event with the same household key inside the dedup
-    window, if any. The same event id always wins: it is the handheld's idempotency key.
+    window, if any. The same event id always wins: it is the handheld's idempotency key, but
+    only the reporter that used it first may repeat it (module docstring).
     """
+    if known_event is not None and known_reporter is not None and known_reporter != reporter:
+        return Reused()
     if known_event is not None:
         status, duplicate_of = known_event
         original = duplicate_of if status == "duplicate" and duplicate_of else event_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,23 +52,28 @@ def test_topics_with_a_multi_level_prefix() -> None:
 
 # ---- dedup
 
+ME = ("ZS-017", "g-0231")
+NEW: dict[str, Any] = {"reporter": ME, "known_reporter": None}  # an id the store has not seen
+MINE: dict[str, Any] = {"reporter": ME, "known_reporter": ME}  # an id this member sent before
+
 
 def test_new_event_is_fresh() -> None:
-    assert dedup.decide("E1", "H", known_event=None, household_event_id=None) == dedup.Fresh()
+    d = dedup.decide("E1", "H", known_event=None, household_event_id=None, **NEW)
+    assert d == dedup.Fresh()
 
 
 def test_same_event_id_is_a_duplicate_of_itself() -> None:
-    d = dedup.decide("E1", "H", known_event=("accepted", None), household_event_id="E1")
+    d = dedup.decide("E1", "H", known_event=("accepted", None), household_event_id="E1", **MINE)
     assert d == dedup.Duplicate("E1", same_id=True)
 
 
 def test_resent_household_duplicate_still_names_the_original() -> None:
-    d = dedup.decide("E2", "H", known_event=("duplicate", "E1"), household_event_id="E1")
+    d = dedup.decide("E2", "H", known_event=("duplicate", "E1"), household_event_id="E1", **MINE)
     assert d == dedup.Duplicate("E1", same_id=True)
 
 
 def test_same_household_under_another_id_is_a_duplicate_of_the_first() -> None:
-    d = dedup.decide("E2", "H", known_event=None, household_event_id="E1")
+    d = dedup.decide("E2", "H", known_event=None, household_event_id="E1", **NEW)
     assert d == dedup.Duplicate("E1", same_id=False)
 
 

@@ -1,0 +1,157 @@
+"""The bridge notices when another client takes its session (MQTT 5 DISCONNECT 0x8E), counts it
+as `etong_session_taken_over_total{broker=...}`, and waits longer each time instead of flapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from etong.brokers.mqtt import (
+    RECONNECT_BACKOFF_MAX_S,
+    RECONNECT_BACKOFF_S,
+    SESSION_TAKEN_OVER,
+    MqttBroker,
+    reconnect_backoff_s,
+)
+from etong.config import BrokerSettings
+from etong.metrics import Metrics
+
+NORMAL_DISCONNECT = 0x00
+SERVER_SHUTTING_DOWN = 0x8B
+
+
+def test_the_backoff_doubles_from_the_base_and_stops_at_the_cap() -> None:
+    delays = [reconnect_backoff_s(n, jitter=0.0) for n in range(1, 10)]
+    assert delays[:3] == [RECONNECT_BACKOFF_S, 2 * RECONNECT_BACKOFF_S, 4 * RECONNECT_BACKOFF_S]
+    assert delays == sorted(delays)
+    assert delays[-1] == RECONNECT_BACKOFF_MAX_S
+    assert reconnect_backoff_s(10_000, jitter=0.0) == RECONNECT_BACKOFF_MAX_S
+
+
+def test_jitter_adds_at_most_a_quarter() -> None:
+    assert reconnect_backoff_s(1, jitter=0.0) == RECONNECT_BACKOFF_S
+    assert RECONNECT_BACKOFF_S < reconnect_backoff_s(1, jitter=0.99) < 1.25 * RECONNECT_BACKOFF_S
+
+
+def _connected_broker(metrics: Metrics) -> MqttBroker:
+    broker = MqttBroker(
+        BrokerSettings(),
+        name="grid",
+        status_topic="etong/v1/bridge/etong-1/status",
+        on_session_taken_over=metrics.session_taken_over.labels("grid").inc,
+    )
+    broker._connected = True  # as after a CONNACK and SUBACK ...
+    broker._link_up_at = time.monotonic() - 60  # ... a minute ago
+    return broker
+
+
+def _disconnect(broker: MqttBroker, code: int) -> None:
+    broker._on_disconnect(
+        broker._client,
+        None,
+        mqtt.DisconnectFlags(is_disconnect_packet_from_server=True),
+        ReasonCode(PacketTypes.DISCONNECT, identifier=code),
+        None,
+    )
+
+
+def _taken_over(metrics: Metrics) -> float | None:
+    return metrics.registry.get_sample_value("etong_session_taken_over_total", {"broker": "grid"})
+
+
+async def test_a_disconnect_with_session_taken_over_is_counted_and_delays_the_reconnect() -> None:
+    metrics = Metrics()
+    broker = _connected_broker(metrics)
+
+    _disconnect(broker, SESSION_TAKEN_OVER)
+
+    assert _taken_over(metrics) == 1.0
+    assert broker._reconnect_delay_s >= RECONNECT_BACKOFF_S
+    assert b"etong_session_taken_over_total" in metrics.render()
+
+
+@pytest.mark.parametrize("code", [NORMAL_DISCONNECT, SERVER_SHUTTING_DOWN])
+async def test_other_disconnects_are_not_takeovers(code: int) -> None:
+    metrics = Metrics()
+    broker = _connected_broker(metrics)
+
+    _disconnect(broker, code)
+
+    assert not _taken_over(metrics)
+    assert broker._reconnect_delay_s == 0.0
+
+
+async def test_takeovers_in_a_row_wait_longer_each_time() -> None:
+    metrics = Metrics()
+    broker = _connected_broker(metrics)
+    delays = []
+    for _ in range(3):
+        broker._connected = True
+        broker._link_up_at = time.monotonic()  # taken again right after reconnecting
+        _disconnect(broker, SESSION_TAKEN_OVER)
+        delays.append(broker._reconnect_delay_s)
+
+    assert _taken_over(metrics) == 3.0
+    assert delays[0] < delays[1] < delays[2]
+
+
+async def test_connections_dropped_right_after_connecting_back_off_from_the_second() -> None:
+    """What a takeover looks like where the broker does not say (MQTT 3.1.1, mosquitto 2.0.11)."""
+    metrics = Metrics()
+    broker = _connected_broker(metrics)
+    delays = []
+    for _ in range(4):
+        _disconnect(broker, SERVER_SHUTTING_DOWN)
+        delays.append(broker._reconnect_delay_s)
+        broker._reconnect_delay_s = 0.0  # the supervisor takes it
+        broker._connected = True
+        broker._link_up_at = time.monotonic()  # and the next connection drops at once
+
+    assert delays[0] == 0.0  # one drop after a long connection: reconnect at once
+    assert RECONNECT_BACKOFF_S <= delays[1] < delays[2] < delays[3]
+    assert not _taken_over(metrics)
+
+
+async def test_a_connection_that_lasted_resets_the_backoff() -> None:
+    broker = _connected_broker(Metrics())
+    for _ in range(3):
+        broker._connected = True
+        broker._link_up_at = time.monotonic()
+        _disconnect(broker, SESSION_TAKEN_OVER)
+    broker._connected = True
+    broker._link_up_at = time.monotonic() - 60
+
+    _disconnect(broker, SESSION_TAKEN_OVER)
+
+    assert RECONNECT_BACKOFF_S <= broker._reconnect_delay_s < 1.25 * RECONNECT_BACKOFF_S
+
+
+async def test_the_supervisor_waits_the_takeover_delay_before_reconnecting() -> None:
+    broker = _connected_broker(Metrics())
+    reconnected_at: list[float] = []
+
+    async def reconnect() -> None:
+        reconnected_at.append(time.monotonic())
+        broker._disconnected.clear()  # as a successful connect does
+
+    broker._connect_with_retry = reconnect  # type: ignore[method-assign]
+    _disconnect(broker, SESSION_TAKEN_OVER)
+    broker._reconnect_delay_s = 0.3  # the real one is seconds; a lower bound is what is tested
+    taken_at = time.monotonic()
+    supervisor = asyncio.create_task(broker._supervise())
+    try:
+        while not reconnected_at:  # noqa: ASYNC110 - a test waiting on a fake's side effect
+            await asyncio.sleep(0.01)
+        assert reconnected_at[0] - taken_at >= 0.3
+        assert broker._reconnect_delay_s == 0.0  # used once
+    finally:
+        broker._stopping = True
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
