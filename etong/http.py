@@ -77,12 +77,14 @@ class HttpLimits:
 class _ThrottledLog:
     """Logs an event at most once per LOG_INTERVAL_S, with how many happened meanwhile."""
 
+    clock: Callable[[], float] = time.monotonic
     counts: dict[str, int] = field(default_factory=dict)
     last: dict[str, float] = field(default_factory=dict)
 
     def event(self, name: str, **fields: Any) -> None:
+        """Count one `name` event; log it (with the count since the last line) when due."""
         self.counts[name] = self.counts.get(name, 0) + 1
-        now = time.monotonic()
+        now = self.clock()
         if now - self.last.get(name, -LOG_INTERVAL_S) >= LOG_INTERVAL_S:
             log.warning(name, count=self.counts.pop(name), period_s=LOG_INTERVAL_S, **fields)
             self.last[name] = now

@@ -12,8 +12,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import pytest
+import structlog
 
-from etong.http import MAX_FIELD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES, HttpLimits, HttpServer
+from etong.http import (
+    LOG_INTERVAL_S,
+    MAX_FIELD_BYTES,
+    MAX_HEADERS,
+    MAX_REQUEST_LINE_BYTES,
+    HttpLimits,
+    HttpServer,
+    _ThrottledLog,
+)
 
 # Every wait in these tests ends by this deadline (a generous one: a loaded CI machine).
 TEST_DEADLINE_S = 10.0
@@ -294,3 +303,24 @@ async def test_stop_closes_connections_in_hand(
     await _connections_drop_to(server, 1)
     await asyncio.wait_for(server.stop(), TEST_DEADLINE_S)
     assert await _closed_by_server(reader) == b""
+
+
+# --- what reaches the log -------------------------------------------------------------------
+
+
+def test_refusals_and_bad_requests_are_logged_once_a_minute_with_a_count() -> None:
+    now = [1000.0]
+    throttled = _ThrottledLog(clock=lambda: now[0])
+    with structlog.testing.capture_logs() as logged:
+        for _ in range(5):
+            throttled.event("http_bad_request", status=431)
+        now[0] += LOG_INTERVAL_S - 1
+        throttled.event("http_bad_request", status=431)
+        throttled.event("http_connection_refused")  # another kind has its own minute
+        now[0] += 1
+        throttled.event("http_bad_request", status=414)
+    assert [(e["event"], e["count"], e.get("status")) for e in logged] == [
+        ("http_bad_request", 1, 431),
+        ("http_connection_refused", 1, None),
+        ("http_bad_request", 6, 414),
+    ]
