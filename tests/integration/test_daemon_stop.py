@@ -126,3 +126,31 @@ async def _wait_until(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
+
+
+async def test_a_stop_while_waiting_for_a_silent_brokers_connack_ends_the_run_with_0(
+    tmp_path: Path,
+) -> None:
+    """A broker that takes the TCP connection and never answers CONNECT (CONNACK waits up
+    to 10 s per attempt): the stop does not wait for that."""
+    accepted = asyncio.Event()
+    silent: list[asyncio.StreamWriter] = []
+
+    async def take_and_say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+        accepted.set()
+
+    listener = await asyncio.start_server(take_and_say_nothing, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    daemon = Daemon(make_settings(tmp_path, broker={"url": f"mqtt://127.0.0.1:{port}"}))
+    run = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(accepted.wait(), DEADLINE_S)
+        daemon.request_stop()
+        assert await asyncio.wait_for(run, DEADLINE_S) == 0
+    finally:
+        run.cancel()
+        for writer in silent:
+            writer.close()
+        listener.close()
+        await listener.wait_closed()
