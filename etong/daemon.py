@@ -6,8 +6,10 @@
     what is queued → `offline` → close → exit 0
 
 Signal handlers only set flags; SIGHUP reloads the roster without touching anything in
-flight. Resources are entered into an `AsyncExitStack`, so each one is cleaned up if and
-only if it was set up (aiohttp's cleanup_ctx).
+flight. A stop asked for before the loop took the signals over (`etong.stopsignal`) or while
+start-up waits on a broker ends the run at once with exit 0: nothing was taken yet, so
+nothing is left half done. Resources are entered into an `AsyncExitStack`, so each one is
+cleaned up if and only if it was set up (aiohttp's cleanup_ctx).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import contextlib
 import gc
 import signal
 import time
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
+from typing import Any
 
 from etong.acl import acl_text, sync_acl_file
 from etong.bridge import Bridge
@@ -30,12 +34,17 @@ from etong.metrics import Metrics
 from etong.pipeline.keys import Keyer, load_or_create_key
 from etong.roster import Roster, load_roster
 from etong.sdnotify import notify, watchdog_interval_s
+from etong.stopsignal import STOP_SIGNALS, EarlyStop
 from etong.store import Store, refuse_vanished_store
 
 log = get_logger(__name__)
 
 GRACEFUL_STOP_S = 8.0  # issue #3: SIGTERM to exit within 10 s, with room for `offline`
 PURGE_INTERVAL_S = 86400.0
+
+
+class _StoppedDuringStartup(Exception):  # noqa: N818 - a stop, not an error
+    """SIGTERM/SIGINT came while start-up was still opening things."""
 
 
 def _settle_startup_garbage() -> None:
@@ -54,10 +63,19 @@ def _settle_startup_garbage() -> None:
 class Daemon:
     """Owns the bridge's resources and tasks for one run."""
 
-    def __init__(self, settings: Settings, *, new_store: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        early_stop: EarlyStop | None = None,
+        new_store: bool = False,
+    ) -> None:
         self.settings = settings
         self.new_store = new_store  # `etong run --new-store`: an empty store is intended
         self.metrics = Metrics()
+        self._early_stop = early_stop
+        self._stage = "starting"
+        """The start-up stage in hand, named in the log of a stop during start-up."""
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self.bridge: Bridge | None = None
@@ -72,12 +90,21 @@ class Daemon:
     async def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        # Read after the loop took the signals over, so that none falls between the two.
+        if self._early_stop is not None and self._early_stop.requested:
+            self._stop.set()
         started = time.monotonic()
         async with AsyncExitStack() as stack:
-            bridge = await self._open(stack)
+            try:
+                bridge = await self._open(stack)
+            except _StoppedDuringStartup:
+                # Leaving the stack closes what was opened (brokers, HTTP, store), in reverse.
+                notify("STOPPING=1")
+                log.info("bridge_stopped_during_startup", stage=self._stage)
+                return 0
             tasks = await stack.enter_async_context(_TaskSet())
             ingest = tasks.start(bridge.ingest_loop(), "ingest")
             tasks.start(bridge.scheduler_loop(), "scheduler")
@@ -101,7 +128,15 @@ class Daemon:
         return 0
 
     async def _open(self, stack: AsyncExitStack) -> Bridge:
-        """Roster, key, store, HTTP endpoint, brokers: each closed by `stack` if opened."""
+        """Roster, key, store, HTTP endpoint, brokers: each closed by `stack` if opened.
+
+        Raises `_StoppedDuringStartup` on a stop: before opening the store, after it, or at
+        once while the brokers are being connected (their retries can last indefinitely).
+        The store's open is local and short, and is let finish: cancelling it would leave
+        aiosqlite's thread behind, which would hold up the exit.
+        """
+        self._raise_if_stopped()  # stage "starting": nothing opened yet
+        self._stage = "store"
         roster = load_roster(self.settings.roster.path)
         acl = self._acl_for(roster)  # before anything opens: a bad one is exit 2
         if acl is not None:
@@ -119,6 +154,7 @@ class Daemon:
         key = load_or_create_key(store_settings.resolved_pii_key_file)
         store = await Store.open(store_settings.path, exclusive=True, check_integrity=True)
         stack.push_async_callback(store.close)
+        self._raise_if_stopped()
         grid_broker, officer_broker = self._make_brokers()
         bridge = Bridge(
             self.settings,
@@ -137,12 +173,34 @@ class Daemon:
             )
             await server.start()
             stack.push_async_callback(server.stop)
-        await self._start_brokers(bridge, stack)
+        self._stage = "brokers"
+        await self._unless_stopped(self._start_brokers(bridge, stack))
         # Counting rows scans tables; a second connection (WAL readers never block the
         # writer) keeps that off the connection the per-message path waits on.
         self._reader_store = await Store.open(self.settings.store.path)
         stack.push_async_callback(self._reader_store.close)
         return bridge
+
+    def _raise_if_stopped(self) -> None:
+        if self._stop.is_set():
+            raise _StoppedDuringStartup
+
+    async def _unless_stopped(self, stage: Coroutine[Any, Any, None]) -> None:
+        """Run a start-up stage that waits on the outside world; cancel it on a stop."""
+        stage_task = asyncio.create_task(stage)
+        stop_wait = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({stage_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            if not stage_task.done():
+                stage_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stage_task
+        if stage_task.cancelled():
+            raise _StoppedDuringStartup
+        stage_task.result()  # the stage's own error, if it failed
+        self._raise_if_stopped()
 
     async def _until_stop_or_failure(self, tasks: _TaskSet) -> None:
         """Return on SIGTERM/SIGINT; raise if a task dies first (systemd then restarts us)."""
@@ -214,13 +272,14 @@ class Daemon:
         else:
             subscriptions = [[topics.events_filter], [topics.acks_filter]]
         # Publishers first: the moment a listener subscribes, reports flow and are answered.
+        # `stop` is registered before `start`: a start cut short by SIGTERM is cleaned up too.
         for broker in self._brokers:
             if broker not in self._listeners:
-                await broker.start(bridge.on_message, [])
                 stack.push_async_callback(broker.stop)
+                await broker.start(bridge.on_message, [])
         for listener, topics_of in zip(self._listeners, subscriptions, strict=True):
-            await listener.start(bridge.on_message, topics_of)
             stack.push_async_callback(listener.stop)
+            await listener.start(bridge.on_message, topics_of)
 
     def _unconfirmed(self) -> int:
         return sum(b.unconfirmed for b in self._brokers)
@@ -365,9 +424,21 @@ class _TaskSet:
         await self.cancel_all()
 
 
-def run_daemon(settings: Settings, *, new_store: bool = False) -> int:
-    """Entry point of `etong run`: the event loop, then the daemon."""
+def run_daemon(
+    settings: Settings, early_stop: EarlyStop | None = None, *, new_store: bool = False
+) -> int:
+    """Entry point of `etong run`: the event loop, then the daemon.
+
+    `early_stop` holds a SIGTERM/SIGINT that came before the loop existed (see `etong.cli`);
+    `new_store` is `etong run --new-store` (an empty store where one existed is intended).
+    """
     # uvloop was measured and did not pay here: 20,000-report bursts ran at 3,311 and
     # 3,239 reports/s on asyncio's loop, 3,334 and 3,039 on uvloop (paho's Python packet
     # handling, not the selector, is the cost).
-    return asyncio.run(Daemon(settings, new_store=new_store).run())
+    try:
+        return asyncio.run(Daemon(settings, early_stop=early_stop, new_store=new_store).run())
+    finally:
+        if early_stop is not None:
+            # Closing the loop reset the handlers to the default (death by the signal): a
+            # SIGTERM in the last moments of the exit must not turn exit 0 into a kill.
+            early_stop.reinstall()

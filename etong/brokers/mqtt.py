@@ -32,7 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
 from etong.brokers.base import (
     InboundMessage,
@@ -314,6 +314,10 @@ class MqttBroker:
 
         def callback(client: mqtt.Client, userdata: Any, sock: Any) -> None:
             assert self._loop is not None
+            if self._loop.is_closed():
+                # paho's Client.__del__ closes its sockets whenever the collector gets to it,
+                # from whatever thread; with the loop gone there is no reader left to remove.
+                return
             if threading.get_ident() == self._loop_thread:
                 fn(sock)
             else:
@@ -577,7 +581,10 @@ class MqttBroker:
     async def _connect_with_retry(self) -> None:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((_TransientConnectError, OSError)),
-            wait=wait_exponential_jitter(initial=0.2, max=30),
+            # 0.2 s doubling up to 30 s, plus up to 1 s of jitter. Not wait_exponential_jitter:
+            # its `initial` is deprecated in tenacity 9.2 and its `multiplier` absent in 8.x.
+            # A SIGTERM during these waits cancels them (Daemon._unless_stopped).
+            wait=wait_exponential(multiplier=0.2, max=30) + wait_random(0, 1),
             reraise=True,
         ):
             with attempt:

@@ -155,3 +155,19 @@ async def test_the_supervisor_waits_the_takeover_delay_before_reconnecting() -> 
         supervisor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
+
+
+def test_a_socket_callback_from_a_collected_client_after_the_loop_closed_is_ignored() -> None:
+    """paho's Client.__del__ closes its sockets whenever the collector runs, from any thread;
+    after the loop closed that must not raise (it surfaced as an error in an unrelated test)."""
+    broker = MqttBroker(
+        BrokerSettings(), name="grid", status_topic="etong/v1/bridge/etong-1/status"
+    )
+    loop = asyncio.new_event_loop()
+    loop.close()
+    broker._loop = loop
+    broker._loop_thread = -1  # as if called from another thread than the loop's
+    ran: list[object] = []
+    callback = broker._threadsafe(ran.append)
+    callback(None, None, object())
+    assert ran == []
