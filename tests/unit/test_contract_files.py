@@ -8,6 +8,7 @@ metaschema, and every example by its schema and by the bridge's own models and p
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -163,3 +164,26 @@ def test_the_reference_parser_refuses_a_broken_document(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "INVALID" in result.stdout
+
+
+GUIDES = [ROOT / "docs" / "PROTOCOL.md", CONTRACT / "README.md"]
+_EXAMPLE = re.compile(r"<!-- example: (\w+) -->\n```json\n(.*?)\n```", re.DOTALL)
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda path: path.name)
+def test_every_json_example_in_the_guides_is_a_valid_message(guide: Path) -> None:
+    text = guide.read_text(encoding="utf-8")
+    examples = _EXAMPLE.findall(text)
+    assert len(examples) == text.count("```json"), "a JSON block without its example marker"
+    for message, body in examples:
+        payload = json.loads(body)
+        assert schema_problems(message, payload) == [], body[:80]
+        MODELS[message].model_validate(payload)
+
+
+@pytest.mark.parametrize("guide", [*GUIDES, ROOT / "README.md"], ids=lambda path: path.name)
+def test_the_guides_link_only_inside_the_repository(guide: Path) -> None:
+    text = guide.read_text(encoding="utf-8")
+    assert "../shared" not in text
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+        assert (guide.parent / target).exists(), f"{guide.name} links to a missing {target}"
