@@ -266,7 +266,8 @@ class Person(BaseModel):
         max_length=32,
         description=(
             "Document number, if known. A resident_id is 18 characters with a valid GB 11643-1999 "
-            "check digit; a lowercase x is accepted and stored upper-case."
+            "check digit; full-width digits, spaces and a lowercase x are accepted, and it is "
+            "stored as 18 ASCII characters, upper-case."
         ),
     )
     phone: OptionalText = Field(

@@ -21,15 +21,17 @@ from jsonschema.validators import extend
 from etong.contract.schemas import published_schemas
 
 
-def _python_regex(pattern: str) -> re.Pattern[str]:
-    # Our patterns use `$` only as their last character, never escaped.
+def python_regex(pattern: str) -> re.Pattern[str]:
+    """A published (ECMA-262) pattern as a Python regex: `$` only at the very end.
+
+    Our patterns use `$` only as their last character, never escaped."""
     return re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern)
 
 
 def _ecma_pattern(
     validator: Validator, pattern: str, instance: Any, schema: dict[str, Any]
 ) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not _python_regex(pattern).search(instance):
+    if validator.is_type(instance, "string") and not python_regex(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 

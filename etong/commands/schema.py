@@ -26,6 +26,11 @@ EXIT_OK = 0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of `etong schema` to its sub-parser."""
+    parser.epilog = (
+        "The same documents for the default config are committed in docs/contract/ (regenerate "
+        "them with `python -m etong.contract write docs/contract`); the guide for terminal "
+        "developers is docs/PROTOCOL.md."
+    )
     parser.add_argument(
         "--format",
         choices=["asyncapi", "jsonschema"],

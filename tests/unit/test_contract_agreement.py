@@ -29,7 +29,7 @@ from etong.models import (
     gb11643_check_char,
 )
 from etong.pipeline.validate import Rejection, parse_ack, parse_event
-from tests.contract_validation import _python_regex, schema_problems
+from tests.contract_validation import python_regex, schema_problems
 from tests.unit.test_validate import event_dict
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -295,7 +295,7 @@ def test_the_disagreements_of_issue_13_are_settled(change: dict[str, Any], accep
 
 def test_the_published_whitespace_class_is_what_python_strips() -> None:
     """The schemas spell whitespace out (ECMA's \\s differs); it must be str.isspace()'s set."""
-    blank, not_blank = _python_regex(BLANK_PATTERN), _python_regex(NOT_BLANK_PATTERN)
+    blank, not_blank = python_regex(BLANK_PATTERN), python_regex(NOT_BLANK_PATTERN)
     spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
     assert all(blank.search(ch) for ch in spaces)
     assert "".join(spaces).strip() == ""
