@@ -20,6 +20,7 @@ from typing import Literal
 
 import orjson
 
+from etong.models import ReportState
 from etong.store import Delivery
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -207,7 +208,7 @@ def _apply_ack(
     )
 
 
-def report_state(d: Delivery) -> tuple[str, str | None]:
+def report_state(d: Delivery) -> tuple[ReportState, str | None]:
     """Where a report stands, as its latest receipt said: (receipt status, officer id).
 
     What a `duplicate` receipt repeats to a handheld that sent the report again (DESIGN §2,
@@ -216,9 +217,11 @@ def report_state(d: Delivery) -> tuple[str, str | None]:
     """
     if d.state == "pending":
         return ("accepted" if d.step == 0 else "escalated"), d.recipient
-    if d.state in ("received", "verified"):
-        return d.state, d.acked_by
-    return d.state, None
+    if d.state == "received":
+        return "received", d.acked_by
+    if d.state == "verified":
+        return "verified", d.acked_by
+    return "undeliverable", None
 
 
 def push_payload(

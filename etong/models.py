@@ -31,10 +31,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from etong.pipeline.normalize import normalize_id_number
 
@@ -49,6 +52,8 @@ ReceiptStatus = Literal[
     "escalated",
     "undeliverable",
 ]
+# Where a report stands, as its latest receipt said (a `duplicate` receipt's `current_status`).
+ReportState = Literal["accepted", "escalated", "received", "verified", "undeliverable"]
 AckStatus = Literal["received", "verified", "declined"]
 IdType = Literal["resident_id", "passport", "other"]
 BridgeState = Literal["online", "offline"]
@@ -63,10 +68,40 @@ PHONE_PATTERN = r"^[0-9+\- ]*[0-9][0-9+\- ]*$"
 _GB11643_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _GB11643_CHECK_CHARS = "10X98765432"
 _RESIDENT_ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
-# RFC 3339 date-time; the offset is optional here only so that a missing one gets its own,
-# clearer error ("must include a UTC offset") from AwareDatetime.
+
+# The patterns below are published in the JSON Schemas (docs/contract/) and used by the parser,
+# so both say the same thing; tests/unit/test_contract_agreement.py checks that they agree.
+# JSON Schema patterns are ECMA-262 regular expressions, whose \s is not Python's (it lacks
+# U+001C-U+001F and U+0085, and has U+FEFF), so whitespace is spelt out: exactly the characters
+# Python's str.isspace() accepts, which is what strip() and split() drop in the parser.
+WHITESPACE_CLASS = (
+    r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+BLANK_PATTERN = rf"^[{WHITESPACE_CLASS}]*$"
+"""An empty or all-whitespace string: the parser reads it as "absent" in optional fields."""
+NOT_BLANK_PATTERN = rf"[^{WHITESPACE_CLASS}]"
+"""At least one character that is not whitespace (required text such as a name)."""
+# A resident id as handhelds type it: 17 digits then a digit or X, ASCII or full-width, spaces
+# anywhere (DESIGN §2: 18 characters; the parser folds width and spaces, then checks GB 11643).
+RESIDENT_ID_INPUT_PATTERN = (
+    rf"^[{WHITESPACE_CLASS}]*(?:[0-9０-９][{WHITESPACE_CLASS}]*){{17}}"
+    rf"[0-9０-９XxＸｘ][{WHITESPACE_CLASS}]*$"
+)
+_RESIDENT_ID_INPUT = re.compile(RESIDENT_ID_INPUT_PATTERN)
+# RFC 3339 §5.6 `date-time` with its offset, as the contract requires. The separator is `T`
+# (or `t`, §5.6 allows lower case): the production has no space; the note that lets
+# applications use one "for readability" is not the production JSON Schema's `date-time` format
+# and code generators follow. Years 2000-2099 as written (see `_require_plausible_time`).
+RFC3339_WIRE_PATTERN = (
+    r"^20[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt]"
+    r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+# The parser's first check of a date-time: the offset is optional here only so that a missing
+# one gets its own, clearer error ("must include a UTC offset") from AwareDatetime, and any year
+# so that an implausible one gets "must be between 2000 and 2100"; pydantic checks the ranges.
 _RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
     r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
 )
 
@@ -120,19 +155,41 @@ def _require_rfc3339_string(value: object) -> object:
     return value
 
 
-# Outside these bounds a timestamp is a broken clock, not a report; the bounds also keep every
-# accepted value convertible to UTC (year 1 at +01:00 is not, and would raise downstream).
+# Outside these years a timestamp is a broken clock, not a report; the bound also keeps every
+# accepted value convertible to UTC (year 1 at +01:00 is not, and would raise downstream). It
+# is on the year as written, not on the UTC instant, so that a schema pattern can state it.
 EARLIEST_WIRE_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_WIRE_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def _require_plausible_time(value: datetime) -> datetime:
-    if not EARLIEST_WIRE_TIME <= value < LATEST_WIRE_TIME:
+    if not EARLIEST_WIRE_TIME.year <= value.year < LATEST_WIRE_TIME.year:
         raise PydanticCustomError("etong_datetime_range", "must be between 2000 and 2100")
     return value
 
 
-OptionalText = Annotated[str | None, BeforeValidator(_blank_to_none)]
+class _BlankMeansAbsentSchema:
+    """JSON Schema side of `_blank_to_none`: a blank string is a valid way to say "absent"."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        generated = handler(core_schema)
+        options = [o for o in generated.get("anyOf", [generated]) if o != {"type": "null"}]
+        blank = {"type": "string", "pattern": BLANK_PATTERN}
+        return {"anyOf": [*options, blank, {"type": "null"}]}
+
+
+class _WireDatetimeSchema:
+    """JSON Schema side of `WireDatetime`: the format, and the pattern the parser holds it to."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(core_schema), "pattern": RFC3339_WIRE_PATTERN}
+
+
+OptionalText = Annotated[str | None, BeforeValidator(_blank_to_none), _BlankMeansAbsentSchema()]
 # strict=False: under strict mode pydantic would refuse the string form of a datetime when
 # validating a Python dict (orjson's output), and a string is what the wire carries.
 WireDatetime = Annotated[
@@ -140,6 +197,7 @@ WireDatetime = Annotated[
     Field(strict=False),
     BeforeValidator(_require_rfc3339_string),
     AfterValidator(_require_plausible_time),
+    _WireDatetimeSchema(),
 ]
 
 # Inbound: strict types, unknown fields ignored (forward compatibility), immutable once validated.
@@ -157,6 +215,7 @@ class Address(BaseModel):
         min_length=1,
         max_length=500,
         description="The address as the grid member wrote it, e.g. 北高教园社区3号楼1单元1418室.",
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},  # the validator below, for the schema
     )
     building: OptionalText = Field(default=None, max_length=64, description="Building number.")
     unit: OptionalText = Field(default=None, max_length=64, description="Unit (entrance) number.")
@@ -171,12 +230,34 @@ class Address(BaseModel):
         return _require_not_blank(value)
 
 
+def _resident_id_rule(schema: dict[str, Any]) -> None:
+    """The JSON Schema of `Person`: with id_type resident_id (or none: the default), the id
+    number must have a resident id's shape; only the GB 11643 check digit is left to the parser."""
+    schema["if"] = {"properties": {"id_type": {"const": "resident_id"}}}
+    schema["then"] = {
+        "properties": {
+            "id_number": {
+                "anyOf": [
+                    {"type": "string", "pattern": RESIDENT_ID_INPUT_PATTERN},
+                    {"type": "string", "pattern": BLANK_PATTERN},
+                    {"type": "null"},
+                ]
+            }
+        }
+    }
+
+
 class Person(BaseModel):
     """A person the report is about."""
 
-    model_config = _INBOUND
+    model_config = ConfigDict(**_INBOUND, json_schema_extra=_resident_id_rule)
 
-    name: str = Field(min_length=1, max_length=64, description="Full name.")
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        description="Full name.",
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},  # the validator below, for the schema
+    )
     # Declared before id_number: its validator reads the (validated) id_type.
     id_type: IdType = Field(
         default="resident_id",
@@ -187,7 +268,8 @@ class Person(BaseModel):
         max_length=32,
         description=(
             "Document number, if known. A resident_id is 18 characters with a valid GB 11643-1999 "
-            "check digit; a lowercase x is accepted and stored upper-case."
+            "check digit; full-width digits, spaces and a lowercase x are accepted, and it is "
+            "stored as 18 ASCII characters, upper-case."
         ),
     )
     phone: OptionalText = Field(
@@ -212,13 +294,14 @@ class Person(BaseModel):
     def _resident_id_checks(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or info.data.get("id_type") != "resident_id":
             return value
-        # Full-width digits and stray spaces are how people type ids on phones; fold them first.
-        normalised = normalize_id_number(value)
-        if _RESIDENT_ID_SHAPE.fullmatch(normalised) is None:
+        # Full-width digits and stray spaces are how people type ids on phones: the published
+        # pattern admits them (and only them), then they are folded before the check digit.
+        if _RESIDENT_ID_INPUT.fullmatch(value) is None:
             raise PydanticCustomError(
                 "etong_resident_id_shape",
                 "a resident id must be 18 characters: 17 digits and a digit or X",
             )
+        normalised = normalize_id_number(value)
         if gb11643_check_char(normalised[:17]) != normalised[17]:
             raise PydanticCustomError("etong_resident_id_check", "resident id check digit is wrong")
         return normalised
@@ -289,10 +372,31 @@ class Ack(BaseModel):
     )
 
 
+# DESIGN §2: "rejected carries a human-readable reason ...; duplicate carries duplicate_of".
+RECEIPT_FIELDS_BY_STATUS: dict[str, tuple[str, ...]] = {
+    "rejected": ("reason",),
+    "duplicate": ("duplicate_of",),
+}
+
+
+def _receipt_rules(schema: dict[str, Any]) -> None:
+    """The JSON Schema of `Receipt`: the fields a status requires, as if/then per status."""
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"status": {"const": status}}, "required": ["status"]},
+            "then": {
+                "required": list(fields),
+                "properties": {name: {"type": "string", "minLength": 1} for name in fields},
+            },
+        }
+        for status, fields in RECEIPT_FIELDS_BY_STATUS.items()
+    ]
+
+
 class Receipt(BaseModel):
     """What became of an event, bridge → grid member, one per state change of the event."""
 
-    model_config = _OUTBOUND
+    model_config = ConfigDict(**_OUTBOUND, json_schema_extra=_receipt_rules)
 
     event_id: str | None = Field(
         description="The event this is about; null when the payload was too broken to carry one."
@@ -311,7 +415,7 @@ class Receipt(BaseModel):
     delivery_id: str | None = Field(
         default=None, description="The delivery this state change belongs to, if any."
     )
-    current_status: ReceiptStatus | None = Field(
+    current_status: ReportState | None = Field(
         default=None,
         description=(
             "Only on duplicate: where the original report stands now (accepted, escalated, "
@@ -320,6 +424,13 @@ class Receipt(BaseModel):
         ),
     )
     at: datetime = Field(description="When the state changed, RFC 3339.")
+
+    @model_validator(mode="after")
+    def _fields_required_by_status(self) -> Receipt:
+        missing = [f for f in RECEIPT_FIELDS_BY_STATUS.get(self.status, ()) if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"a {self.status} receipt needs {', '.join(missing)}")
+        return self
 
 
 class GridRef(BaseModel):

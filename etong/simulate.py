@@ -31,6 +31,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from etong.errors import BrokerError
+from etong.handheld_outbox import HandheldOutbox
 from etong.topics import Topics
 
 CHINA_TZ = timezone(timedelta(hours=8))
@@ -575,6 +576,10 @@ class GridMemberTerminal(MqttClient):
     """A grid member's handheld: publishes events, records the receipts for each event id.
 
     Receipts for a payload without a readable event id are kept under the key None.
+    With `resend_after_s` it keeps the contract's outbox rule (DESIGN §2, end to end; see
+    `etong.handheld_outbox`): a report without a receipt is published again, same payload and
+    event id, after that many seconds (then twice as long, ...), until any receipt for it
+    arrives. A thread of its own does the re-sends; `close` stops it.
     """
 
     def __init__(
@@ -587,6 +592,7 @@ class GridMemberTerminal(MqttClient):
         protocol: int = 5,
         client_id: str | None = None,
         login: BrokerLogin | None = None,
+        resend_after_s: float | None = None,
     ) -> None:
         self.topics = topics or Topics()
         self.grid_id = grid_id
@@ -594,6 +600,9 @@ class GridMemberTerminal(MqttClient):
         self.receipts: dict[str | None, list[dict[str, Any]]] = {}
         self.sent_at: dict[str, float] = {}
         self.sent: list[bytes] = []
+        self.outbox = HandheldOutbox(resend_after_s) if resend_after_s else None
+        self._resender: threading.Thread | None = None
+        self._closing = False
         super().__init__(
             url,
             client_id or f"etong-sim-{grid_id}-{member_id}-{new_event_id()[-6:]}",
@@ -612,12 +621,53 @@ class GridMemberTerminal(MqttClient):
         return make_event(self.grid_id, self.member_id, **fields)
 
     def send(self, event: Mapping[str, Any]) -> str:
-        """Publish an event (QoS 1) on this member's events topic; return its event id."""
+        """Publish an event (QoS 1) on this member's events topic; return its event id.
+
+        With an outbox, the event waits there for its first receipt (and is re-sent meanwhile).
+        """
         event_id = str(event.get("event_id"))
+        payload = encode(event)
         with self._cond:
             self.sent_at.setdefault(event_id, time.monotonic())
-        self.send_raw(encode(event))
+            if self.outbox is not None:
+                self.outbox.sent(event_id, payload, time.monotonic())
+                self._start_resender()
+                self._cond.notify_all()
+        self.send_raw(payload)
         return event_id
+
+    def _start_resender(self) -> None:
+        if self._resender is None:  # lock held
+            self._resender = threading.Thread(
+                target=self._resend_loop, name=f"outbox-{self.member_id}", daemon=True
+            )
+            self._resender.start()
+
+    def _resend_loop(self) -> None:
+        """Publish again what the outbox says is due; sleep until the next is due or a change."""
+        assert self.outbox is not None
+        while True:
+            with self._cond:
+                if self._closing:
+                    return
+                due = self.outbox.due(time.monotonic())
+                if not due:
+                    next_due = self.outbox.next_due()
+                    wait = None if next_due is None else max(0.0, next_due - time.monotonic())
+                    self._cond.wait(wait)  # a timer, not a synchronisation: woken by changes
+                    continue
+            for _event_id, payload in due:
+                self.send_raw(payload)
+
+    def close(self) -> None:
+        """Stop re-sending, then disconnect (safe to call twice)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            resender = self._resender
+        if resender is not None:
+            resender.join(timeout=10)
+        super().close()
 
     def send_raw(self, payload: bytes) -> None:
         """Publish arbitrary bytes on this member's events topic (for malformed input)."""
@@ -633,7 +683,14 @@ class GridMemberTerminal(MqttClient):
         event_id = receipt.get("event_id")
         key = event_id if isinstance(event_id, str) else None
         self.receipts.setdefault(key, []).append(receipt)
+        if self.outbox is not None and key is not None:
+            self.outbox.answered(key)  # any receipt ends the wait (DESIGN §2, end to end)
         return []
+
+    def waiting_for_receipt(self) -> set[str]:
+        """The event ids in the outbox, still without any receipt (empty without an outbox)."""
+        with self._cond:
+            return self.outbox.waiting() if self.outbox is not None else set()
 
     def receipts_for(self, event_id: str | None) -> list[dict[str, Any]]:
         """The receipts received so far for `event_id`, in arrival order."""

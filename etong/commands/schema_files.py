@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from etong.commands import schema
+from etong.contract.schemas import MESSAGE_NAMES
 
 
 def wants_folder(output: str | None) -> bool:
@@ -28,7 +29,7 @@ def write_folder(args: argparse.Namespace, folder: Path) -> int:
     documents: list[tuple[str, str | None, str]] = []  # (file name, message, format)
     if args.message is None and args.format == "asyncapi":
         documents.append(("asyncapi.json", None, "asyncapi"))
-    messages = schema.MESSAGE_NAMES if args.message is None else (args.message,)
+    messages = MESSAGE_NAMES if args.message is None else (args.message,)
     documents += [(f"{name}.schema.json", name, "jsonschema") for name in messages]
     for file_name, message, format_ in documents:
         one = argparse.Namespace(**vars(args))

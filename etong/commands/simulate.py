@@ -4,6 +4,10 @@ The grid members of the roster publish valid reports, round-robin, at `--rate` p
 for `--duration` seconds; a terminal for every officer acks each push `received` and then
 `verified`. At the end it waits for the receipts and prints counts.
 
+It is the reference terminal of docs/PROTOCOL.md: each handheld keeps the outbox rule (DESIGN
+§2, end to end), publishing a report again with the same event id when no receipt came within
+`--resend-after` seconds, until any receipt for it arrives.
+
 The config is read by the loader `etong run` uses (`load_settings`: the file, its
 `ETONG_<SECTION>__<KEY>` environment overrides, validation), so the simulator talks to the
 broker the daemon talks to, under the same topic prefix; an invalid config exits 2 naming the
@@ -43,6 +47,9 @@ SETTLE_S = 15.0
 # A retained status arrives right after subscribing; only its absence costs the whole wait.
 STATUS_WAIT_S = 3.0
 FINAL_STATUSES = ("accepted", "duplicate", "rejected")
+# The bridge answers in milliseconds; a re-send within the run shows the outbox rule at work
+# when it does not (bridge down, broker restarted) without flooding it.
+DEFAULT_RESEND_AFTER_S = 5.0
 
 EPILOG = (
     "The broker (url, protocol, username, password_file, TLS files), the topic prefix, the "
@@ -72,6 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration", type=float, default=10.0, help="seconds to keep publishing (default 10)"
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed for the reports")
+    parser.add_argument(
+        "--resend-after",
+        type=float,
+        default=DEFAULT_RESEND_AFTER_S,
+        help=(
+            "seconds a handheld waits for a receipt before publishing the same report again "
+            f"(doubling each time; default {DEFAULT_RESEND_AFTER_S:g}; 0 turns the outbox off)"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- settings
@@ -176,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
                 topics=sim.topics,
                 protocol=sim.grid.protocol,
                 login=sim.grid.login,
+                resend_after_s=args.resend_after or None,
             )
             member.connect()
             stack.callback(member.close)
@@ -269,5 +286,8 @@ def _print_counts(
         f"and {copies} copies (cc)"
     )
     print("receipts: " + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none"))
+    resends = sum(member.outbox.resends for member in members if member.outbox is not None)
+    if resends:
+        print(f"re-sent {resends} reports that had no receipt in time (same event id)")
     if unsettled:
         print(f"{unsettled} reports got no accepted/duplicate/rejected receipt in time")

@@ -1,7 +1,9 @@
-"""`etong simulate` against a real bridge, reading its config as the daemon does."""
+"""`etong simulate` against a real bridge: its config as the daemon reads it, and the handheld's
+outbox rule (DESIGN §2, end to end) that the reference terminal keeps."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,7 +13,8 @@ import pytest
 
 from etong.config import without_env_overrides
 from etong.localbroker import LocalBridge, LocalMosquitto, free_port
-from tests.e2e.helpers import INSTANCE_ID, write_config
+from etong.simulate import GridMemberTerminal, MonitorClient, encode
+from tests.e2e.helpers import INSTANCE_ID, TOPICS, Terminals, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -42,3 +45,38 @@ def test_simulate_follows_the_broker_override_the_daemon_would_follow(
     assert f"bridge {INSTANCE_ID} is online on {mosquitto.url}" in result.stdout, output
     assert "published 20 reports" in result.stdout, output
     assert "accepted 20" in result.stdout, output
+
+
+def test_a_simulated_handheld_resends_an_unanswered_report_until_a_receipt_arrives(
+    bridge: LocalBridge, mosquitto: LocalMosquitto, terminals: Terminals
+) -> None:
+    """DESIGN §2, end to end: the same payload again while the bridge is away; the first
+    receipt ends the re-sends; the bridge answers the repeats as duplicates, one push only."""
+    officer = terminals.officer("p-1001")
+    watcher = MonitorClient(mosquitto.url, [TOPICS.events("ZS-017", "g-0231")])
+    handheld = GridMemberTerminal(
+        mosquitto.url, "ZS-017", "g-0231", topics=TOPICS, resend_after_s=0.5
+    )
+    with watcher, contextlib.closing(handheld):
+        handheld.connect()
+        bridge.sigterm()  # its persistent session keeps what arrives meanwhile
+        event = handheld.event()
+        event_id = handheld.send(event)
+
+        # Re-sent unanswered: the watcher sees the same bytes at least twice.
+        watcher.wait_until(lambda: len(watcher.messages) >= 2, 20, "a re-send")
+        assert {m.raw for m in watcher.messages} == {encode(event)}
+        assert handheld.waiting_for_receipt() == {event_id}
+
+        bridge.restart()
+        first = handheld.wait_for_receipt(event_id, "accepted", timeout=20)
+        handheld.wait_for_receipt(event_id, "duplicate", timeout=20)
+
+        assert handheld.waiting_for_receipt() == set()
+        assert handheld.outbox is not None
+        assert handheld.outbox.resends >= 1
+        duplicate = next(r for r in handheld.receipts_for(event_id) if r["status"] == "duplicate")
+        assert duplicate["duplicate_of"] == event_id
+        officer.wait_for_push(event_id, timeout=20)
+        deliveries = {push["delivery_id"] for push in officer.pushes_of(event_id)}
+        assert deliveries == {first["delivery_id"]}

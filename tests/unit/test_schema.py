@@ -1,8 +1,8 @@
 """`etong schema`: a self-consistent AsyncAPI document and JSON Schemas that accept real messages.
 
-No jsonschema library is installed, so `check` below is a small validator for the keywords the
-pydantic models emit; it refuses any keyword it does not know, so a schema using one cannot pass
-unchecked.
+`check` below is a small validator of its own for the keywords the schemas use, independent of
+the `jsonschema` library that tests/unit/test_contract_*.py use; it refuses any keyword it does
+not know, so a schema using one cannot pass unchecked.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from etong.simulate import make_event
 MESSAGES = {"event", "receipt", "push", "ack", "status"}
 AT = "2026-11-28T09:14:14.120+08:00"
 # Keywords that do not constrain a value; `$defs` only holds what `$ref`s point at.
-ANNOTATIONS = {"title", "description", "default", "examples", "$defs"}
+ANNOTATIONS = {"title", "description", "default", "examples", "$defs", "$schema", "$id", "then"}
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +69,12 @@ _KEYWORDS: dict[str, Callable[[Any, Any, Any], list[str]]] = {
         else []
     ),
     "enum": lambda v, want, _: [] if v in want else [f"{v!r} not in {want}"],
+    "const": lambda v, want, _: [] if v == want else [f"{v!r} is not {want!r}"],
+    "allOf": lambda v, parts, root: [problem for part in parts for problem in check(v, part, root)],
+    # `then` applies only where `if` holds; `check` below hands it the node to find `then` in.
+    "if": lambda v, node, root: (
+        [] if check(v, node["if"], root) else check(v, node.get("then", {}), root)
+    ),
     "required": lambda v, want, _: [f"missing {name}" for name in want if name not in v],
     "properties": lambda v, props, root: [
         problem for name, sub in props.items() if name in v for problem in check(v[name], sub, root)
@@ -103,7 +109,7 @@ def check(value: Any, node: dict[str, Any], root: Any) -> list[str]:
             continue
         if key not in _KEYWORDS:
             pytest.fail(f"the test's checker does not know the keyword {key}={argument!r}")
-        problems += _KEYWORDS[key](value, argument, root)
+        problems += _KEYWORDS[key](value, node if key == "if" else argument, root)
     return problems
 
 
@@ -207,11 +213,21 @@ def test_asyncapi_document_has_the_five_channels_operations_and_messages(
         "etong/v1/bridge/{instance_id}/status",
     }
     assert set(doc["components"]["messages"]) == MESSAGES
+    # Written for terminals (issue 13): a handheld sends events and receives receipts, an
+    # officer's terminal receives pushes and sends acks, both may receive the bridge's status.
     actions = {name: op["action"] for name, op in doc["operations"].items()}
-    assert sorted(actions.values()) == ["receive", "receive", "send", "send", "send"]
+    assert actions == {
+        "sendEvent": "send",
+        "receiveReceipts": "receive",
+        "receivePushes": "receive",
+        "sendAck": "send",
+        "receiveBridgeStatus": "receive",
+    }
     assert all(op["bindings"]["mqtt"]["qos"] == 1 for op in doc["operations"].values())
-    assert doc["operations"]["sendStatus"]["bindings"]["mqtt"]["retain"] is True
-    assert doc["operations"]["sendPushes"]["bindings"]["mqtt"]["messageExpiryInterval"] == 86400
+    assert doc["operations"]["receiveBridgeStatus"]["bindings"]["mqtt"]["retain"] is True
+    assert doc["operations"]["sendEvent"]["bindings"]["mqtt"]["retain"] is False
+    assert doc["operations"]["sendAck"]["bindings"]["mqtt"]["retain"] is False
+    assert doc["operations"]["receivePushes"]["bindings"]["mqtt"]["messageExpiryInterval"] == 86400
     assert doc["servers"]["grid"] == {
         "host": "127.0.0.1:1883",
         "protocol": "mqtt",
@@ -268,7 +284,7 @@ def test_config_file_sets_prefix_and_brokers(
     assert doc["servers"]["grid"]["protocol"] == "secure-mqtt"
     assert doc["servers"]["officer"]["host"] == "police.example:1883"
     assert doc["channels"]["acks"]["servers"] == [{"$ref": "#/servers/officer"}]
-    assert "messageExpiryInterval" not in doc["operations"]["sendPushes"]["bindings"]["mqtt"]
+    assert "messageExpiryInterval" not in doc["operations"]["receivePushes"]["bindings"]["mqtt"]
 
 
 def test_jsonschema_format_gives_every_message_a_working_schema(

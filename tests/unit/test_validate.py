@@ -148,10 +148,18 @@ def test_phone_with_digits_plus_dash_and_space_is_accepted(phone: str) -> None:
 
 @pytest.mark.parametrize(
     "reported_at",
-    ["2026-11-28T01:14:13Z", "2026-11-28T01:14:13.120+00:00", "2026-11-28 09:14:13+08:00"],
+    ["2026-11-28T01:14:13Z", "2026-11-28T01:14:13.120+00:00", "2026-11-28t01:14:13z"],
 )
 def test_rfc3339_variants_of_reported_at_are_accepted(reported_at: str) -> None:
     accepted(parse(with_changes(reported_at=reported_at)))
+
+
+def test_reported_at_with_a_space_for_t_is_rejected_as_the_schema_does() -> None:
+    """RFC 3339 §5.6's `date-time` production has `T`; its note on a space is not the
+    production, and the published schema (format date-time) follows the production."""
+    rejection = rejected(parse(with_changes(reported_at="2026-11-28 09:14:13+08:00")))
+    assert rejection.field == "reported_at"
+    assert "RFC 3339" in rejection.reason
 
 
 def test_reported_at_up_to_the_future_allowance_is_accepted() -> None:
