@@ -105,7 +105,6 @@ class _Parsed:
     ack: Ack | None = None
     rejection: Rejection | None = None
     keys: EventKeys | None = None
-    over_rate_limit: bool = False
 
 
 @dataclass(slots=True)
@@ -387,7 +386,6 @@ class Bridge:
             else:
                 item.ack = result
         elif not self._buckets.allow(topic.member_id, msg.received_at or time.monotonic()):
-            item.over_rate_limit = True
             item.rejection = Rejection(
                 f"rate limit: at most {limits.member_rate_per_min} reports per minute per member"
             )
@@ -459,9 +457,10 @@ class Bridge:
         topic = item.topic
         kind = "bad_ack" if topic is not None and topic.kind == "ack" else "rejected"
         self.metrics.messages.labels("ack" if kind == "bad_ack" else "event", "rejected").inc()
-        budget = _budget_for(item)
-        if budget is not None and not self._within_budget(budget, b.now):
-            return
+        if topic is None or topic.kind == "ack":
+            budget = "bad_topic" if topic is None else "bad_ack"
+            if not self._within_budget(budget, b.now):
+                return
         event_id = (
             _event_id_hint(item.msg.payload, self.settings.limits.max_payload_bytes)
             if kind == "rejected"
@@ -968,21 +967,6 @@ class Bridge:
     def replace_roster(self, roster: Roster) -> None:
         """Swap in a reloaded roster; batches in flight finish with the one they started with."""
         self.roster = roster
-
-
-def _budget_for(item: _Parsed) -> str | None:
-    """Which per-minute budget a rejection draws on (`etong.pipeline.budget`), if any.
-
-    Rejections that no member's rate limit bounds do: a topic that names no member, an
-    unparseable ack, and the reports of a member already over its rate limit (a flood on
-    one topic must not become a dead letter and a receipt per message). Past the budget a
-    report gets no receipt either; the handheld's outbox re-sends it later (DESIGN §2).
-    """
-    if item.topic is None:
-        return "bad_topic"
-    if item.topic.kind == "ack":
-        return "bad_ack"
-    return "rate_limited" if item.over_rate_limit else None
 
 
 def _check_reporter(event: Event, roster: Roster) -> Rejection | None:

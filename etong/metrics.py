@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 # The `reason` label of etong_dead_letters_dropped: a topic that is not an etong events or acks
 # topic, and an ack whose payload is not a valid ack.
-DEAD_LETTER_DROP_REASONS = ("bad_topic", "bad_ack", "rate_limited")
+DEAD_LETTER_DROP_REASONS = ("bad_topic", "bad_ack")
 
 
 class Metrics:

@@ -308,29 +308,3 @@ async def test_a_roster_reload_during_a_batch_does_not_change_that_batchs_roster
     await harness.send(EVENTS, _event(seed=2))
     rejected = harness.receipts()[-1]
     assert rejected["status"] == "rejected" and rejected["reason"].startswith("grid_id")
-
-
-# ---- a member over its rate limit: dead letters and receipts bounded per minute ------------
-
-
-async def test_a_flood_over_the_rate_limit_costs_at_most_the_budget_in_dead_letters(
-    harness_factory: HarnessFactory,
-) -> None:
-    """The rate limit stops the pushes; the rejections of a flood must not become a dead
-    letter and a receipt per message either (60 a minute, then only a counter)."""
-    h = await harness_factory(limits={"member_rate_per_min": 10})
-    rng = random.Random(3)
-    for _ in range(200):
-        h.broker.inject(EVENTS, make_event("ZS-017", "g-0231", reported_at=START_RFC3339, rng=rng))
-    h.broker.inject(
-        OTHER_MEMBER_EVENTS, make_event("ZS-017", "g-0001", reported_at=START_RFC3339, rng=rng)
-    )
-    await h.flush()
-    statuses = [r["status"] for r in h.receipts()]
-    assert statuses.count("accepted") == 10
-    assert statuses.count("rejected") == 60
-    assert len(await h.store.dead_letters()) == 60
-    dropped = h.bridge.metrics.dead_letters_dropped.labels("rate_limited")
-    assert dropped._value.get() == 200 - 10 - 60
-    assert len(h.broker.acked) == 201  # every message acknowledged, none left to redeliver
-    assert [r["status"] for r in h.receipts("g-0001")] == ["accepted"]
