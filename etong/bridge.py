@@ -58,17 +58,21 @@ from etong.pipeline.route import (
     registrar_for_grid,
 )
 from etong.pipeline.validate import Rejection, parse_ack, parse_event
-from etong.roster import Roster
-from etong.store import (
+from etong.records import (
     DEAD_LETTER_PAYLOAD_CAP,
     BatchLookup,
     BatchWrite,
+    DeadLetterRecord,
     Delivery,
+    EventRecord,
     HistoryEntry,
     KnownEvent,
-    Store,
+    PersonSighting,
+    ReceiptRecord,
     attempt_marker,
 )
+from etong.roster import Roster
+from etong.store import Store
 from etong.textsafety import bounded_topic
 from etong.topics import InboundTopic, Topics
 
@@ -467,14 +471,14 @@ class Bridge:
             else None
         )
         b.write.dead_letters.append(
-            (
-                kind,
+            DeadLetterRecord(
+                kind=kind,
                 # Masked and cut to TOPIC_CAP at rest: a topic can be 64 KiB of anything.
-                bounded_topic(item.msg.topic, escape=False),
-                item.msg.payload[:DEAD_LETTER_PAYLOAD_CAP],
-                reason,
-                event_id,
-                None,
+                topic=bounded_topic(item.msg.topic, escape=False),
+                payload=item.msg.payload[:DEAD_LETTER_PAYLOAD_CAP],
+                reason=reason,
+                event_id=event_id,
+                delivery_id=None,
             )
         )
         if topic is not None and topic.kind == "event":
@@ -523,7 +527,9 @@ class Bridge:
         """
         topic = self.topics.events(event.grid_id, event.member_id)
         payload = orjson.dumps(event.model_dump(mode="json"))[:DEAD_LETTER_PAYLOAD_CAP]
-        b.write.dead_letters.append(("rejected", topic, payload, reason, event.event_id, None))
+        b.write.dead_letters.append(
+            DeadLetterRecord("rejected", topic, payload, reason, event.event_id, None)
+        )
         self.metrics.messages.labels("event", "rejected").inc()
         self._receipt(
             b,
@@ -608,7 +614,7 @@ class Bridge:
         row = _event_row(
             event, keys, status="accepted", duplicate_of=None, now=now, summary=summary
         )
-        payload: bytes = row[9]  # the validated event as pushed, serialised once
+        payload = row.payload  # the validated event as pushed, serialised once
         address_history = lookup.address_history.get(keys.address, [])
         person_history = [h for k in keys.persons for h in lookup.person_history.get(k, [])]
         context = build_context(
@@ -640,7 +646,9 @@ class Bridge:
             self._rng,
         )
         write.events.append(row)
-        write.event_persons.extend((k, event.event_id, keys.address, now) for k in keys.persons)
+        write.event_persons.extend(
+            PersonSighting(k, event.event_id, keys.address, now) for k in keys.persons
+        )
         write.new_deliveries.append(delivery)
         outbox.pushes.append((delivery, None))
         # Later messages of this batch must see this one (dedup, history).
@@ -750,13 +758,13 @@ class Bridge:
             b.write.closed_dead_letters.append(d.delivery_id)
         if step.dead_letter:
             b.write.dead_letters.append(
-                (
-                    "undeliverable",
-                    self.topics.inbox(d.recipient),
-                    d.delivery_id.encode(),
-                    step.dead_letter,
-                    d.event_id,
-                    d.delivery_id,
+                DeadLetterRecord(
+                    kind="undeliverable",
+                    topic=self.topics.inbox(d.recipient),
+                    payload=d.delivery_id.encode(),
+                    reason=step.dead_letter,
+                    event_id=d.event_id,
+                    delivery_id=d.delivery_id,
                 )
             )
             self.metrics.undeliverable.inc()
@@ -780,7 +788,7 @@ class Bridge:
     ) -> None:
         topic = self.topics.receipts(grid_id, member_id)
         payload = receipt_payload(event_id=event_id, status=status, at=b.at, **fields)
-        b.write.receipts.append((event_id, topic, status, payload))
+        b.write.receipts.append(ReceiptRecord(event_id, topic, status, payload))
         b.outbox.receipts.append((topic, status, payload))
 
     # ---- publishing ---------------------------------------------------------------------
@@ -989,20 +997,20 @@ def _event_row(
     duplicate_of: str | None,
     now: float,
     summary: dict[str, Any],
-) -> tuple[Any, ...]:
-    """The `events` row of a decided report (column order: `Store.write`)."""
-    return (
-        event.event_id,
-        event.type,
-        event.grid_id,
-        event.member_id,
-        status,
-        duplicate_of,
-        keys.address,
-        keys.household,
-        now,
-        orjson.dumps(event.model_dump(mode="json")),
-        orjson.dumps(summary),
+) -> EventRecord:
+    """The `events` row of a decided report."""
+    return EventRecord(
+        event_id=event.event_id,
+        type=event.type,
+        grid_id=event.grid_id,
+        member_id=event.member_id,
+        status=status,
+        duplicate_of=duplicate_of,
+        address_key=keys.address,
+        household_key=keys.household,
+        received_at=now,
+        payload=orjson.dumps(event.model_dump(mode="json")),
+        summary=orjson.dumps(summary),
     )
 
 

@@ -80,12 +80,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 async def _with_store(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
-    from etong.store import Store
+    from etong.store import open_store
 
     settings = _load(args)
     if not settings.store.path.exists():
         raise EtongError(f"no store at {settings.store.path} (has the bridge ever run?)")
-    store = await Store.open(settings.store.path)
+    store = await open_store(settings.store)
     try:
         return await fn(store)
     finally:

@@ -25,6 +25,7 @@ from typing import Any
 
 from etong.acl import acl_text, sync_acl_file
 from etong.bridge import Bridge
+from etong.brokers.base import Broker, BrokerFactory
 from etong.brokers.mqtt import MqttBroker
 from etong.config import Settings
 from etong.errors import ConfigError, EtongError, StoreFullError
@@ -35,7 +36,7 @@ from etong.pipeline.keys import Keyer, load_or_create_key
 from etong.roster import Roster, load_roster
 from etong.sdnotify import notify, watchdog_interval_s
 from etong.stopsignal import STOP_SIGNALS, EarlyStop
-from etong.store import Store, refuse_vanished_store
+from etong.store import Store, open_store, refuse_vanished_store
 
 log = get_logger(__name__)
 
@@ -69,8 +70,11 @@ class Daemon:
         *,
         early_stop: EarlyStop | None = None,
         new_store: bool = False,
+        broker_factory: BrokerFactory = MqttBroker,
     ) -> None:
         self.settings = settings
+        # Tests pass `FakeBrokers` to run the whole lifecycle in memory.
+        self._broker_factory = broker_factory
         self.new_store = new_store  # `etong run --new-store`: an empty store is intended
         self.metrics = Metrics()
         self._early_stop = early_stop
@@ -79,12 +83,12 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self.bridge: Bridge | None = None
-        self._brokers: list[MqttBroker] = []
-        self._listeners: list[MqttBroker] = []
+        self._brokers: list[Broker] = []
+        self._listeners: list[Broker] = []
         self._reader_store: Store | None = None
 
     def request_stop(self) -> None:
-        """Ask for a graceful stop (signal handler)."""
+        """Ask for a graceful stop, as SIGTERM does (tests of the lifecycle call it)."""
         self._stop.set()
 
     async def run(self) -> int:
@@ -152,7 +156,7 @@ class Daemon:
             store_settings.path, store_settings.resolved_pii_key_file, allow_new=self.new_store
         )
         key = load_or_create_key(store_settings.resolved_pii_key_file)
-        store = await Store.open(store_settings.path, exclusive=True, check_integrity=True)
+        store = await open_store(store_settings, exclusive=True, check_integrity=True)
         stack.push_async_callback(store.close)
         self._raise_if_stopped()
         grid_broker, officer_broker = self._make_brokers()
@@ -177,7 +181,7 @@ class Daemon:
         await self._unless_stopped(self._start_brokers(bridge, stack))
         # Counting rows scans tables; a second connection (WAL readers never block the
         # writer) keeps that off the connection the per-message path waits on.
-        self._reader_store = await Store.open(self.settings.store.path)
+        self._reader_store = await open_store(self.settings.store)
         stack.push_async_callback(self._reader_store.close)
         return bridge
 
@@ -232,7 +236,7 @@ class Daemon:
             await asyncio.sleep(0.02)
         await bridge.drain(deadline + 1)
 
-    def _make_brokers(self) -> tuple[MqttBroker, MqttBroker]:
+    def _make_brokers(self) -> tuple[Broker, Broker]:
         """Connections per broker: a listener (reports or acks in; status and will) and a
         publisher (pushes, receipts out). Returns the publishers (grid side, officer side)."""
         s = self.settings
@@ -243,7 +247,7 @@ class Daemon:
         publishers = []
         for name, section, settings in sides:
             try:
-                listener = MqttBroker(
+                listener = self._broker_factory(
                     settings,
                     name=name,
                     status_topic=status,
@@ -253,7 +257,7 @@ class Daemon:
                 # A password or TLS file that cannot be read: name the section it belongs to.
                 problems = [f"{section}.{problem}" for problem in exc.problems]
                 raise ConfigError(problems, str(s.config_path)) from exc
-            publisher = MqttBroker(
+            publisher = self._broker_factory(
                 settings,
                 name=f"{name}-pub",
                 status_topic=status,

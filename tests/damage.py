@@ -8,15 +8,15 @@ import random
 import sqlite3
 from pathlib import Path
 
-from etong.store import Store
+from etong.store import SqliteStore
 
 
 def populated_store(path: Path, rows: int = 400) -> None:
-    """A real store at `path` (made by `Store.open`) holding `rows` dead letters of ~1 KB,
+    """A real store at `path` (made by `SqliteStore.open`) holding `rows` dead letters of ~1 KB,
     closed, so everything is in the main file (the last close checkpoints the WAL)."""
 
     async def make() -> None:
-        store = await Store.open(path)
+        store = await SqliteStore.open(path)
         await store.close()
 
     asyncio.run(make())

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from etong.config import BrokerSettings
 
 
 @dataclass(slots=True)
@@ -49,6 +52,10 @@ class Broker(Protocol):
     """What the daemon uses of a broker connection."""
 
     name: str
+    last_error: str | None
+    """Why the last connect attempt failed, until one succeeds (for /readyz)."""
+    reconnects: int
+    """Reconnections since start (for /metrics)."""
 
     async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:
         """Connect (persistent session), subscribe at QoS 1, publish `online`; return when ready."""
@@ -83,3 +90,23 @@ class Broker(Protocol):
 
     async def stop(self) -> None:
         """Publish `offline`, disconnect cleanly (the session persists), release resources."""
+
+
+class BrokerFactory(Protocol):
+    """Makes the daemon's broker connections: `MqttBroker` in production, fakes in tests.
+
+    The daemon makes two per broker (DESIGN §6): a listener (`publisher=False`: subscribes,
+    carries the retained status and the last will) and a publisher (pushes and receipts).
+    """
+
+    def __call__(
+        self,
+        settings: BrokerSettings,
+        *,
+        name: str,
+        status_topic: str,
+        publisher: bool = False,
+        on_session_taken_over: Callable[[], None] | None = None,
+    ) -> Broker:
+        """A connection, not yet started; `ConfigError` if its files cannot be read."""
+        ...

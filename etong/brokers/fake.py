@@ -47,6 +47,8 @@ class FakeBroker:
         self._connected = False
         self._held: list[OnPublished] = []
         self.reading_paused = False
+        self.last_error: str | None = None
+        self.reconnects = 0
 
     async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:
         """Remember the callback; ready at once."""
@@ -140,3 +142,46 @@ class FakeBroker:
     async def stop(self) -> None:
         """Disconnect."""
         self._connected = False
+
+
+class FakeBrokers:
+    """A `BrokerFactory` for the daemon: every connection it makes is a FakeBroker, by name.
+
+    `Daemon(settings, broker_factory=FakeBrokers())` runs the whole daemon in memory; the test
+    injects on the listener (`brokers["grid"]`) and reads what the publisher sent
+    (`brokers["grid-pub"]`). `start_order` lists the names in the order they were started.
+    """
+
+    def __init__(self) -> None:
+        self.made: dict[str, FakeBroker] = {}
+        self.start_order: list[str] = []
+
+    def __call__(
+        self,
+        settings: object,
+        *,
+        name: str,
+        status_topic: str,
+        publisher: bool = False,
+        on_session_taken_over: object = None,
+    ) -> FakeBroker:
+        """A new FakeBroker named `name`, remembered for the test."""
+        broker = _OrderedFakeBroker(name, self.start_order)
+        self.made[name] = broker
+        return broker
+
+    def __getitem__(self, name: str) -> FakeBroker:
+        return self.made[name]
+
+
+class _OrderedFakeBroker(FakeBroker):
+    """A FakeBroker that notes when it was started, in its factory's `start_order`."""
+
+    def __init__(self, name: str, start_order: list[str]) -> None:
+        super().__init__(name)
+        self._start_order = start_order
+
+    async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:
+        """Note the start, then start as a FakeBroker does."""
+        self._start_order.append(self.name)
+        await super().start(on_message, subscriptions)

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from etong.models import Event
+from etong.records import HistoryEntry
 from etong.roster import Roster
-from etong.store import HistoryEntry
 
 HISTORY_WINDOW_S = 30 * 86400
 HISTORY_LIMIT = 5

@@ -16,7 +16,7 @@ from etong.brokers.fake import FakeBroker
 from etong.config import Settings, parse_settings
 from etong.pipeline.keys import Keyer
 from etong.roster import Roster, load_roster
-from etong.store import Store
+from etong.store import SqliteStore
 
 EXAMPLE_ROSTER = Path(__file__).parents[2] / "config" / "roster.example.toml"
 
@@ -48,7 +48,7 @@ class Harness:
 
     bridge: Bridge
     broker: FakeBroker
-    store: Store
+    store: SqliteStore  # the real one: some tests look inside it
     clock: FakeClock
     settings: Settings
     roster: Roster
@@ -91,15 +91,15 @@ async def close_stores_left_open(monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     An open store holds aiosqlite's worker thread, which is not a daemon thread: one left
     open by a failed test kept the interpreter from exiting at the end of the run.
     """
-    opened: list[Store] = []
-    real_open = Store.open
+    opened: list[SqliteStore] = []
+    real_open = SqliteStore.open
 
-    async def tracking_open(*args: Any, **kwargs: Any) -> Store:
+    async def tracking_open(*args: Any, **kwargs: Any) -> SqliteStore:
         store = await real_open(*args, **kwargs)
         opened.append(store)
         return store
 
-    monkeypatch.setattr(Store, "open", tracking_open)
+    monkeypatch.setattr(SqliteStore, "open", tracking_open)
     try:
         yield
     finally:
@@ -111,7 +111,7 @@ async def close_stores_left_open(monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
 async def harness_factory(
     tmp_path: Path,
 ) -> AsyncIterator[Callable[..., Any]]:
-    stores: list[Store] = []
+    stores: list[SqliteStore] = []
 
     async def make(**sections: dict[str, Any]) -> Harness:
         # Each further harness of a test is a restart of the bridge a minute after the last
@@ -119,7 +119,7 @@ async def harness_factory(
         start = START.timestamp() + 60.0 * len(stores)
         settings = make_settings(tmp_path, **sections)
         roster = load_roster(settings.roster.path)
-        store = await Store.open(settings.store.path)
+        store = await SqliteStore.open(settings.store.path)
         stores.append(store)
         broker = FakeBroker()
         await broker.start(lambda m: None, [])

@@ -17,7 +17,7 @@ from etong import cli
 from etong.daemon import Daemon
 from etong.localbroker import free_port
 from etong.stopsignal import STOP_SIGNALS, EarlyStop
-from etong.store import Store
+from etong.store import SqliteStore
 from tests.integration.conftest import make_settings
 
 DEADLINE_S = 20.0
@@ -115,7 +115,7 @@ async def test_a_stop_while_the_broker_connect_retries_ends_the_run_with_0(
         run.cancel()
 
     # What start-up had opened is closed: the store's writer lock and the HTTP port are free.
-    store = await Store.open(settings.store.path, exclusive=True)
+    store = await SqliteStore.open(settings.store.path, exclusive=True)
     await store.close()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", http_port)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from etong.errors import StoreError
-from etong.store import SCHEMA_VERSION, BatchWrite, Delivery, Store
+from etong.records import BatchWrite, Delivery, EventRecord, PersonSighting, ReceiptRecord
+from etong.store import SCHEMA_VERSION, SqliteStore
 
 
 def _delivery(i: int, due: float) -> Delivery:
@@ -27,20 +28,22 @@ def _delivery(i: int, due: float) -> Delivery:
     )
 
 
-def _event_row(i: int, at: float) -> tuple[object, ...]:
-    return (f"E{i:06d}", "move_in", "G", "m", "accepted", None, "A", f"H{i}", at, b"{}", b"{}")
+def _event_row(i: int, at: float) -> EventRecord:
+    return EventRecord(
+        f"E{i:06d}", "move_in", "G", "m", "accepted", None, "A", f"H{i}", at, b"{}", b"{}"
+    )
 
 
 async def test_store_file_is_created_private_and_migrated(tmp_path: Path) -> None:
     path = tmp_path / "state" / "etong.db"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     await store.close()
     assert path.stat().st_mode & 0o777 == 0o600
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Opening again is a no-op migration.
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     await store.close()
 
 
@@ -49,11 +52,11 @@ async def test_a_store_from_a_newer_etong_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match="newer"):
-        await Store.open(path)
+        await SqliteStore.open(path)
 
 
 async def test_due_deliveries_are_paged_earliest_first(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "etong.db")
+    store = await SqliteStore.open(tmp_path / "etong.db")
     write = BatchWrite()
     write.events = [_event_row(i, 1.0) for i in range(50)]
     write.new_deliveries = [_delivery(i, due=float(100 - i)) for i in range(50)]
@@ -66,12 +69,18 @@ async def test_due_deliveries_are_paged_earliest_first(tmp_path: Path) -> None:
 
 
 async def test_purge_removes_old_events_and_what_hangs_off_them(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "etong.db")
+    store = await SqliteStore.open(tmp_path / "etong.db")
     write = BatchWrite()
     write.events = [_event_row(0, 10.0), _event_row(1, 1000.0)]
-    write.event_persons = [("P", "E000000", "A", 10.0), ("P", "E000001", "A", 1000.0)]
+    write.event_persons = [
+        PersonSighting("P", "E000000", "A", 10.0),
+        PersonSighting("P", "E000001", "A", 1000.0),
+    ]
     write.new_deliveries = [_delivery(0, 20.0), _delivery(1, 2000.0)]
-    write.receipts = [("E000000", "t", "accepted", b"{}"), ("E000001", "t", "accepted", b"{}")]
+    write.receipts = [
+        ReceiptRecord("E000000", "t", "accepted", b"{}"),
+        ReceiptRecord("E000001", "t", "accepted", b"{}"),
+    ]
     await store.write(write, now=10.0)
     counts = await store.purge(before=500.0)
     assert counts["events"] == 1 and counts["deliveries"] == 1 and counts["event_persons"] == 1
@@ -84,13 +93,13 @@ async def test_purge_removes_old_events_and_what_hangs_off_them(tmp_path: Path) 
 async def test_purge_and_batches_on_one_connection_do_not_collide(tmp_path: Path) -> None:
     """Regression: the daily purge began its transaction inside an open batch transaction
     ("cannot start a transaction within a transaction") and the daemon died."""
-    store = await Store.open(tmp_path / "etong.db")
+    store = await SqliteStore.open(tmp_path / "etong.db")
 
     async def batches() -> None:
         for i in range(50):
             write = BatchWrite()
             write.events = [_event_row(1000 + i, 5.0)]
-            write.receipts = [(f"E{1000 + i:06d}", "t", "accepted", b"{}")]
+            write.receipts = [ReceiptRecord(f"E{1000 + i:06d}", "t", "accepted", b"{}")]
             await store.write(write, now=5.0)
 
     async def purges() -> None:
@@ -107,24 +116,24 @@ async def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_commits(
 ) -> None:
     """One batch is one transaction: a statement failing half-way rolls back the whole batch
     (the events written before it included) and leaves no transaction open behind it."""
-    store = await Store.open(tmp_path / "etong.db")
+    store = await SqliteStore.open(tmp_path / "etong.db")
     ok = BatchWrite()
     ok.events = [_event_row(0, 1.0)]
     ok.new_deliveries = [_delivery(0, 5.0)]
-    ok.receipts = [("E000000", "t", "accepted", b"{}")]
+    ok.receipts = [ReceiptRecord("E000000", "t", "accepted", b"{}")]
     assert await store.write(ok, now=1.0) == [1]
 
     bad = BatchWrite()
     bad.events = [_event_row(1, 2.0)]
     bad.new_deliveries = [_delivery(0, 6.0)]  # the same delivery id again: a primary-key clash
-    bad.receipts = [("E000001", "t", "accepted", b"{}")]
+    bad.receipts = [ReceiptRecord("E000001", "t", "accepted", b"{}")]
     with pytest.raises(sqlite3.IntegrityError):
         await store.write(bad, now=2.0)
     assert not (await store.trace("E000001"))["events"]
 
     after = BatchWrite()
     after.events = [_event_row(2, 3.0)]
-    after.receipts = [("E000002", "t", "accepted", b"{}")]
+    after.receipts = [ReceiptRecord("E000002", "t", "accepted", b"{}")]
     # The failed batch's receipt id was never used, so numbering goes on without a gap.
     assert await store.write(after, now=3.0) == [2]
     assert (await store.trace("E000002"))["events"]
@@ -132,10 +141,13 @@ async def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_commits(
 
 
 async def test_one_lookup_call_answers_every_question_of_a_batch(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "etong.db")
+    store = await SqliteStore.open(tmp_path / "etong.db")
     write = BatchWrite()
     write.events = [_event_row(0, 10.0), _event_row(1, 20.0)]
-    write.event_persons = [("P", "E000000", "A", 10.0), ("P", "E000001", "A", 20.0)]
+    write.event_persons = [
+        PersonSighting("P", "E000000", "A", 10.0),
+        PersonSighting("P", "E000001", "A", 20.0),
+    ]
     write.new_deliveries = [_delivery(1, 30.0)]
     await store.write(write, now=20.0)
     found = await store.lookup(
@@ -159,7 +171,7 @@ async def test_only_deliveries_that_may_be_pushed_again_come_with_their_event(
     tmp_path: Path,
 ) -> None:
     """A `received` ack needs the delivery's state; only a `declined` one re-pushes the event."""
-    store = await Store.open(tmp_path / "etong.db")
+    store = await SqliteStore.open(tmp_path / "etong.db")
     write = BatchWrite()
     write.events = [_event_row(0, 10.0), _event_row(1, 10.0)]
     write.new_deliveries = [_delivery(0, 30.0), _delivery(1, 30.0)]
@@ -187,7 +199,7 @@ async def test_an_aiosqlite_without_the_batch_call_is_refused_at_open(
     an aiosqlite that dropped it must stop the daemon at start-up with a clear message."""
     monkeypatch.delattr("aiosqlite.Connection._execute")
     with pytest.raises(StoreError, match=r"lacks Connection\._execute"):
-        await Store.open(tmp_path / "etong.db")
+        await SqliteStore.open(tmp_path / "etong.db")
     assert not (tmp_path / "etong.db").exists()
 
 
@@ -198,12 +210,12 @@ async def test_a_batch_waits_on_the_thread_not_the_loop_while_another_process_wr
     block the event loop (busy_timeout 0 there) but wait on aiosqlite's thread and commit
     once the lock is free, with nothing of it written twice."""
     path = tmp_path / "etong.db"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     other = sqlite3.connect(path, isolation_level=None)  # as another process would
     other.execute("BEGIN IMMEDIATE")
     write = BatchWrite()
     write.events = [_event_row(0, 1.0)]
-    write.receipts = [("E000000", "t", "accepted", b"{}")]
+    write.receipts = [ReceiptRecord("E000000", "t", "accepted", b"{}")]
     pending = asyncio.ensure_future(store.write(write, now=1.0))
 
     ticks = 0

@@ -25,9 +25,11 @@ from etong.bridge import Bridge
 from etong.brokers.fake import FakeBroker
 from etong.errors import StoreFullError
 from etong.pipeline.keys import Keyer
+from etong.records import BatchWrite, DeadLetterRecord
 from etong.roster import load_roster
 from etong.simulate import make_event
-from etong.store import BatchWrite, Store, _translate_write_error
+from etong.store import SqliteStore
+from etong.store.sqlite import _translate_write_error
 from tests.integration.conftest import START_RFC3339, FakeClock, make_settings
 from tests.smallfs import MountNotPermittedError, SmallFilesystem, mount_small_fs
 
@@ -42,7 +44,7 @@ class Filler(Protocol):
 class PageLimit:
     """The fall-back 'full disk': SQLite's page limit at the store's current size."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SqliteStore) -> None:
         self.store = store
 
     def _set(self, pages: int) -> None:
@@ -75,7 +77,7 @@ async def _wait_for(predicate: Callable[[], bool], what: str) -> None:
 @contextlib.asynccontextmanager
 async def running_bridge(directory: Path) -> AsyncIterator[tuple[Bridge, FakeBroker]]:
     settings = make_settings(directory, limits={"member_rate_per_min": 30})
-    store = await Store.open(settings.store.path)
+    store = await SqliteStore.open(settings.store.path)
     broker = FakeBroker()
     bridge = Bridge(
         settings,
@@ -102,6 +104,12 @@ async def running_bridge(directory: Path) -> AsyncIterator[tuple[Bridge, FakeBro
         await store.close()
 
 
+def _sqlite(bridge: Bridge) -> SqliteStore:
+    """The bridge's store as what it is here: these tests fill and read the SQLite file."""
+    assert isinstance(bridge.store, SqliteStore)
+    return bridge.store
+
+
 def _reports(n: int) -> list[dict[str, Any]]:
     rng = random.Random(11)
     return [
@@ -119,7 +127,7 @@ async def test_full_store_pauses_ingest_reports_once_and_resumes_with_nothing_lo
 ) -> None:
     directory, fs = store_dir
     async with running_bridge(directory) as (bridge, broker):
-        filler: Filler = fs if fs is not None else PageLimit(bridge.store)
+        filler: Filler = fs if fs is not None else PageLimit(_sqlite(bridge))
         before = _reports(3)
         mids = [broker.inject(_events_topic(), e) for e in before]
         await _wait_for(lambda: len(broker.acked) == 3, "the first reports")
@@ -150,7 +158,7 @@ async def test_full_store_pauses_ingest_reports_once_and_resumes_with_nothing_lo
         counts = await bridge.store.counts()
         assert counts["events"] == 19 and counts["deliveries_pending"] == 19
         await _wait_for(lambda: not bridge._published_receipts, "PUBACKs recorded again")
-        rows = await bridge.store._conn.execute_fetchall(
+        rows = await _sqlite(bridge)._conn.execute_fetchall(
             "SELECT COUNT(*) FROM receipts WHERE published = 0"
         )
         assert next(iter(rows))[0] == 0  # every PUBACK, even those of the failed tries, recorded
@@ -161,7 +169,7 @@ async def test_a_failed_write_gives_back_the_puback_records_it_took(
 ) -> None:
     directory, fs = store_dir
     async with running_bridge(directory) as (bridge, broker):
-        filler: Filler = fs if fs is not None else PageLimit(bridge.store)
+        filler: Filler = fs if fs is not None else PageLimit(_sqlite(bridge))
         broker.inject(_events_topic(), _reports(1)[0])
         await _wait_for(lambda: len(broker.acked) == 1, "the report")
         await _wait_for(lambda: not bridge._published_receipts, "its PUBACK recorded")
@@ -169,7 +177,9 @@ async def test_a_failed_write_gives_back_the_puback_records_it_took(
         await asyncio.sleep(0)
         filler.fill()
         bridge._published_receipts[:] = [1]  # as if PUBACKed before the write took it
-        big = BatchWrite(dead_letters=[("rejected", "t", b"x" * 8000, "r", None, None)] * 200)
+        big = BatchWrite(
+            dead_letters=[DeadLetterRecord("rejected", "t", b"x" * 8000, "r", None, None)] * 200
+        )
         big.published_receipts, bridge._published_receipts = bridge._published_receipts, [1]
         with pytest.raises(StoreFullError):
             await bridge._write(big, time.time())

@@ -1,6 +1,6 @@
 """A damaged store is refused, a vanished one is not silently replaced (exit code 3).
 
-Real files throughout: a store made by `Store.open` and filled, then garbage written over
+Real files throughout: a store made by `SqliteStore.open` and filled, then garbage written over
 three of its pages (tests/damage.py), or deleted; the daemon is a real `etong run` process.
 It refuses before it connects to any broker, so none is needed (the URL is a closed port).
 """
@@ -19,7 +19,7 @@ import pytest
 from etong.cli import main
 from etong.errors import StoreCorruptError, StoreMissingError
 from etong.localbroker import free_port, local_bridge_config, render_toml
-from etong.store import Store, lock_file_of, refuse_vanished_store
+from etong.store import SqliteStore, lock_file_of, refuse_vanished_store
 from tests.damage import damage_pages, populated_store
 
 EXAMPLE_ROSTER = Path(__file__).parents[2] / "config" / "roster.example.toml"
@@ -61,7 +61,7 @@ def test_a_store_with_damaged_pages_is_refused_at_open_with_what_to_do(tmp_path:
     assert any("page 50" in line for line in found)  # quick_check names the damaged pages
 
     with pytest.raises(StoreCorruptError) as refused:
-        asyncio.run(Store.open(path, exclusive=True, check_integrity=True))
+        asyncio.run(SqliteStore.open(path, exclusive=True, check_integrity=True))
     message = str(refused.value)
     assert "failed its integrity check" in message and "On tree page" in message
     assert "restore the latest backup" in message and "Backup and restore" in message
@@ -70,7 +70,7 @@ def test_a_store_with_damaged_pages_is_refused_at_open_with_what_to_do(tmp_path:
 
 
 async def _open_and_close(path: Path) -> None:
-    store = await Store.open(path, exclusive=True)
+    store = await SqliteStore.open(path, exclusive=True)
     await store.close()
 
 

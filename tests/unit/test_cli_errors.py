@@ -13,7 +13,7 @@ import pytest
 
 from etong.cli import main
 from etong.localbroker import free_port, local_bridge_config, render_toml
-from etong.store import Store, backup_store
+from etong.store import SqliteStore, backup_store
 
 EXAMPLE_ROSTER = Path(__file__).parents[2] / "config" / "roster.example.toml"
 
@@ -51,7 +51,7 @@ def test_a_missing_config_file_from_etong_config_says_where_the_path_came_from(
 
 def _store_and_config(tmp_path: Path, http: str) -> Path:
     async def make() -> None:
-        store = await Store.open(tmp_path / "etong.db")
+        store = await SqliteStore.open(tmp_path / "etong.db")
         await store.close()
 
     asyncio.run(make())

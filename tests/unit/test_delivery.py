@@ -20,7 +20,7 @@ from etong.delivery import (
     receipt_payload,
     report_state,
 )
-from etong.store import Delivery
+from etong.records import Delivery
 
 POLICY = Policy(ack_timeout_s=30, max_attempts=3, backoff_max_s=600)
 

@@ -15,9 +15,9 @@ from etong.pipeline.enrich import build_context, flags_for
 from etong.pipeline.keys import Keyer, load_or_create_key
 from etong.pipeline.ratelimit import TokenBuckets
 from etong.pipeline.route import duty_officer_for_grid, escalation_chain, registrar_for_grid
+from etong.records import HistoryEntry
 from etong.roster import Roster, load_roster
 from etong.simulate import make_event, to_fullwidth
-from etong.store import HistoryEntry
 from etong.topics import Topics
 
 ROSTER = load_roster(Path(__file__).parents[2] / "config" / "roster.example.toml")

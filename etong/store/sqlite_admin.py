@@ -1,0 +1,206 @@
+"""The operators' reads and writes of the SQLite store: status counts, trace, dead letters,
+replay, purge. Off the hot path; each runs on aiosqlite's thread like the CLI's queries."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from etong.store.sqlite_batch import _placeholders
+
+# `SqliteStore._transaction`: BEGIN IMMEDIATE ... COMMIT, one at a time.
+Transaction = Callable[[], contextlib.AbstractAsyncContextManager[aiosqlite.Connection]]
+
+
+async def counts(conn: aiosqlite.Connection) -> dict[str, int]:
+    """Row counts by table and delivery state, for `etong status` and metrics."""
+    out: dict[str, int] = {}
+    for table in ("events", "receipts", "dead_letters"):
+        rows = list(await conn.execute_fetchall(f"SELECT COUNT(*) FROM {table}"))
+        out[table] = int(rows[0][0])
+    for state, n in await conn.execute_fetchall(
+        "SELECT state, COUNT(*) FROM deliveries GROUP BY state"
+    ):
+        out[f"deliveries_{state}"] = int(n)
+    rows = list(
+        await conn.execute_fetchall("SELECT COUNT(*) FROM dead_letters WHERE closed_at IS NULL")
+    )
+    out["dead_letters_open"] = int(rows[0][0])
+    return out
+
+
+async def trace(conn: aiosqlite.Connection, event_id: str) -> dict[str, Any]:
+    """Everything the store knows about one event: row, deliveries, receipts, dead letters."""
+    events = await conn.execute_fetchall(
+        "SELECT event_id, type, grid_id, member_id, status, duplicate_of, received_at "
+        "FROM events WHERE event_id = ?",
+        (event_id,),
+    )
+    deliveries = await conn.execute_fetchall(
+        "SELECT delivery_id, chain, step, attempt, state, next_due, acked_by, created_at, "
+        "updated_at FROM deliveries WHERE event_id = ? ORDER BY created_at",
+        (event_id,),
+    )
+    receipts = await conn.execute_fetchall(
+        "SELECT status, created_at, published, payload FROM receipts WHERE event_id = ? "
+        "ORDER BY id",
+        (event_id,),
+    )
+    dead = await conn.execute_fetchall(
+        "SELECT id, kind, reason, created_at, replayed_at FROM dead_letters "
+        "WHERE event_id = ? ORDER BY id",
+        (event_id,),
+    )
+    return {
+        "events": [
+            dict(
+                zip(
+                    (
+                        "event_id",
+                        "type",
+                        "grid_id",
+                        "member_id",
+                        "status",
+                        "duplicate_of",
+                        "received_at",
+                    ),
+                    r,
+                    strict=True,
+                )
+            )
+            for r in events
+        ],
+        "deliveries": [
+            dict(
+                zip(
+                    (
+                        "delivery_id",
+                        "chain",
+                        "step",
+                        "attempt",
+                        "state",
+                        "next_due",
+                        "acked_by",
+                        "created_at",
+                        "updated_at",
+                    ),
+                    r,
+                    strict=True,
+                )
+            )
+            for r in deliveries
+        ],
+        "receipts": [
+            {
+                "status": r[0],
+                "created_at": r[1],
+                "published": bool(r[2]),
+                "receipt": orjson.loads(r[3]),
+            }
+            for r in receipts
+        ],
+        "dead_letters": [
+            dict(zip(("id", "kind", "reason", "created_at", "replayed_at"), r, strict=True))
+            for r in dead
+        ],
+    }
+
+
+async def dead_letters(
+    conn: aiosqlite.Connection, *, include_replayed: bool = False, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Dead letters, newest first; only open ones unless `include_replayed` (all)."""
+    where = "" if include_replayed else "WHERE closed_at IS NULL"
+    rows = await conn.execute_fetchall(
+        "SELECT id, kind, topic, reason, event_id, delivery_id, created_at, replayed_at, "
+        f"closed_at, closed_by FROM dead_letters {where} ORDER BY id DESC LIMIT ?",
+        (limit,),
+    )
+    keys = (
+        "id",
+        "kind",
+        "topic",
+        "reason",
+        "event_id",
+        "delivery_id",
+        "created_at",
+        "replayed_at",
+        "closed_at",
+        "closed_by",
+    )
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+async def replay_dead_letters(
+    conn: aiosqlite.Connection, transaction: Transaction, ids: Sequence[int] | None, now: float
+) -> list[str]:
+    """Put undeliverable deliveries back at the start of their chain, due now.
+
+    Only open `undeliverable` dead letters can be replayed (a rejected message is wrong
+    data, not a stuck delivery). Returns the delivery ids really put back: a dead letter
+    whose delivery is no longer undeliverable (an officer acked it late) is closed as
+    `resolved` and not counted, since nothing is pushed again for it. The delivery id is
+    kept, so a terminal that already saw it can still drop the repeat.
+    """
+    where = "kind = 'undeliverable' AND closed_at IS NULL"
+    params: list[Any] = []
+    if ids is not None:
+        where += f" AND id IN ({_placeholders(len(ids))})"
+        params.extend(ids)
+    async with transaction():
+        rows = await conn.execute_fetchall(
+            f"SELECT id, delivery_id FROM dead_letters WHERE {where}",
+            params,
+        )
+        replayed: list[str] = []
+        for dl_id, delivery_id in rows:
+            cur = await conn.execute(
+                "UPDATE deliveries SET state = 'pending', step = 0, attempt = 0, "
+                "next_due = ?, published_attempt = 0, updated_at = ? "
+                "WHERE delivery_id = ? AND state = 'undeliverable'",
+                (now, now, delivery_id),
+            )
+            if cur.rowcount == 1:
+                replayed.append(str(delivery_id))
+                await conn.execute(
+                    "UPDATE dead_letters SET replayed_at = ?, closed_at = ?, "
+                    "closed_by = 'replay' WHERE id = ?",
+                    (now, now, dl_id),
+                )
+            else:
+                await conn.execute(
+                    "UPDATE dead_letters SET closed_at = ?, closed_by = 'resolved' WHERE id = ?",
+                    (now, dl_id),
+                )
+    return replayed
+
+
+async def purge(
+    conn: aiosqlite.Connection, transaction: Transaction, before: float
+) -> dict[str, int]:
+    """Delete events (and what hangs off them) received before `before`; returns counts."""
+    counts: dict[str, int] = {}
+    async with transaction():
+        old = "SELECT event_id FROM events WHERE received_at < ?"
+        for table, column in (
+            ("event_persons", "event_id"),
+            ("receipts", "event_id"),
+            ("deliveries", "event_id"),
+        ):
+            cur = await conn.execute(
+                f"DELETE FROM {table} WHERE {column} IN ({old})",
+                (before,),
+            )
+            counts[table] = cur.rowcount
+        cur = await conn.execute("DELETE FROM events WHERE received_at < ?", (before,))
+        counts["events"] = cur.rowcount
+        cur = await conn.execute("DELETE FROM dead_letters WHERE created_at < ?", (before,))
+        counts["dead_letters"] = cur.rowcount
+        # Receipts of rejected reports have no event row to hang off: go by their age.
+        cur = await conn.execute("DELETE FROM receipts WHERE created_at < ?", (before,))
+        counts["receipts"] += cur.rowcount
+    return counts

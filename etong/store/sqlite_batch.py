@@ -1,0 +1,229 @@
+"""The batch read and the batch write: plain functions of a sqlite3 connection.
+
+`SqliteStore._run_batch` calls them on the event loop's own connection, or on aiosqlite's thread
+when another process holds the write lock (its docstring says why). A batch is a handful of
+`IN (...)` queries to read and one transaction to write, never a query per message.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from etong.records import BatchKeys, BatchLookup, BatchWrite, Delivery, HistoryEntry, KnownEvent
+
+
+def _chunks(items: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
+    # SQLite limits bound parameters per statement; stay well under the oldest default (999).
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+_DELIVERY_COLUMNS = (
+    "delivery_id, event_id, grid_id, member_id, chain, step, attempt, state, next_due, "
+    "context, published_attempt, acked_by"
+)
+
+_DELIVERY_COLUMNS_D = ", ".join("d." + c.strip() for c in _DELIVERY_COLUMNS.split(","))
+
+
+def _delivery_from_row(row: Sequence[Any]) -> Delivery:
+    return Delivery(
+        delivery_id=row[0],
+        event_id=row[1],
+        grid_id=row[2],
+        member_id=row[3],
+        chain=orjson.loads(row[4]),
+        step=row[5],
+        attempt=row[6],
+        state=row[7],
+        next_due=row[8],
+        context=row[9],
+        published_attempt=row[10],
+        acked_by=row[11],
+        payload=row[12] if len(row) > 12 else b"",
+    )
+
+
+def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
+    out = BatchLookup()
+    for chunk in _chunks(keys.event_ids):
+        sql = (
+            "SELECT event_id, status, duplicate_of, grid_id, member_id FROM events "
+            f"WHERE event_id IN ({_placeholders(len(chunk))})"
+        )
+        for row in db.execute(sql, chunk):
+            out.known_events[row[0]] = KnownEvent(*row)
+    for chunk in _chunks(keys.household_keys):
+        sql = (
+            "SELECT household_key, event_id FROM events WHERE status = 'accepted' AND "
+            f"household_key IN ({_placeholders(len(chunk))}) AND received_at >= ? "
+            "ORDER BY received_at"
+        )
+        for row in db.execute(sql, [*chunk, keys.household_since]):
+            out.households.setdefault(row[0], row[1])
+    _read_event_deliveries(db, out)
+    for chunk in _chunks(keys.address_keys):
+        sql = (
+            "SELECT event_id, type, address_key, received_at, summary FROM events "
+            f"WHERE status = 'accepted' AND address_key IN ({_placeholders(len(chunk))}) "
+            "AND received_at >= ? ORDER BY received_at DESC"
+        )
+        for row in db.execute(sql, [*chunk, keys.history_since]):
+            entry = HistoryEntry(row[0], row[1], row[2], row[3], orjson.loads(row[4]))
+            out.address_history.setdefault(row[2], []).append(entry)
+    for chunk in _chunks(keys.person_keys):
+        sql = (
+            "SELECT p.person_key, e.event_id, e.type, e.address_key, e.received_at, "
+            "e.summary FROM event_persons p JOIN events e ON e.event_id = p.event_id "
+            f"WHERE p.person_key IN ({_placeholders(len(chunk))}) AND p.received_at >= ? "
+            "AND e.status = 'accepted' ORDER BY p.received_at DESC"
+        )
+        for row in db.execute(sql, [*chunk, keys.history_since]):
+            entry = HistoryEntry(row[1], row[2], row[3], row[4], orjson.loads(row[5]))
+            out.person_history.setdefault(row[0], []).append(entry)
+    # Only a `declined` ack pushes (to the next officer), so only its event payload is read;
+    # most acks are `received`/`verified` and skip the join and the ~1 KB copy.
+    with_payload = [d for d in keys.delivery_ids if d in keys.payload_for]
+    without_payload = [d for d in keys.delivery_ids if d not in keys.payload_for]
+    for ids, select in (
+        (
+            with_payload,
+            f"SELECT {_DELIVERY_COLUMNS_D}, e.payload FROM deliveries d "
+            "JOIN events e ON e.event_id = d.event_id WHERE d.delivery_id",
+        ),
+        (without_payload, f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE delivery_id"),
+    ):
+        for chunk in _chunks(ids):
+            for row in db.execute(f"{select} IN ({_placeholders(len(chunk))})", chunk):
+                out.deliveries[row[0]] = _delivery_from_row(row)
+    return out
+
+
+def _read_event_deliveries(db: sqlite3.Connection, out: BatchLookup) -> None:
+    """The deliveries of the originals that this batch's repeats name (usually none)."""
+    originals = {
+        known.duplicate_of if known.status == "duplicate" and known.duplicate_of else event_id
+        for event_id, known in out.known_events.items()
+    } | set(out.households.values())
+    for chunk in _chunks(sorted(originals)):
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_id IN "
+        for row in db.execute(sql + f"({_placeholders(len(chunk))})", chunk):
+            out.event_deliveries[row[1]] = _delivery_from_row(row)
+
+
+def _write_batch(
+    db: sqlite3.Connection, batch: BatchWrite, now: float, receipt_ids: Sequence[int]
+) -> None:
+    """BEGIN IMMEDIATE, every statement of the batch, COMMIT; ROLLBACK on any failure."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        _write_statements(db, batch, now, receipt_ids)
+        db.execute("COMMIT")
+    except BaseException:
+        # A failed COMMIT (disk full, I/O error) can leave the transaction open; the next
+        # batch's BEGIN would fail on it for ever after.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _write_statements(
+    db: sqlite3.Connection, batch: BatchWrite, now: float, receipt_ids: Sequence[int]
+) -> None:
+    if batch.events:
+        db.executemany(
+            "INSERT OR IGNORE INTO events (event_id, type, grid_id, member_id, status, "
+            "duplicate_of, address_key, household_key, received_at, payload, summary) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            batch.events,
+        )
+    if batch.event_persons:
+        db.executemany(
+            "INSERT INTO event_persons (person_key, event_id, address_key, received_at) "
+            "VALUES (?,?,?,?)",
+            batch.event_persons,
+        )
+    if batch.new_deliveries:
+        db.executemany(
+            "INSERT INTO deliveries (delivery_id, event_id, grid_id, member_id, chain, "
+            "step, attempt, state, next_due, context, acked_by, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    d.delivery_id,
+                    d.event_id,
+                    d.grid_id,
+                    d.member_id,
+                    orjson.dumps(d.chain).decode(),
+                    d.step,
+                    d.attempt,
+                    d.state,
+                    d.next_due,
+                    d.context,
+                    d.acked_by,
+                    now,
+                    now,
+                )
+                for d in batch.new_deliveries
+            ],
+        )
+    if batch.delivery_updates:
+        db.executemany(
+            "UPDATE deliveries SET chain = ?, step = ?, attempt = ?, state = ?, "
+            "next_due = ?, acked_by = ?, updated_at = ? WHERE delivery_id = ?",
+            [
+                (
+                    orjson.dumps(d.chain).decode(),
+                    d.step,
+                    d.attempt,
+                    d.state,
+                    d.next_due,
+                    d.acked_by,
+                    now,
+                    d.delivery_id,
+                )
+                for d in batch.delivery_updates
+            ],
+        )
+    if batch.published_pushes:
+        db.executemany(
+            "UPDATE deliveries SET published_attempt = MAX(published_attempt, ?) "
+            "WHERE delivery_id = ?",
+            batch.published_pushes,
+        )
+    if batch.published_receipts:
+        db.executemany(
+            "UPDATE receipts SET published = 1 WHERE id = ?",
+            [(rid,) for rid in batch.published_receipts],
+        )
+    if batch.receipts:
+        db.executemany(
+            "INSERT INTO receipts (id, event_id, topic, status, payload, created_at) "
+            "VALUES (?,?,?,?,?,?)",
+            [
+                (rid, event_id, topic, status, payload, now)
+                for rid, (event_id, topic, status, payload) in zip(
+                    receipt_ids, batch.receipts, strict=True
+                )
+            ],
+        )
+    if batch.dead_letters:
+        db.executemany(
+            "INSERT INTO dead_letters (kind, topic, payload, reason, event_id, "
+            "delivery_id, created_at) VALUES (?,?,?,?,?,?,?)",
+            [(*row, now) for row in batch.dead_letters],
+        )
+    if batch.closed_dead_letters:
+        db.executemany(
+            "UPDATE dead_letters SET closed_at = ?, closed_by = 'late_ack' "
+            "WHERE delivery_id = ? AND kind = 'undeliverable' AND closed_at IS NULL",
+            [(now, delivery_id) for delivery_id in batch.closed_dead_letters],
+        )

@@ -1,0 +1,96 @@
+"""The SQLite store's schema: its migrations, applied in order at open (`SqliteStore._migrate`)."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 2
+
+# Each migration takes the schema from version N-1 to N. Append only; never edit a shipped one.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE events (
+        event_id      TEXT PRIMARY KEY,
+        type          TEXT NOT NULL,
+        grid_id       TEXT NOT NULL,
+        member_id     TEXT NOT NULL,
+        status        TEXT NOT NULL,          -- accepted | duplicate
+        duplicate_of  TEXT,
+        address_key   TEXT NOT NULL,          -- keyed hash of the normalised address
+        household_key TEXT NOT NULL,          -- keyed hash of type + address + persons
+        received_at   REAL NOT NULL,          -- unix seconds
+        payload       BLOB NOT NULL,          -- the validated event, JSON
+        summary       BLOB NOT NULL           -- what a history entry shows, JSON
+    );
+    CREATE INDEX events_household ON events (household_key, received_at)
+        WHERE status = 'accepted';
+    CREATE INDEX events_address ON events (address_key, received_at) WHERE status = 'accepted';
+    CREATE INDEX events_received ON events (received_at);
+
+    CREATE TABLE event_persons (
+        person_key  TEXT NOT NULL,            -- keyed hash, never the clear id number
+        event_id    TEXT NOT NULL,
+        address_key TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX event_persons_key ON event_persons (person_key, received_at);
+    CREATE INDEX event_persons_event ON event_persons (event_id);
+
+    CREATE TABLE deliveries (
+        delivery_id       TEXT PRIMARY KEY,
+        event_id          TEXT NOT NULL,
+        grid_id           TEXT NOT NULL,
+        member_id         TEXT NOT NULL,
+        chain             TEXT NOT NULL,      -- JSON list of officer ids, in escalation order
+        step              INTEGER NOT NULL,   -- index of the current recipient in chain
+        attempt           INTEGER NOT NULL,   -- pushes made to the current recipient
+        state             TEXT NOT NULL,      -- pending | received | verified | undeliverable
+        next_due          REAL,               -- unix seconds of the next send, pending only
+        published_attempt INTEGER NOT NULL DEFAULT 0,  -- highest step*1000+attempt PUBACKed
+        context           BLOB NOT NULL,      -- the push context, JSON
+        acked_by          TEXT,
+        created_at        REAL NOT NULL,
+        updated_at        REAL NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_due) WHERE state = 'pending';
+    CREATE INDEX deliveries_event ON deliveries (event_id);
+
+    CREATE TABLE receipts (
+        id         INTEGER PRIMARY KEY,
+        event_id   TEXT,
+        topic      TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        payload    BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        published  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX receipts_unpublished ON receipts (id) WHERE published = 0;
+    CREATE INDEX receipts_event ON receipts (event_id);
+
+    CREATE TABLE dead_letters (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,            -- rejected | bad_ack | undeliverable
+        topic       TEXT NOT NULL,
+        payload     BLOB NOT NULL,            -- raw message, capped
+        reason      TEXT NOT NULL,
+        event_id    TEXT,
+        delivery_id TEXT,
+        created_at  REAL NOT NULL,
+        replayed_at REAL
+    );
+    CREATE INDEX dead_letters_created ON dead_letters (created_at);
+    """,
+    # 2: a dead letter closes when its delivery is resolved, by a replay or by a late ack;
+    # "open" means not closed (before, only a replay closed one, and a late ack left it open).
+    """
+    ALTER TABLE dead_letters ADD COLUMN closed_at REAL;   -- unix seconds, NULL while open
+    ALTER TABLE dead_letters ADD COLUMN closed_by TEXT;   -- replay | late_ack | resolved
+    UPDATE dead_letters SET closed_at = replayed_at, closed_by = 'replay'
+        WHERE replayed_at IS NOT NULL;
+    CREATE INDEX dead_letters_open_delivery ON dead_letters (delivery_id)
+        WHERE closed_at IS NULL;
+    """,
+]
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration script into statements (no semicolons inside our literals)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
