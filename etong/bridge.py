@@ -1,7 +1,7 @@
 """The bridge engine: batches inbound messages through the pipeline, and runs the schedule.
 
-This is the imperative shell around the pure stages in `etong/pipeline/` and
-`etong/delivery.py`. Its rules, each of which a test holds it to:
+This is the imperative shell around the pure stages in `etong/core/` and
+`etong/core/delivery.py`. Its rules, each of which a test holds it to:
 
 - An inbound message is acknowledged to the broker only after the batch that decided its
   outcome is committed, and acks go out in arrival order (DESIGN §3, §6).
@@ -30,7 +30,7 @@ import orjson
 from etong.brokers.base import Broker, InboundMessage, PublishOptions
 from etong.clock import iso_from_unix
 from etong.config import Settings
-from etong.delivery import (
+from etong.core.delivery import (
     Policy,
     Step,
     first_push,
@@ -46,19 +46,19 @@ from etong.logging import get_logger
 from etong.metrics import DEAD_LETTER_DROP_REASONS, Metrics
 from etong.models import Ack, Event, ReceiptStatus
 from etong.pii import mask_text
-from etong.pipeline import dedup
-from etong.pipeline.budget import RejectionBudget
-from etong.pipeline.enrich import HISTORY_WINDOW_S, build_context, event_summary
-from etong.pipeline.keys import EventKeys, Keyer
-from etong.pipeline.ratelimit import TokenBuckets
-from etong.pipeline.route import (
+from etong.core import dedup
+from etong.core.budget import RejectionBudget
+from etong.core.enrich import HISTORY_WINDOW_S, build_context, event_summary
+from etong.core.keys import EventKeys, Keyer
+from etong.core.ratelimit import TokenBuckets
+from etong.core.route import (
     CC_EVENT_TYPES,
     duty_officer_for_grid,
     escalation_chain,
     registrar_for_grid,
 )
-from etong.pipeline.validate import Rejection, parse_ack, parse_event
-from etong.records import (
+from etong.core.validate import Rejection, parse_ack, parse_event
+from etong.core.records import (
     DEAD_LETTER_PAYLOAD_CAP,
     BatchLookup,
     BatchWrite,
@@ -505,7 +505,7 @@ class Bridge:
     def _within_budget(self, budget: str, now: float) -> bool:
         """Whether a rejection no rate limit covers may cost a dead letter and a log line.
 
-        Past the budget (etong.pipeline.budget) it is counted in etong_dead_letters_dropped,
+        Past the budget (etong.core.budget) it is counted in etong_dead_letters_dropped,
         and once a minute one line says how many were suppressed.
         """
         verdict = self._rejection_budgets[budget].take(now)

@@ -2,7 +2,7 @@
 
 The shell (`etong/bridge.py`, `etong/daemon.py`) and the command line see only this; the
 SQLite store (`sqlite.py`) is its first implementation. Everything crosses it as the named
-records of `etong/records.py`, never as rows. Implementations must keep these rules, which
+records of `etong/core/records.py`, never as rows. Implementations must keep these rules, which
 the shell relies on:
 
 - `write` commits the whole batch in one transaction or nothing; it raises `StoreFullError`
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from etong.errors import StoreFullError
-from etong.records import BatchLookup, BatchWrite, Delivery
+from etong.core.records import BatchLookup, BatchWrite, Delivery
 
 
 class Store(Protocol):

@@ -14,7 +14,7 @@ import pytest
 from etong.bridge import Bridge
 from etong.brokers.fake import FakeBroker
 from etong.config import Settings, parse_settings
-from etong.pipeline.keys import Keyer
+from etong.core.keys import Keyer
 from etong.roster import Roster, load_roster
 from etong.store import SqliteStore
 

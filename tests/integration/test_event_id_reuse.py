@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from etong.pipeline.dedup import Reused
+from etong.core.dedup import Reused
 from etong.simulate import make_event
 from tests.integration.conftest import START_RFC3339, Harness
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from etong.errors import StoreError
-from etong.records import BatchWrite, Delivery, EventRecord, PersonSighting, ReceiptRecord
+from etong.core.records import BatchWrite, Delivery, EventRecord, PersonSighting, ReceiptRecord
 from etong.store import SCHEMA_VERSION, SqliteStore
 
 

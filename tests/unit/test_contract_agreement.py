@@ -28,7 +28,7 @@ from etong.models import (
     Receipt,
     gb11643_check_char,
 )
-from etong.pipeline.validate import Rejection, parse_ack, parse_event
+from etong.core.validate import Rejection, parse_ack, parse_event
 from tests.contract_validation import python_regex, schema_problems
 from tests.unit.test_validate import event_dict
 

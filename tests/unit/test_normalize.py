@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from etong.models import Event, Person
-from etong.pipeline.normalize import (
+from etong.core.normalize import (
     household_key,
     normalize_address,
     normalize_id_number,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etong.models import Event
-from etong.pipeline.normalize import household_key, normalize_address, normalize_id_number
+from etong.core.normalize import household_key, normalize_address, normalize_id_number
 
 KEY_BYTES = 32
 

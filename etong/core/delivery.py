@@ -21,7 +21,7 @@ from typing import Literal
 import orjson
 
 from etong.models import ReportState
-from etong.records import Delivery
+from etong.core.records import Delivery
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RFC4648_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)
