@@ -30,6 +30,8 @@ import orjson
 from etong.brokers.base import Broker, InboundMessage, PublishOptions
 from etong.clock import iso_from_unix
 from etong.config import Settings
+from etong.core import dedup
+from etong.core.budget import RejectionBudget
 from etong.core.delivery import (
     Policy,
     Step,
@@ -41,23 +43,9 @@ from etong.core.delivery import (
     receipt_payload,
     report_state,
 )
-from etong.errors import StoreFullError
-from etong.logging import get_logger
-from etong.metrics import DEAD_LETTER_DROP_REASONS, Metrics
-from etong.models import Ack, Event, ReceiptStatus
-from etong.pii import mask_text
-from etong.core import dedup
-from etong.core.budget import RejectionBudget
 from etong.core.enrich import HISTORY_WINDOW_S, build_context, event_summary
 from etong.core.keys import EventKeys, Keyer
 from etong.core.ratelimit import TokenBuckets
-from etong.core.route import (
-    CC_EVENT_TYPES,
-    duty_officer_for_grid,
-    escalation_chain,
-    registrar_for_grid,
-)
-from etong.core.validate import Rejection, parse_ack, parse_event
 from etong.core.records import (
     DEAD_LETTER_PAYLOAD_CAP,
     BatchLookup,
@@ -71,6 +59,18 @@ from etong.core.records import (
     ReceiptRecord,
     attempt_marker,
 )
+from etong.core.route import (
+    CC_EVENT_TYPES,
+    duty_officer_for_grid,
+    escalation_chain,
+    registrar_for_grid,
+)
+from etong.core.validate import Rejection, parse_ack, parse_event
+from etong.errors import StoreFullError
+from etong.logging import get_logger
+from etong.metrics import DEAD_LETTER_DROP_REASONS, Metrics
+from etong.models import Ack, Event, ReceiptStatus
+from etong.pii import mask_text
 from etong.roster import Roster
 from etong.store import Store
 from etong.textsafety import bounded_topic

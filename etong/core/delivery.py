@@ -20,8 +20,8 @@ from typing import Literal
 
 import orjson
 
-from etong.models import ReportState
 from etong.core.records import Delivery
+from etong.models import ReportState
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RFC4648_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from etong.errors import StoreFullError
 from etong.core.records import BatchLookup, BatchWrite, Delivery
+from etong.errors import StoreFullError
 
 
 class Store(Protocol):

@@ -33,8 +33,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from etong.errors import StoreCorruptError, StoreError, StoreFullError
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
+from etong.errors import StoreCorruptError, StoreError, StoreFullError
 from etong.store import sqlite_admin
 from etong.store.files import (
     _create_private,

@@ -13,7 +13,14 @@ from typing import Any
 
 import orjson
 
-from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery, HistoryEntry, KnownEvent
+from etong.core.records import (
+    BatchKeys,
+    BatchLookup,
+    BatchWrite,
+    Delivery,
+    HistoryEntry,
+    KnownEvent,
+)
 
 
 def _chunks(items: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from etong import cli
-from etong.localbroker import render_toml
 from etong.core.budget import DEAD_LETTERS_PER_MIN
+from etong.localbroker import render_toml
 from etong.simulate import CHINA_TZ, make_event, now_rfc3339
 from etong.textsafety import TOPIC_CAP
 from tests.integration.conftest import EXAMPLE_ROSTER, Harness

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from etong.errors import StoreError
 from etong.core.records import BatchWrite, Delivery, EventRecord, PersonSighting, ReceiptRecord
+from etong.errors import StoreError
 from etong.store import SCHEMA_VERSION, SqliteStore
 
 

@@ -23,9 +23,9 @@ from structlog.testing import capture_logs
 
 from etong.bridge import Bridge
 from etong.brokers.fake import FakeBroker
-from etong.errors import StoreFullError
 from etong.core.keys import Keyer
 from etong.core.records import BatchWrite, DeadLetterRecord
+from etong.errors import StoreFullError
 from etong.roster import load_roster
 from etong.simulate import make_event
 from etong.store import SqliteStore

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from etong.models import Event, Person
 from etong.core.normalize import (
     household_key,
     normalize_address,
@@ -14,6 +13,7 @@ from etong.core.normalize import (
     person_key,
     persons_key,
 )
+from etong.models import Event, Person
 from tests.unit.test_validate import event_dict
 
 

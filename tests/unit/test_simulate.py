@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from etong import cli, models
 from etong.commands.demo import demo_roster
 from etong.commands.simulate import SimulationSettings, sim_roster, simulation_settings
+from etong.core.validate import Rejection, parse_event
 from etong.errors import BrokerError
 from etong.localbroker import LocalBridge, free_port, local_bridge_config, render_toml
-from etong.core.validate import Rejection, parse_event
 from etong.roster import build_roster
 from etong.simulate import (
     BrokerAddress,
