@@ -508,7 +508,7 @@ class MqttBroker:
                 mid=msg.mid,
                 generation=self._generation,
                 source=self,
-                received_at=time.monotonic(),
+                arrived_monotonic=time.monotonic(),
                 retain=bool(msg.retain),
                 correlation_data=bytes(correlation) if correlation is not None else None,
             )

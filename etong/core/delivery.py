@@ -224,6 +224,13 @@ def report_state(d: Delivery) -> tuple[ReportState, str | None]:
     return "undeliverable", None
 
 
+def push_kind(d: Delivery) -> Literal["first", "resend", "escalation"]:
+    """Why the current attempt of `d` goes out (the `reason` label of etong_pushes)."""
+    if d.step == 0 and d.attempt == 1:
+        return "first"
+    return "resend" if d.attempt > 1 else "escalation"
+
+
 def push_payload(
     *,
     delivery_id: str,

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from etong.core.records import BatchLookup, BatchWrite, Delivery
+from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreFullError
 
 
@@ -37,18 +37,7 @@ class Store(Protocol):
 
     # ---- the hot path: one read and one write per batch ------------------------------
 
-    async def lookup(
-        self,
-        *,
-        event_ids: Sequence[str],
-        household_keys: Sequence[str],
-        household_since: float,
-        address_keys: Sequence[str],
-        person_keys: Sequence[str],
-        history_since: float,
-        delivery_ids: Sequence[str],
-        payload_for: Iterable[str] = (),
-    ) -> BatchLookup:
+    async def lookup(self, keys: BatchKeys) -> BatchLookup:
         """Everything a batch's decisions need from the store, in one read."""
         ...
 

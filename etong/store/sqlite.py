@@ -232,29 +232,8 @@ class SqliteStore:
 
     # ---- batch read -------------------------------------------------------------------
 
-    async def lookup(
-        self,
-        *,
-        event_ids: Sequence[str],
-        household_keys: Sequence[str],
-        household_since: float,
-        address_keys: Sequence[str],
-        person_keys: Sequence[str],
-        history_since: float,
-        delivery_ids: Sequence[str],
-        payload_for: Iterable[str] = (),
-    ) -> BatchLookup:
+    async def lookup(self, keys: BatchKeys) -> BatchLookup:
         """Everything a batch's decisions need from the store, in one call (see `_run_batch`)."""
-        keys = BatchKeys(
-            event_ids=event_ids,
-            household_keys=household_keys,
-            household_since=household_since,
-            address_keys=address_keys,
-            person_keys=person_keys,
-            history_since=history_since,
-            delivery_ids=delivery_ids,
-            payload_for=frozenset(payload_for),
-        )
         return await self._run_batch(_read_batch, keys)
 
     # ---- batch write ------------------------------------------------------------------

@@ -14,7 +14,8 @@ from etong.core.enrich import build_context, flags_for
 from etong.core.keys import Keyer, load_or_create_key
 from etong.core.ratelimit import TokenBuckets
 from etong.core.records import HistoryEntry
-from etong.core.route import duty_officer_for_grid, escalation_chain, registrar_for_grid
+from etong.core.registrar import registrar_for_grid
+from etong.core.route import duty_officer_for_grid, escalation_chain
 from etong.models import Event
 from etong.roster import Roster, load_roster
 from etong.simulate import make_event, to_fullwidth
