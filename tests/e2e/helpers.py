@@ -12,9 +12,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from etong.commands.demo import demo_roster
-from etong.localbroker import LocalBridge, local_bridge_config, render_toml
-from etong.simulate import GridMemberTerminal, OfficerTerminal
+from etong.devkit.demo_scenario import demo_roster
+from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
+from etong.devkit.terminals import GridMemberTerminal, OfficerTerminal
 from etong.topics import Topics
 
 BridgeProcess = LocalBridge

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from etong.devkit.messages import make_event, to_fullwidth
 from etong.models import Event
 from etong.pipeline import dedup
 from etong.pipeline.enrich import build_context, flags_for
@@ -16,7 +17,6 @@ from etong.pipeline.keys import Keyer, load_or_create_key
 from etong.pipeline.ratelimit import TokenBuckets
 from etong.pipeline.route import duty_officer_for_grid, escalation_chain, registrar_for_grid
 from etong.roster import Roster, load_roster
-from etong.simulate import make_event, to_fullwidth
 from etong.store import HistoryEntry
 from etong.topics import Topics
 
