@@ -45,7 +45,7 @@ class GridMemberTerminal(MqttClient):
 
     Receipts for a payload without a readable event id are kept under the key None.
     With `resend_after_s` it keeps the contract's outbox rule (DESIGN §2, end to end; see
-    `etong.handheld_outbox`): a report without a receipt is published again, same payload and
+    `etong.devkit.outbox`): a report without a receipt is published again, same payload and
     event id, after that many seconds (then twice as long, ...), until any receipt for it
     arrives. A thread of its own does the re-sends; `close` stops it.
     """

@@ -1,6 +1,6 @@
 """Shared pieces of the e2e tier: the test roster, config files, and a set of terminals.
 
-The bridge runs as a real subprocess (`etong.localbroker.LocalBridge`, the e2e tier's
+The bridge runs as a real subprocess (`etong.devkit.localbridge.LocalBridge`, the e2e tier's
 BridgeProcess) against a real mosquitto; the tests talk to it only over MQTT, as the
 handhelds and officer terminals do.
 """
