@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from etong import bridge as bridge_module
-from etong.simulate import make_event, restated, to_fullwidth, with_bad_check_digit
+from etong.devkit.messages import make_event, restated, to_fullwidth, with_bad_check_digit
 from tests.integration.conftest import START_RFC3339, Harness
 
 EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from etong.localbroker import render_toml
+from etong.devkit.localbridge import render_toml
+from etong.devkit.messages import make_event, restated
 from etong.roster import load_roster
-from etong.simulate import make_event, restated
 from tests.integration.conftest import EXAMPLE_ROSTER, START_RFC3339, Harness
 
 EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"

@@ -23,11 +23,11 @@ from structlog.testing import capture_logs
 
 from etong.bridge import Bridge
 from etong.brokers.fake import FakeBroker
+from etong.devkit.messages import make_event
 from etong.errors import StoreFullError
 from etong.pipeline.keys import Keyer
 from etong.records import BatchWrite, DeadLetterRecord
 from etong.roster import load_roster
-from etong.simulate import make_event
 from etong.store import SqliteStore
 from etong.store.sqlite import _translate_write_error
 from tests.integration.conftest import START_RFC3339, FakeClock, make_settings

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from etong.devkit.messages import make_event, to_fullwidth
 from etong.models import Event
 from etong.pipeline import dedup
 from etong.pipeline.enrich import build_context, flags_for
@@ -17,7 +18,6 @@ from etong.pipeline.ratelimit import TokenBuckets
 from etong.pipeline.route import duty_officer_for_grid, escalation_chain, registrar_for_grid
 from etong.records import HistoryEntry
 from etong.roster import Roster, load_roster
-from etong.simulate import make_event, to_fullwidth
 from etong.topics import Topics
 
 ROSTER = load_roster(Path(__file__).parents[2] / "config" / "roster.example.toml")
