@@ -66,14 +66,10 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from etong.localbroker import (
-    LocalBridge,
-    LocalMosquitto,
-    find_mosquitto,
-    local_bridge_config,
-    render_toml,
-)
-from etong.simulate import BrokerAddress, encode, make_event, make_name, now_rfc3339
+from etong.config import BrokerSettings
+from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
+from etong.devkit.messages import encode, make_event, make_name, now_rfc3339
+from etong.devkit.mosquitto import LocalMosquitto, find_mosquitto
 from etong.topics import Topics
 
 PREFIX = "etong/v1"
@@ -454,7 +450,7 @@ async def open_clients(
     url: str, protocol: int, specs: Sequence[tuple[str, Sequence[str], MessageHandler | None]]
 ) -> list[MiniMqtt]:
     """Connect one client per (client id, subscriptions, handler)."""
-    address = BrokerAddress.parse(url)
+    address = BrokerSettings(url=url)  # the bridge's own URL check and default ports
     clients = [MiniMqtt(client_id, protocol, handler) for client_id, _, handler in specs]
     for client, (_, subscriptions, _) in zip(clients, specs, strict=True):
         await client.open(address.host, address.port, subscriptions)
@@ -579,7 +575,7 @@ def republisher_main(url: str, protocol: int, inboxes: dict[str, str], ready: Mp
     paho's defaults throughout (auto-ack, 20 messages in flight), as a naive forwarder is
     written; it runs until the parent terminates it.
     """
-    address = BrokerAddress.parse(url)
+    address = BrokerSettings(url=url)  # the bridge's own URL check and default ports
     v5 = protocol == 5
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,

@@ -60,7 +60,8 @@ from e2e import (
     report,
 )
 
-from etong.localbroker import LocalBridge, LocalMosquitto, local_bridge_config, render_toml
+from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
+from etong.devkit.mosquitto import LocalMosquitto
 
 INSTANCE_ID = "etong-pending"
 INBOX_FILTER = f"{PREFIX}/officer/+/inbox"

@@ -8,8 +8,9 @@ parsed event or ack, or the `Rejection` that stops it; nothing here raises on ba
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 from etong.core.keys import EventKeys, Keyer
 from etong.core.ratelimit import TokenBuckets
@@ -52,7 +53,7 @@ class Admission:
     buckets: TokenBuckets
     max_payload_bytes: int
     member_rate_per_min: int
-    zone: tzinfo
+    zone: ZoneInfo
 
     def admit(self, msg: Inbound, now: float, roster: Roster) -> Admitted:
         """Admit one message at wall-clock `now` under `roster`."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from datetime import tzinfo
 from typing import get_args
+from zoneinfo import ZoneInfo
 
 from etong.brokers.base import Broker, PublishOptions
 from etong.clock import iso_from_unix
@@ -37,7 +37,7 @@ class Outbox:
         grid_broker: Broker,
         officer_broker: Broker,
         metrics: Metrics,
-        zone: tzinfo,
+        zone: ZoneInfo,
         message_expiry_s: float,
         clock: Callable[[], float],
     ) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from etong.localbroker import LocalBridge, LocalMosquitto
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.mosquitto import LocalMosquitto
 from tests.e2e.helpers import Terminals, e2e_roster, write_config, write_roster
 
 ConfigWriter = Callable[..., Path]

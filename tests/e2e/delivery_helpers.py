@@ -27,7 +27,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from etong.simulate import GridMemberTerminal, MqttClient, Received, encode, new_event_id
+from etong.devkit.client import MqttClient, Received
+from etong.devkit.messages import encode, new_event_id
+from etong.devkit.terminals import GridMemberTerminal
 from tests.e2e.helpers import TOPICS
 
 # --- grid members that do not lose their own reports -------------------------------------

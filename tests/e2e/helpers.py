@@ -1,6 +1,6 @@
 """Shared pieces of the e2e tier: the test roster, config files, and a set of terminals.
 
-The bridge runs as a real subprocess (`etong.localbroker.LocalBridge`, the e2e tier's
+The bridge runs as a real subprocess (`etong.devkit.localbridge.LocalBridge`, the e2e tier's
 BridgeProcess) against a real mosquitto; the tests talk to it only over MQTT, as the
 handhelds and officer terminals do.
 """
@@ -12,9 +12,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from etong.commands.demo import demo_roster
-from etong.localbroker import LocalBridge, local_bridge_config, render_toml
-from etong.simulate import GridMemberTerminal, OfficerTerminal
+from etong.devkit.demo_scenario import demo_roster
+from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
+from etong.devkit.terminals import GridMemberTerminal, OfficerTerminal
 from etong.topics import Topics
 
 BridgeProcess = LocalBridge

@@ -33,23 +33,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from etong.localbroker import (
-    ListenerAuth,
-    LocalBridge,
-    LocalMosquitto,
-    TlsListener,
-    free_port,
-    tail,
-)
-from etong.simulate import (
-    BrokerLogin,
-    GridMemberTerminal,
-    MonitorClient,
-    MqttClient,
-    OfficerTerminal,
-    encode,
-    make_event,
-)
+from etong.devkit.client import BrokerLogin, MqttClient, tls_context
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.messages import encode, make_event
+from etong.devkit.mosquitto import ListenerAuth, LocalMosquitto, TlsListener, free_port, tail
+from etong.devkit.terminals import GridMemberTerminal, MonitorClient, OfficerTerminal
 from tests.e2e.helpers import INSTANCE_ID, TOPICS, e2e_roster, write_config, write_roster
 from tests.pki import make_tls_files
 
@@ -347,7 +335,8 @@ def _publish_once(
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=user, protocol=mqtt.MQTTv5)
     client.username_pw_set(user, confined.passwords[user])
-    client.tls_set_context(confined.login(user).tls_context())
+    tls_url = confined.broker.tls_url
+    client.tls_set_context(tls_context(confined.login(user).settings_for(tls_url, 5)))
     client.on_publish = on_publish
     client.connect("127.0.0.1", confined.broker.tls_port or 0)
     client.loop_start()

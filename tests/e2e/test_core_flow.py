@@ -13,14 +13,9 @@ from typing import Any
 
 import pytest
 
-from etong.localbroker import LocalBridge
-from etong.simulate import (
-    GridMemberTerminal,
-    OfficerTerminal,
-    make_event,
-    restated,
-    with_bad_check_digit,
-)
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.messages import make_event, restated, with_bad_check_digit
+from etong.devkit.terminals import GridMemberTerminal, OfficerTerminal
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.helpers import TOPICS, Terminals
 

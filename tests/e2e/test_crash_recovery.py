@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from etong.localbroker import LocalMosquitto
-from etong.simulate import GridMemberTerminal, MonitorClient
+from etong.devkit.mosquitto import LocalMosquitto
+from etong.devkit.terminals import GridMemberTerminal, MonitorClient
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.helpers import TOPICS, Terminals
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from etong.localbroker import LocalMosquitto
+from etong.devkit.mosquitto import LocalMosquitto
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.delivery_helpers import PushRecorder, PushSeen, pause_until, run_cli, unix_time
 from tests.e2e.helpers import BACKUP, DUTY_OFFICER, GRID_OFFICER, REGISTRAR, Terminals

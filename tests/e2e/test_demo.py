@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from etong.commands.demo import SCENARIO
-from etong.localbroker import free_port
+from etong.devkit.demo_scenario import SCENARIO
+from etong.devkit.mosquitto import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -103,8 +103,17 @@ def test_demo_shows_the_wire_a_re_send_an_escalation_a_dead_letter_and_next_step
 
 def test_demo_keep_running_serves_until_ctrl_c(tmp_path: Path) -> None:
     demo = subprocess.Popen(
-        [sys.executable, "-m", "etong", "demo", "--reports", "0", "--keep-running",
-         "--workdir", str(tmp_path / "demo")],
+        [
+            sys.executable,
+            "-m",
+            "etong",
+            "demo",
+            "--reports",
+            "0",
+            "--keep-running",
+            "--workdir",
+            str(tmp_path / "demo"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

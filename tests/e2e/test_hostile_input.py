@@ -26,11 +26,9 @@ from typing import Any
 
 import pytest
 
-from etong.localbroker import LocalBridge
-from etong.simulate import (
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.messages import (
     CHINA_TZ,
-    GridMemberTerminal,
-    OfficerTerminal,
     encode,
     gb11643_check_char,
     make_event,
@@ -41,6 +39,7 @@ from etong.simulate import (
     to_fullwidth,
     with_wrong_check_char,
 )
+from etong.devkit.terminals import GridMemberTerminal, OfficerTerminal
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.helpers import TOPICS, Terminals
 

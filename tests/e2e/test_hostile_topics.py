@@ -16,8 +16,8 @@ import unicodedata
 
 import pytest
 
-from etong.localbroker import LocalBridge
-from etong.simulate import GridMemberTerminal
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.terminals import GridMemberTerminal
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.helpers import Terminals
 

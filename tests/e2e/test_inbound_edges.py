@@ -12,8 +12,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from etong.localbroker import LocalBridge, LocalMosquitto
-from etong.simulate import encode
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.messages import encode
+from etong.devkit.mosquitto import LocalMosquitto
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.helpers import Terminals
 

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from etong.localbroker import free_port
+from etong.devkit.mosquitto import free_port
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.helpers import Terminals
 

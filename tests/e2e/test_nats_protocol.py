@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from etong.config import without_env_overrides
-from etong.localbroker import free_port, render_toml
+from etong.devkit.localbridge import render_toml
+from etong.devkit.mosquitto import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from etong.localbroker import LocalBridge, free_port
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.mosquitto import free_port
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.helpers import Terminals, write_roster
 

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from etong.localbroker import LocalBridge, LocalMosquitto
-from etong.simulate import MonitorClient
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.mosquitto import LocalMosquitto
+from etong.devkit.terminals import MonitorClient
 from tests.e2e.conftest import BridgeStarter, ConfigWriter
 from tests.e2e.delivery_helpers import (
     PushAudit,

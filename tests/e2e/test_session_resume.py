@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from etong.localbroker import LocalBridge
+from etong.devkit.localbridge import LocalBridge
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.helpers import Terminals
 

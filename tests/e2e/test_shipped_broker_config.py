@@ -25,8 +25,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from etong.localbroker import find_mosquitto, free_port, tail
-from etong.simulate import BrokerLogin, MonitorClient, MqttClient, encode, make_event
+from etong.devkit.client import BrokerLogin, MqttClient, tls_context
+from etong.devkit.messages import encode, make_event
+from etong.devkit.mosquitto import find_mosquitto, free_port, tail
+from etong.devkit.terminals import MonitorClient
 from tests.e2e.helpers import TOPICS, e2e_roster, write_config, write_roster
 from tests.e2e.test_broker_acl import make_password_file
 from tests.pki import make_tls_files
@@ -148,7 +150,7 @@ def _connack(port: int, login: BrokerLogin | None, client_id: str = "probe") -> 
     if login is not None and login.username is not None:
         client.username_pw_set(login.username, login.password)
     if login is not None and login.ca_file is not None:
-        client.tls_set_context(login.tls_context())
+        client.tls_set_context(tls_context(login.settings_for(f"mqtts://127.0.0.1:{port}", 5)))
     client.on_connect = on_connect
     client.connect("127.0.0.1", port)
     client.loop_start()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from etong.localbroker import LocalBridge, LocalMosquitto
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.mosquitto import LocalMosquitto
 from tests.e2e.conftest import ConfigWriter, close_and_show_logs
 from tests.e2e.helpers import write_config
 

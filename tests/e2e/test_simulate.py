@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from etong.config import without_env_overrides
-from etong.localbroker import LocalBridge, LocalMosquitto, free_port
-from etong.simulate import GridMemberTerminal, MonitorClient, encode
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.messages import encode
+from etong.devkit.mosquitto import LocalMosquitto, free_port
+from etong.devkit.terminals import GridMemberTerminal, MonitorClient
 from tests.e2e.helpers import INSTANCE_ID, TOPICS, Terminals, write_config
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from etong.localbroker import LocalBridge, free_port
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.mosquitto import free_port
 from tests.e2e.conftest import ConfigWriter
 from tests.e2e.helpers import Terminals
 from tests.smallfs import MountNotPermittedError, SmallFilesystem, mount_small_fs

@@ -20,13 +20,8 @@ from typing import Any
 
 import pytest
 
-from etong.localbroker import (
-    LocalBridge,
-    LocalMosquitto,
-    LocalProcessError,
-    TlsListener,
-    free_port,
-)
+from etong.devkit.localbridge import LocalBridge
+from etong.devkit.mosquitto import LocalMosquitto, LocalProcessError, TlsListener, free_port
 from tests.e2e.conftest import close_and_show_logs
 from tests.e2e.helpers import Terminals, write_config
 from tests.pki import TlsFiles, make_tls_files

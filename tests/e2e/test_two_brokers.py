@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from etong.localbroker import LocalMosquitto
+from etong.devkit.mosquitto import LocalMosquitto
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.helpers import Terminals
 

@@ -61,7 +61,7 @@ class Harness:
 
     async def flush(self) -> None:
         """Process everything queued (as the ingest task would)."""
-        queue = self.bridge._queue
+        queue = self.bridge.ingest.queue
         batch = [queue.popleft() for _ in range(len(queue))]
         await self.bridge.process_batch(batch)
 

@@ -21,8 +21,8 @@ import pytest
 from etong.brokers.fake import FakeBroker, FakeBrokers
 from etong.config import Settings
 from etong.daemon import Daemon
-from etong.localbroker import render_toml
-from etong.simulate import make_event
+from etong.devkit.localbridge import render_toml
+from etong.devkit.messages import make_event
 from etong.stopsignal import STOP_SIGNALS
 from etong.store import SqliteStore
 from tests.integration.conftest import EXAMPLE_ROSTER, make_settings

@@ -15,7 +15,7 @@ import pytest
 
 from etong import cli
 from etong.daemon import Daemon
-from etong.localbroker import free_port
+from etong.devkit.mosquitto import free_port
 from etong.stopsignal import STOP_SIGNALS, EarlyStop
 from etong.store import SqliteStore
 from tests.integration.conftest import make_settings

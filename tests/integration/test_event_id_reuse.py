@@ -13,7 +13,7 @@ import random
 from typing import Any
 
 from etong.core.dedup import Reused
-from etong.simulate import make_event
+from etong.devkit.messages import make_event
 from tests.integration.conftest import START_RFC3339, Harness
 
 A_EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"

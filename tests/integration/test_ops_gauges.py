@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from etong.daemon import Daemon
-from etong.simulate import make_event
+from etong.devkit.messages import make_event
 from tests.integration.conftest import START_RFC3339, Harness
 
 EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"

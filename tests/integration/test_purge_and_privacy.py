@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from etong import cli
-from etong.localbroker import render_toml
-from etong.simulate import CHINA_TZ, make_event, now_rfc3339, with_bad_check_digit
+from etong.devkit.localbridge import render_toml
+from etong.devkit.messages import CHINA_TZ, make_event, now_rfc3339, with_bad_check_digit
 from tests.integration.conftest import EXAMPLE_ROSTER, Harness
 
 EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"

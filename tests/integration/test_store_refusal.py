@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from etong.cli import main
+from etong.devkit.localbridge import local_bridge_config, render_toml
+from etong.devkit.mosquitto import free_port
 from etong.errors import StoreCorruptError, StoreMissingError
-from etong.localbroker import free_port, local_bridge_config, render_toml
 from etong.store import SqliteStore, lock_file_of, refuse_vanished_store
 from tests.damage import damage_pages, populated_store
 

@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from etong.cli import main
-from etong.localbroker import free_port, local_bridge_config, render_toml
+from etong.devkit.localbridge import local_bridge_config, render_toml
+from etong.devkit.mosquitto import free_port
 from etong.store import SqliteStore, backup_store
 
 EXAMPLE_ROSTER = Path(__file__).parents[2] / "config" / "roster.example.toml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from etong.handheld_outbox import HandheldOutbox
+from etong.devkit.outbox import HandheldOutbox
 
 
 def test_nothing_is_due_before_the_timeout() -> None:

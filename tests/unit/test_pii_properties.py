@@ -15,8 +15,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from etong.devkit.messages import make_resident_id
 from etong.pii import mask_text
-from etong.simulate import make_resident_id
 
 SEPARATORS = " .-_/\u3000\u00a0\t－．＿／‐–—・\u200b\u200e\u202e\u2066\ufeff"
 # Text around a secret: letters, CJK, punctuation, and separators too; never a digit.

@@ -16,9 +16,9 @@ from etong.core.ratelimit import TokenBuckets
 from etong.core.records import HistoryEntry
 from etong.core.registrar import registrar_for_grid
 from etong.core.route import duty_officer_for_grid, escalation_chain
+from etong.devkit.messages import make_event, to_fullwidth
 from etong.models import Event
 from etong.roster import Roster, load_roster
-from etong.simulate import make_event, to_fullwidth
 from etong.topics import Topics
 
 ROSTER = load_roster(Path(__file__).parents[2] / "config" / "roster.example.toml")

@@ -22,8 +22,8 @@ from pydantic import BaseModel
 from etong.cli import build_parser
 from etong.commands import schema
 from etong.core.delivery import push_payload, receipt_payload
+from etong.devkit.messages import make_event
 from etong.models import Ack, BridgeStatus, Event, Push, Receipt, json_schemas
-from etong.simulate import make_event
 
 MESSAGES = {"event", "receipt", "push", "ack", "status"}
 AT = "2026-11-28T09:14:14.120+08:00"

@@ -22,17 +22,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etong import cli, models
-from etong.commands.demo import demo_roster
-from etong.commands.simulate import SimulationSettings, sim_roster, simulation_settings
 from etong.core.validate import Rejection, parse_event
-from etong.errors import BrokerError
-from etong.localbroker import LocalBridge, free_port, local_bridge_config, render_toml
-from etong.roster import build_roster
-from etong.simulate import (
-    BrokerAddress,
-    BrokerLogin,
-    MqttClient,
-    SimRoster,
+from etong.devkit.client import BrokerLogin, MqttClient
+from etong.devkit.demo_scenario import demo_roster
+from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
+from etong.devkit.messages import (
     encode,
     gb11643_check_char,
     make_event,
@@ -43,6 +37,11 @@ from etong.simulate import (
     with_bad_check_digit,
     with_wrong_check_char,
 )
+from etong.devkit.mosquitto import free_port
+from etong.devkit.roster import SimRoster, sim_roster
+from etong.devkit.simulate import SimulationSettings, simulation_settings
+from etong.errors import BrokerError
+from etong.roster import build_roster
 from etong.topics import Topics
 from tests.pki import make_tls_files
 
@@ -169,19 +168,23 @@ def test_topics_follow_the_wire_contract() -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("mqtt://127.0.0.1:41883", BrokerAddress("127.0.0.1", 41883, tls=False)),
-        ("mqtt://broker", BrokerAddress("broker", 1883, tls=False)),
-        ("mqtts://broker", BrokerAddress("broker", 8883, tls=True)),
+        ("mqtt://127.0.0.1:41883", ("127.0.0.1", 41883, False)),
+        ("mqtt://broker", ("broker", 1883, False)),
+        ("mqtts://broker", ("broker", 8883, True)),
     ],
 )
-def test_broker_urls_parse_with_default_ports(url: str, expected: BrokerAddress) -> None:
-    assert BrokerAddress.parse(url) == expected
+def test_broker_urls_parse_with_default_ports(url: str, expected: tuple[str, int, bool]) -> None:
+    # The terminals read the URL with the bridge's own config code (BrokerSettings).
+    broker = MqttClient(url, "sim-1").broker
+
+    assert (broker.host, broker.port, broker.tls) == expected
 
 
 @pytest.mark.parametrize("url", ["http://broker:1883", "127.0.0.1:1883", "mqtt://"])
 def test_broker_url_without_mqtt_scheme_or_host_is_refused(url: str) -> None:
-    with pytest.raises(ValueError, match="not an mqtt"):
-        BrokerAddress.parse(url)
+    # The bridge's wording for a URL its config refuses.
+    with pytest.raises(ValueError, match=r"scheme must be mqtt:// or mqtts://|has no host"):
+        MqttClient(url, "sim-1")
 
 
 def test_sim_roster_lists_every_grid_member_and_officer() -> None:

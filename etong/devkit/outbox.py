@@ -7,7 +7,7 @@ publishes the same payload (same `event_id`) again when none came within a timeo
 answers a repeat with a `duplicate` receipt and never pushes it twice.
 
 Pure: the caller passes the time in and publishes what `due` returns, so the rule is tested
-without a broker or a clock (tests/unit/test_handheld_outbox.py); `etong.simulate` runs it.
+without a broker or a clock (tests/unit/test_handheld_outbox.py); `etong.devkit.terminals` runs it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ operator lists them, and what to try next.
 
 The wire is shown as the terminals received it: the raw payload bytes (one line of UTF-8 JSON
 each) with the topic, and for MQTT 5 the push's properties. The demo's people, ids and phone
-numbers are synthetic (`etong.simulate`), so nothing is masked: this is what a terminal
+numbers are synthetic (`etong.devkit.messages`), so nothing is masked: this is what a terminal
 developer's client will see. A real bridge's logs never show them in clear.
 """
 
@@ -13,13 +13,16 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from etong.config import without_env_overrides
-from etong.simulate import GridMemberTerminal, OfficerTerminal, Received
+from etong.devkit.client import Received
+from etong.devkit.demo_scenario import DEMO_DELIVERY, UNANSWERED_GRIDS, Sent
+from etong.devkit.terminals import GridMemberTerminal, OfficerTerminal
 
 
 def wire_lines(
@@ -132,3 +135,87 @@ def _properties(message: Received) -> str:
 
 def _text(raw: bytes) -> str:
     return "   " + raw.decode("utf-8", errors="replace")
+
+
+# --- the table of scripted reports -------------------------------------------------------
+
+
+def chain_problems(item: Sent) -> list[str]:
+    """A report whose officer does not answer: re-sent under one delivery id, escalated,
+    and either acked by the backup or undeliverable."""
+    problems = []
+    first = UNANSWERED_GRIDS[item.case.grid_id][0]
+    attempts = [push["attempt"] for officer, push in item.pushes if officer == first]
+    if sorted(attempts) != list(range(1, DEMO_DELIVERY["max_attempts"] + 1)):
+        problems.append(f"expected {first} to get attempts 1..max_attempts, got {attempts}")
+    if len({push["delivery_id"] for _, push in item.pushes}) != 1:
+        problems.append("re-sends and escalations should keep one delivery id")
+    if first_receipt(item.receipts, "escalated") is None:
+        problems.append("expected an 'escalated' receipt")
+    if not any(push.get("escalated_from") == first for _, push in item.pushes):
+        problems.append(f"expected a push escalated from {first}")
+    return problems
+
+
+def push_trail(item: Sent) -> str:
+    """The pushes of a report in the order they were sent: `p-3001 #1 → p-3001 #2 → ...`."""
+    ordered = sorted(item.pushes, key=lambda pushed: str(pushed[1].get("sent_at")))
+    return " → ".join(f"{officer} #{push['attempt']}" for officer, push in ordered)
+
+
+def first_receipt(receipts: Iterable[dict[str, Any]], status: str) -> dict[str, Any] | None:
+    """The first receipt with `status`, or None."""
+    return next((r for r in receipts if r.get("status") == status), None)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of `values` (not empty), `fraction` from 0 to 1."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def format_table(sent: list[Sent]) -> str:
+    """The per-report table: receipts in order, officer, delivery id, and notes below a row."""
+    header = ("#", "report", "from", "receipts", "officer", "delivery")
+    rows: list[tuple[str, ...]] = []
+    notes: list[list[str]] = []
+    for item in sent:
+        case = item.case
+        officers = ",".join(sorted({officer for officer, _ in item.pushes})) or "-"
+        deliveries = ",".join(sorted({str(push["delivery_id"]) for _, push in item.pushes})) or "-"
+        if case.kind == "resend":  # its pushes are the original's; it had none of its own
+            officers = deliveries = f"as #{case.repeats}"
+        rows.append(
+            (
+                str(item.number),
+                case.label,
+                f"{case.grid_id}/{case.member_id}",
+                " → ".join(str(r.get("status")) for r in item.receipts) or "(none)",
+                officers,
+                deliveries,
+            )
+        )
+        notes.append(_notes(item))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    lines = [line(header)]
+    for row, row_notes in zip(rows, notes, strict=True):
+        lines.append(line(row))
+        lines.extend(" " * (widths[0] + 2) + f"↳ {note}" for note in row_notes)
+    return "\n".join(lines)
+
+
+def _notes(item: Sent) -> list[str]:
+    notes: list[str] = []
+    if item.case.kind in ("escalate", "unanswered"):
+        notes.append(f"pushes: {push_trail(item)}")
+    for receipt in item.receipts:
+        if receipt.get("status") == "rejected":
+            notes.append(f"reason: {receipt.get('reason')}")
+        if receipt.get("status") == "duplicate" and receipt.get("duplicate_of"):
+            notes.append(f"duplicate of {receipt['duplicate_of']}")
+    notes.extend(f"PROBLEM: {problem}" for problem in item.problems)
+    return notes
