@@ -106,8 +106,14 @@ class Bridge:
             message_expiry_s=settings.delivery.message_expiry_s,
             clock=clock,
         )
-        self.ingest = Ingest(
-            batch_max=settings.store.batch_max,
+        self.ingest, self.scheduler = self._shell(store, clock)
+        self.batches = 0
+        self.processed = 0
+
+    def _shell(self, store: Store, clock: Callable[[], float]) -> tuple[Ingest, Scheduler]:
+        """The ingest loop and the scheduler, each calling back into this bridge."""
+        ingest = Ingest(
+            batch_max=self.settings.store.batch_max,
             process_batch=self.process_batch,
             unconfirmed=self.outbox.unconfirmed,
             has_unrecorded_pubacks=lambda: self.outbox.has_unrecorded,
@@ -115,7 +121,7 @@ class Bridge:
             on_retry=self._buckets.mark,
             on_retry_over=self._buckets.undo,
         )
-        self.scheduler = Scheduler(
+        scheduler = Scheduler(
             store,
             run_page=self.run_due,
             republish=self.republish_unconfirmed,
@@ -123,8 +129,7 @@ class Bridge:
             clock=clock,
             on_republished=lambda p, r: log.info("republished_unconfirmed", pushes=p, receipts=r),
         )
-        self.batches = 0
-        self.processed = 0
+        return ingest, scheduler
 
     # ---- what the daemon drives ------------------------------------------------------
 

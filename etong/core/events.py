@@ -125,24 +125,7 @@ def _accept(
     )
     context_json = orjson.dumps(context)
     chain = escalation_chain(ctx.roster, event.grid_id, ctx.day)
-    delivery = first_push(
-        Delivery(
-            delivery_id=new_delivery_id(ctx.now),
-            event_id=event.event_id,
-            grid_id=event.grid_id,
-            member_id=event.member_id,
-            chain=chain,
-            step=0,
-            attempt=1,
-            state="pending",
-            next_due=None,
-            context=context_json,
-            payload=row.payload,  # the validated event as pushed, serialised once
-        ),
-        ctx.policy,
-        ctx.now,
-        ctx.rng,
-    )
+    delivery = _first_delivery(event, chain, row.payload, context_json, ctx)
     out.write.events.append(row)
     out.write.event_persons.extend(
         PersonSighting(k, event.event_id, keys.address, ctx.now) for k in keys.persons
@@ -173,6 +156,30 @@ def _accept(
         delivery_id=delivery.delivery_id,
         officer_id=delivery.recipient,
         flags=context["flags"],
+    )
+
+
+def _first_delivery(
+    event: Event, chain: list[str], payload: bytes, context_json: bytes, ctx: BatchContext
+) -> Delivery:
+    """The report's delivery as first pushed: step 0 of `chain`, due again after a timeout."""
+    return first_push(
+        Delivery(
+            delivery_id=new_delivery_id(ctx.now),
+            event_id=event.event_id,
+            grid_id=event.grid_id,
+            member_id=event.member_id,
+            chain=chain,
+            step=0,
+            attempt=1,
+            state="pending",
+            next_due=None,
+            context=context_json,
+            payload=payload,  # the validated event as pushed, serialised once
+        ),
+        ctx.policy,
+        ctx.now,
+        ctx.rng,
     )
 
 
