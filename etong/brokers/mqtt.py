@@ -555,11 +555,6 @@ class MqttBroker:
         """Publishes still waiting for the broker's PUBACK (queued in paho or in flight)."""
         return len(self._on_published)
 
-    @property
-    def generation(self) -> int:
-        """Increments at every successful connection (at its CONNACK)."""
-        return self._generation
-
     async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:
         """Connect, subscribe and publish `online`; returns once ready (see module docstring)."""
         self._loop = asyncio.get_running_loop()
