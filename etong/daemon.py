@@ -28,11 +28,11 @@ from etong.bridge import Bridge
 from etong.brokers.base import Broker, BrokerFactory
 from etong.brokers.mqtt import MqttBroker
 from etong.config import Settings
+from etong.core.keys import Keyer, load_or_create_key
 from etong.errors import ConfigError, EtongError, StoreFullError
 from etong.http import HttpServer
 from etong.logging import get_logger
 from etong.metrics import Metrics
-from etong.pipeline.keys import Keyer, load_or_create_key
 from etong.roster import Roster, load_roster
 from etong.sdnotify import notify, watchdog_interval_s
 from etong.stopsignal import STOP_SIGNALS, EarlyStop

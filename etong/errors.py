@@ -10,7 +10,7 @@
             └── StoreMissingError  it vanished where one existed before
 
 A bad *message* is never an exception that escapes: validation turns it into a
-`Rejection` value (see `etong.pipeline.validate`), which becomes a `rejected` receipt.
+`Rejection` value (see `etong.core.validate`), which becomes a `rejected` receipt.
 Third-party errors are translated where they enter (`raise BrokerError(...) from exc`).
 """
 

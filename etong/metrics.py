@@ -77,7 +77,7 @@ class Metrics:
         self.dead_letters_dropped = Counter(
             "etong_dead_letters_dropped",
             "Rejections of unparseable topics or acks past the per-minute dead-letter budget: "
-            "counted, not written (etong.pipeline.budget)",
+            "counted, not written (etong.core.budget)",
             ["reason"],
             registry=r,
         )

@@ -39,7 +39,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-from etong.pipeline.normalize import normalize_id_number
+from etong.core.ids import EVENT_ID_PATTERN, ID_PATTERN, normalize_id_number
 
 EventType = Literal["move_in", "move_out", "tenant_change", "info_update"]
 ReceiptStatus = Literal[
@@ -58,9 +58,6 @@ AckStatus = Literal["received", "verified", "declined"]
 IdType = Literal["resident_id", "passport", "other"]
 BridgeState = Literal["online", "offline"]
 
-# DESIGN §2: ids used in topics, and the handheld-chosen event id (the idempotency key).
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 # Digits, '+', '-' and spaces only; at least one digit so that "+" alone is not a phone number.
 PHONE_PATTERN = r"^[0-9+\- ]*[0-9][0-9+\- ]*$"
 

@@ -27,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from etong.config import ID_PATTERN, close_match_hint, read_toml, validation_problems
+from etong.config import close_match_hint, read_toml, validation_problems
+from etong.core.ids import ID_PATTERN
 from etong.errors import ConfigError
 
 __all__ = [

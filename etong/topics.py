@@ -9,7 +9,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from etong.core.ids import ID_PATTERN
+
+_ID_RE = re.compile(ID_PATTERN)
 
 
 def is_valid_id(value: str) -> bool:

@@ -27,7 +27,9 @@ class InboundMessage:
     # be sent on a newer one (the broker re-delivers it there with a new packet id).
     generation: int
     source: Broker
-    received_at: float = 0.0  # loop.time() when it arrived, for latency metrics
+    # Monotonic seconds (time.monotonic) when it arrived: latency metrics and the rate limit.
+    # (The store's `received_at` columns are wall-clock unix seconds, a different thing.)
+    arrived_monotonic: float = 0.0
     # Set when the broker delivered a copy from its retained store (at subscribe time): the
     # sender did not send it again, so a repeat of a known report gets no second receipt.
     retain: bool = False

@@ -83,7 +83,7 @@ class FakeBroker:
                 mid,
                 1,
                 self,
-                received_at=time.monotonic(),
+                arrived_monotonic=time.monotonic(),
                 retain=retain,
                 correlation_data=correlation_data,
             )

@@ -508,7 +508,7 @@ class MqttBroker:
                 mid=msg.mid,
                 generation=self._generation,
                 source=self,
-                received_at=time.monotonic(),
+                arrived_monotonic=time.monotonic(),
                 retain=bool(msg.retain),
                 correlation_data=bytes(correlation) if correlation is not None else None,
             )
@@ -554,11 +554,6 @@ class MqttBroker:
     def unconfirmed(self) -> int:
         """Publishes still waiting for the broker's PUBACK (queued in paho or in flight)."""
         return len(self._on_published)
-
-    @property
-    def generation(self) -> int:
-        """Increments at every successful connection (at its CONNACK)."""
-        return self._generation
 
     async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:
         """Connect, subscribe and publish `online`; returns once ready (see module docstring)."""

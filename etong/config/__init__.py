@@ -21,7 +21,6 @@ from etong.config.overrides import (
 )
 from etong.config.problems import close_match_hint, validation_problems
 from etong.config.sections import (
-    ID_PATTERN,
     AclSettings,
     BridgeSettings,
     BrokerSettings,
@@ -35,6 +34,7 @@ from etong.config.sections import (
     Settings,
     StoreSettings,
 )
+from etong.core.ids import ID_PATTERN
 
 __all__ = [
     "ENV_PREFIX",

@@ -25,9 +25,8 @@ from pydantic import (
 
 from etong.config.broker import load_tls_context, parse_broker_url, read_password_file
 from etong.config.problems import raise_problems
+from etong.core.ids import ID_PATTERN  # instance, station, officer, grid and member ids
 
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-"""Instance, station, officer, grid and member ids (the roster uses it too)."""
 # The context key under which the loader passes the config file's folder to the validators.
 BASE_DIR_CONTEXT = "base_dir"
 UINT16_MAX = 65535

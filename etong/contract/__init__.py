@@ -1,7 +1,7 @@
 """The published wire contract (DESIGN §2): JSON Schemas, an AsyncAPI 3 document and examples.
 
 Everything here is generated from the models in `etong.models` and from the bridge's own
-payload builders (`etong.delivery`), so what a terminal vendor reads cannot drift from what the
+payload builders (`etong.core.delivery`), so what a terminal vendor reads cannot drift from what the
 bridge validates and sends. `etong schema` prints it; `python -m etong.contract write
 docs/contract` regenerates the committed copies, and a test fails when they drift.
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from etong.delivery import push_payload, receipt_payload
+from etong.core.delivery import push_payload, receipt_payload
+from etong.core.validate import Rejection, parse_event
 from etong.models import Event
-from etong.pipeline.validate import Rejection, parse_event
 
 _CHINA = timezone(timedelta(hours=8))
 EVENT_ID = "01JDXQ6M2F4T9V3S8K7N5B1C0A"

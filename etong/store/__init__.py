@@ -8,7 +8,7 @@
 - `files.py`          the files around it: private creation, lock file, backups, a vanished store
 
 `open_store` picks the implementation for `[store]`; the record types that cross the
-interface are in `etong/records.py`.
+interface are in `etong/core/records.py`.
 """
 
 from __future__ import annotations

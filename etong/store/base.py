@@ -2,7 +2,7 @@
 
 The shell (`etong/bridge.py`, `etong/daemon.py`) and the command line see only this; the
 SQLite store (`sqlite.py`) is its first implementation. Everything crosses it as the named
-records of `etong/records.py`, never as rows. Implementations must keep these rules, which
+records of `etong/core/records.py`, never as rows. Implementations must keep these rules, which
 the shell relies on:
 
 - `write` commits the whole batch in one transaction or nothing; it raises `StoreFullError`
@@ -15,12 +15,12 @@ the shell relies on:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreFullError
-from etong.records import BatchLookup, BatchWrite, Delivery
 
 
 class Store(Protocol):
@@ -37,18 +37,7 @@ class Store(Protocol):
 
     # ---- the hot path: one read and one write per batch ------------------------------
 
-    async def lookup(
-        self,
-        *,
-        event_ids: Sequence[str],
-        household_keys: Sequence[str],
-        household_since: float,
-        address_keys: Sequence[str],
-        person_keys: Sequence[str],
-        history_since: float,
-        delivery_ids: Sequence[str],
-        payload_for: Iterable[str] = (),
-    ) -> BatchLookup:
+    async def lookup(self, keys: BatchKeys) -> BatchLookup:
         """Everything a batch's decisions need from the store, in one read."""
         ...
 

@@ -27,15 +27,15 @@ import fcntl
 import math
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
+from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreCorruptError, StoreError, StoreFullError
-from etong.records import BatchKeys, BatchLookup, BatchWrite, Delivery
-from etong.store import sqlite_admin
+from etong.store import sqlite_admin, sqlite_schedule
 from etong.store.files import (
     _create_private,
     _has_free_space,
@@ -44,8 +44,6 @@ from etong.store.files import (
     lock_file_of,
 )
 from etong.store.sqlite_batch import (
-    _DELIVERY_COLUMNS_D,
-    _delivery_from_row,
     _read_batch,
     _write_batch,
 )
@@ -232,29 +230,8 @@ class SqliteStore:
 
     # ---- batch read -------------------------------------------------------------------
 
-    async def lookup(
-        self,
-        *,
-        event_ids: Sequence[str],
-        household_keys: Sequence[str],
-        household_since: float,
-        address_keys: Sequence[str],
-        person_keys: Sequence[str],
-        history_since: float,
-        delivery_ids: Sequence[str],
-        payload_for: Iterable[str] = (),
-    ) -> BatchLookup:
+    async def lookup(self, keys: BatchKeys) -> BatchLookup:
         """Everything a batch's decisions need from the store, in one call (see `_run_batch`)."""
-        keys = BatchKeys(
-            event_ids=event_ids,
-            household_keys=household_keys,
-            household_since=household_since,
-            address_keys=address_keys,
-            person_keys=person_keys,
-            history_since=history_since,
-            delivery_ids=delivery_ids,
-            payload_for=frozenset(payload_for),
-        )
         return await self._run_batch(_read_batch, keys)
 
     # ---- batch write ------------------------------------------------------------------
@@ -331,66 +308,29 @@ class SqliteStore:
 
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
         """Pending deliveries due at or before `now`, earliest first, at most `limit`."""
-        sql = (
-            f"SELECT {_DELIVERY_COLUMNS_D}, "
-            "e.payload FROM deliveries d JOIN events e ON e.event_id = d.event_id "
-            "WHERE d.state = 'pending' AND d.next_due <= ? ORDER BY d.next_due LIMIT ?"
-        )
-        rows = await self._conn.execute_fetchall(sql, (now, limit))
-        return [_delivery_from_row(row) for row in rows]
+        return await sqlite_schedule.due_deliveries(self._conn, now, limit)
 
     async def next_due_time(self) -> float | None:
         """The earliest due time of any pending delivery, or None when nothing is pending."""
-        rows = list(
-            await self._conn.execute_fetchall(
-                "SELECT MIN(next_due) FROM deliveries WHERE state = 'pending'"
-            )
-        )
-        return rows[0][0] if rows and rows[0][0] is not None else None
+        return await sqlite_schedule.next_due_time(self._conn)
 
     async def oldest_pending_created_at(self) -> float | None:
-        """When the oldest delivery still waiting for an ack was made (None: none waits).
-
-        For the `etong_oldest_pending_delivery_seconds` gauge. A replayed dead letter counts
-        from its original creation, as `etong trace` shows it.
-        """
-        rows = list(
-            await self._conn.execute_fetchall(
-                "SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'"
-            )
-        )
-        return rows[0][0] if rows and rows[0][0] is not None else None
+        """When the oldest delivery still waiting for an ack was made (None: none waits)."""
+        return await sqlite_schedule.oldest_pending_created_at(self._conn)
 
     async def unpublished_deliveries(
         self, limit: int, after: str = "", *, updated_before: float = math.inf
     ) -> list[Delivery]:
-        """Pending deliveries whose current push the broker never PUBACKed (crash recovery).
-
-        `updated_before`: only those last written before then (the start of this run); what
-        this run wrote, it publishes and tracks itself.
-        """
-        sql = (
-            f"SELECT {_DELIVERY_COLUMNS_D}, "
-            "e.payload FROM deliveries d JOIN events e ON e.event_id = d.event_id "
-            "WHERE d.state = 'pending' AND d.published_attempt < d.step * 1000 + d.attempt "
-            "AND d.updated_at < ? AND d.delivery_id > ? ORDER BY d.delivery_id LIMIT ?"
+        """Pending deliveries whose current push the broker never PUBACKed (crash recovery)."""
+        return await sqlite_schedule.unpublished_deliveries(
+            self._conn, limit, after, updated_before=updated_before
         )
-        rows = await self._conn.execute_fetchall(sql, (updated_before, after, limit))
-        return [_delivery_from_row(row) for row in rows]
 
     async def unpublished_receipts(
         self, limit: int, after: int = 0, *, below: int | None = None
     ) -> list[tuple[int, str, bytes]]:
-        """Receipts committed but never PUBACKed, oldest first: (id, topic, payload).
-
-        `below`: only ids under it (those of earlier runs: `first_receipt_id_of_run`).
-        """
-        rows = await self._conn.execute_fetchall(
-            "SELECT id, topic, payload FROM receipts WHERE published = 0 AND id > ? "
-            "AND id < ? ORDER BY id LIMIT ?",
-            (after, below if below is not None else 2**62, limit),
-        )
-        return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+        """Receipts committed but never PUBACKed, oldest first: (id, topic, payload)."""
+        return await sqlite_schedule.unpublished_receipts(self._conn, limit, after, below=below)
 
     # ---- operations (their SQL is in sqlite_admin.py) -----------------------------------
 

@@ -33,67 +33,33 @@ async def counts(conn: aiosqlite.Connection) -> dict[str, int]:
     return out
 
 
+# What `etong trace` shows of each table, in the order selected.
+_TRACE_EVENT = ("event_id", "type", "grid_id", "member_id", "status", "duplicate_of", "received_at")
+_TRACE_DELIVERY = (
+    "delivery_id", "chain", "step", "attempt", "state", "next_due", "acked_by", "created_at",
+    "updated_at",
+)  # fmt: skip
+_TRACE_DEAD_LETTER = ("id", "kind", "reason", "created_at", "replayed_at")
+
+
+async def _rows_of(
+    conn: aiosqlite.Connection, columns: Sequence[str], table: str, event_id: str, order: str
+) -> list[dict[str, Any]]:
+    sql = f"SELECT {', '.join(columns)} FROM {table} WHERE event_id = ? ORDER BY {order}"
+    rows = await conn.execute_fetchall(sql, (event_id,))
+    return [dict(zip(columns, r, strict=True)) for r in rows]
+
+
 async def trace(conn: aiosqlite.Connection, event_id: str) -> dict[str, Any]:
     """Everything the store knows about one event: row, deliveries, receipts, dead letters."""
-    events = await conn.execute_fetchall(
-        "SELECT event_id, type, grid_id, member_id, status, duplicate_of, received_at "
-        "FROM events WHERE event_id = ?",
-        (event_id,),
-    )
-    deliveries = await conn.execute_fetchall(
-        "SELECT delivery_id, chain, step, attempt, state, next_due, acked_by, created_at, "
-        "updated_at FROM deliveries WHERE event_id = ? ORDER BY created_at",
-        (event_id,),
-    )
     receipts = await conn.execute_fetchall(
         "SELECT status, created_at, published, payload FROM receipts WHERE event_id = ? "
         "ORDER BY id",
         (event_id,),
     )
-    dead = await conn.execute_fetchall(
-        "SELECT id, kind, reason, created_at, replayed_at FROM dead_letters "
-        "WHERE event_id = ? ORDER BY id",
-        (event_id,),
-    )
     return {
-        "events": [
-            dict(
-                zip(
-                    (
-                        "event_id",
-                        "type",
-                        "grid_id",
-                        "member_id",
-                        "status",
-                        "duplicate_of",
-                        "received_at",
-                    ),
-                    r,
-                    strict=True,
-                )
-            )
-            for r in events
-        ],
-        "deliveries": [
-            dict(
-                zip(
-                    (
-                        "delivery_id",
-                        "chain",
-                        "step",
-                        "attempt",
-                        "state",
-                        "next_due",
-                        "acked_by",
-                        "created_at",
-                        "updated_at",
-                    ),
-                    r,
-                    strict=True,
-                )
-            )
-            for r in deliveries
-        ],
+        "events": await _rows_of(conn, _TRACE_EVENT, "events", event_id, "event_id"),
+        "deliveries": await _rows_of(conn, _TRACE_DELIVERY, "deliveries", event_id, "created_at"),
         "receipts": [
             {
                 "status": r[0],
@@ -103,10 +69,7 @@ async def trace(conn: aiosqlite.Connection, event_id: str) -> dict[str, Any]:
             }
             for r in receipts
         ],
-        "dead_letters": [
-            dict(zip(("id", "kind", "reason", "created_at", "replayed_at"), r, strict=True))
-            for r in dead
-        ],
+        "dead_letters": await _rows_of(conn, _TRACE_DEAD_LETTER, "dead_letters", event_id, "id"),
     }
 
 

@@ -13,7 +13,14 @@ from typing import Any
 
 import orjson
 
-from etong.records import BatchKeys, BatchLookup, BatchWrite, Delivery, HistoryEntry, KnownEvent
+from etong.core.records import (
+    BatchKeys,
+    BatchLookup,
+    BatchWrite,
+    Delivery,
+    HistoryEntry,
+    KnownEvent,
+)
 
 
 def _chunks(items: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
@@ -138,6 +145,13 @@ def _write_batch(
 def _write_statements(
     db: sqlite3.Connection, batch: BatchWrite, now: float, receipt_ids: Sequence[int]
 ) -> None:
+    _insert_reports(db, batch, now)
+    _update_deliveries(db, batch, now)
+    _insert_receipts_and_dead_letters(db, batch, now, receipt_ids)
+
+
+def _insert_reports(db: sqlite3.Connection, batch: BatchWrite, now: float) -> None:
+    """The batch's events, their persons, and the deliveries it made."""
     if batch.events:
         db.executemany(
             "INSERT OR IGNORE INTO events (event_id, type, grid_id, member_id, status, "
@@ -175,6 +189,10 @@ def _write_statements(
                 for d in batch.new_deliveries
             ],
         )
+
+
+def _update_deliveries(db: sqlite3.Connection, batch: BatchWrite, now: float) -> None:
+    """Delivery transitions, and the PUBACKs noted since the last transaction."""
     if batch.delivery_updates:
         db.executemany(
             "UPDATE deliveries SET chain = ?, step = ?, attempt = ?, state = ?, "
@@ -204,6 +222,12 @@ def _write_statements(
             "UPDATE receipts SET published = 1 WHERE id = ?",
             [(rid,) for rid in batch.published_receipts],
         )
+
+
+def _insert_receipts_and_dead_letters(
+    db: sqlite3.Connection, batch: BatchWrite, now: float, receipt_ids: Sequence[int]
+) -> None:
+    """Receipts (with the ids `SqliteStore.write` assigned), dead letters, closed ones."""
     if batch.receipts:
         db.executemany(
             "INSERT INTO receipts (id, event_id, topic, status, payload, created_at) "

@@ -189,7 +189,7 @@ DUE_REPORTS = 3000
 NOT_DUE_REPORTS = 200
 DUE_ACK_TIMEOUT_S = 6.0  # long enough to stop the daemon before any of them falls due
 FAR_ACK_TIMEOUT_S = 600.0
-JITTER = 0.2  # etong.delivery.backoff_s adds up to 20 %
+JITTER = 0.2  # etong.core.delivery.backoff_s adds up to 20 %
 
 
 def _publish_and_wait_accepted(

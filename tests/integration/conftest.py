@@ -14,7 +14,7 @@ import pytest
 from etong.bridge import Bridge
 from etong.brokers.fake import FakeBroker
 from etong.config import Settings, parse_settings
-from etong.pipeline.keys import Keyer
+from etong.core.keys import Keyer
 from etong.roster import Roster, load_roster
 from etong.store import SqliteStore
 
@@ -61,7 +61,7 @@ class Harness:
 
     async def flush(self) -> None:
         """Process everything queued (as the ingest task would)."""
-        queue = self.bridge._queue
+        queue = self.bridge.ingest.queue
         batch = [queue.popleft() for _ in range(len(queue))]
         await self.bridge.process_batch(batch)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from etong import bridge as bridge_module
 from etong.devkit.messages import make_event, restated, to_fullwidth, with_bad_check_digit
+from etong.shell import ingest as ingest_module
 from tests.integration.conftest import START_RFC3339, Harness
 
 EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"
@@ -337,7 +337,7 @@ async def test_ingest_pauses_while_the_broker_is_behind_on_our_publishes(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Backpressure: reports wait at the broker, not in our memory, while PUBACKs lag."""
-    monkeypatch.setattr(bridge_module, "MAX_UNCONFIRMED_PUBLISHES", 10)
+    monkeypatch.setattr(ingest_module, "MAX_UNCONFIRMED_PUBLISHES", 10)
     harness.broker.auto_puback = False
     rng = random.Random(9)
     for _ in range(5):
@@ -353,7 +353,7 @@ async def test_ingest_pauses_while_the_broker_is_behind_on_our_publishes(
         )
     for _ in range(20):  # many loop turns: none of them may take the new reports
         await asyncio.sleep(0.005)
-    assert harness.bridge.processed == 5 and len(harness.bridge._queue) == 5
+    assert harness.bridge.processed == 5 and len(harness.bridge.ingest.queue) == 5
 
     harness.broker.release_pubacks()
     await _until(lambda: harness.bridge.processed == 10)
@@ -372,7 +372,7 @@ async def test_reading_pauses_while_too_many_reports_are_queued(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The broker may exceed our Receive Maximum; the queue stays bounded regardless."""
-    monkeypatch.setattr(bridge_module, "MAX_QUEUED_INBOUND", 8)
+    monkeypatch.setattr(ingest_module, "MAX_QUEUED_INBOUND", 8)
     rng = random.Random(11)
     for _ in range(9):
         harness.broker.inject(

@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from etong.core.dedup import Reused
 from etong.devkit.messages import make_event
-from etong.pipeline.dedup import Reused
 from tests.integration.conftest import START_RFC3339, Harness
 
 A_EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"

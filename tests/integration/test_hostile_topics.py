@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from etong import cli
+from etong.core.budget import DEAD_LETTERS_PER_MIN
 from etong.devkit.localbridge import render_toml
 from etong.devkit.messages import CHINA_TZ, make_event, now_rfc3339
-from etong.pipeline.budget import DEAD_LETTERS_PER_MIN
 from etong.textsafety import TOPIC_CAP
 from tests.integration.conftest import EXAMPLE_ROSTER, Harness
 from tests.logcapture import captured_logs

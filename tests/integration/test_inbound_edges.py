@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from etong.core.records import BatchKeys, BatchLookup
 from etong.devkit.localbridge import render_toml
 from etong.devkit.messages import make_event, restated
 from etong.roster import load_roster
@@ -294,9 +295,9 @@ async def test_a_roster_reload_during_a_batch_does_not_change_that_batchs_roster
     smaller = load_roster(_roster_without_grid(tmp_path, "ZS-017"))
     real_lookup = harness.store.lookup
 
-    async def lookup_while_reloading(**keys: Any) -> Any:
+    async def lookup_while_reloading(keys: BatchKeys) -> BatchLookup:
         harness.bridge.replace_roster(smaller)  # what the reload task does on SIGHUP
-        return await real_lookup(**keys)
+        return await real_lookup(keys)
 
     monkeypatch.setattr(harness.store, "lookup", lookup_while_reloading)
     event = _event()

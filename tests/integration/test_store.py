@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from etong.core.records import (
+    BatchKeys,
+    BatchWrite,
+    Delivery,
+    EventRecord,
+    PersonSighting,
+    ReceiptRecord,
+)
 from etong.errors import StoreError
-from etong.records import BatchWrite, Delivery, EventRecord, PersonSighting, ReceiptRecord
 from etong.store import SCHEMA_VERSION, SqliteStore
 
 
@@ -151,13 +158,15 @@ async def test_one_lookup_call_answers_every_question_of_a_batch(tmp_path: Path)
     write.new_deliveries = [_delivery(1, 30.0)]
     await store.write(write, now=20.0)
     found = await store.lookup(
-        event_ids=["E000000", "E999999"],
-        household_keys=["H0", "H1", "H9"],
-        household_since=15.0,
-        address_keys=["A"],
-        person_keys=["P"],
-        history_since=0.0,
-        delivery_ids=["D000001"],
+        BatchKeys(
+            event_ids=["E000000", "E999999"],
+            household_keys=["H0", "H1", "H9"],
+            household_since=15.0,
+            address_keys=["A"],
+            person_keys=["P"],
+            history_since=0.0,
+            delivery_ids=["D000001"],
+        )
     )
     assert set(found.known_events) == {"E000000"}
     assert found.households == {"H1": "E000001"}  # H0 is older than the dedup window
@@ -177,14 +186,16 @@ async def test_only_deliveries_that_may_be_pushed_again_come_with_their_event(
     write.new_deliveries = [_delivery(0, 30.0), _delivery(1, 30.0)]
     await store.write(write, now=10.0)
     found = await store.lookup(
-        event_ids=[],
-        household_keys=[],
-        household_since=0.0,
-        address_keys=[],
-        person_keys=[],
-        history_since=0.0,
-        delivery_ids=["D000000", "D000001"],
-        payload_for={"D000001"},
+        BatchKeys(
+            event_ids=[],
+            household_keys=[],
+            household_since=0.0,
+            address_keys=[],
+            person_keys=[],
+            history_since=0.0,
+            delivery_ids=["D000000", "D000001"],
+            payload_for=frozenset({"D000001"}),
+        )
     )
     assert found.deliveries["D000000"].payload == b""
     assert found.deliveries["D000001"].payload == b"{}"

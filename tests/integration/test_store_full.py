@@ -23,10 +23,11 @@ from structlog.testing import capture_logs
 
 from etong.bridge import Bridge
 from etong.brokers.fake import FakeBroker
+from etong.core.keys import Keyer
+from etong.core.outcome import Outcome
+from etong.core.records import BatchWrite, DeadLetterRecord
 from etong.devkit.messages import make_event
 from etong.errors import StoreFullError
-from etong.pipeline.keys import Keyer
-from etong.records import BatchWrite, DeadLetterRecord
 from etong.roster import load_roster
 from etong.store import SqliteStore
 from etong.store.sqlite import _translate_write_error
@@ -131,7 +132,7 @@ async def test_full_store_pauses_ingest_reports_once_and_resumes_with_nothing_lo
         before = _reports(3)
         mids = [broker.inject(_events_topic(), e) for e in before]
         await _wait_for(lambda: len(broker.acked) == 3, "the first reports")
-        await _wait_for(lambda: not bridge._published_receipts, "their PUBACKs recorded")
+        await _wait_for(lambda: not bridge.outbox.published_receipts, "their PUBACKs recorded")
 
         with capture_logs() as logs:
             filler.fill()
@@ -157,7 +158,7 @@ async def test_full_store_pauses_ingest_reports_once_and_resumes_with_nothing_lo
         assert {r["status"] for r in receipts} == {"accepted"}
         counts = await bridge.store.counts()
         assert counts["events"] == 19 and counts["deliveries_pending"] == 19
-        await _wait_for(lambda: not bridge._published_receipts, "PUBACKs recorded again")
+        await _wait_for(lambda: not bridge.outbox.published_receipts, "PUBACKs recorded again")
         rows = await _sqlite(bridge)._conn.execute_fetchall(
             "SELECT COUNT(*) FROM receipts WHERE published = 0"
         )
@@ -172,19 +173,32 @@ async def test_a_failed_write_gives_back_the_puback_records_it_took(
         filler: Filler = fs if fs is not None else PageLimit(_sqlite(bridge))
         broker.inject(_events_topic(), _reports(1)[0])
         await _wait_for(lambda: len(broker.acked) == 1, "the report")
-        await _wait_for(lambda: not bridge._published_receipts, "its PUBACK recorded")
+        await _wait_for(lambda: not bridge.outbox.published_receipts, "its PUBACK recorded")
         bridge.stop_accepting()  # the ingest task ends; the test drives the writes itself
         await asyncio.sleep(0)
         filler.fill()
-        bridge._published_receipts[:] = [1]  # as if PUBACKed before the write took it
-        big = BatchWrite(
-            dead_letters=[DeadLetterRecord("rejected", "t", b"x" * 8000, "r", None, None)] * 200
+        ledger = bridge.outbox.published_receipts
+        ledger[:] = [1]  # PUBACKed before the write, which takes it to record
+        big = Outcome(
+            write=BatchWrite(
+                dead_letters=[DeadLetterRecord("rejected", "t", b"x" * 8000, "r", None, None)] * 200
+            )
         )
-        big.published_receipts, bridge._published_receipts = bridge._published_receipts, [1]
-        with pytest.raises(StoreFullError):
-            await bridge._write(big, time.time())
+        store = _sqlite(bridge)
+        real_write = store.write
+
+        async def write_while_a_puback_comes(batch: BatchWrite, now: float) -> list[int]:
+            bridge.outbox.published_receipts.append(2)  # a PUBACK arrives meanwhile
+            return await real_write(batch, now)
+
+        store.write = write_while_a_puback_comes  # type: ignore[method-assign]
+        try:
+            with pytest.raises(StoreFullError):
+                await bridge._write(big, time.time())
+        finally:
+            del store.write
         # Given back, ahead of the one that came meanwhile: the next write records both.
-        assert bridge._published_receipts == [1, 1]
+        assert bridge.outbox.published_receipts == [1, 2]
         assert bridge.store.full is not None
         filler.free()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from etong.pipeline.budget import DEAD_LETTERS_PER_MIN, RejectionBudget, Verdict
+from etong.core.budget import DEAD_LETTERS_PER_MIN, RejectionBudget, Verdict
 
 T0 = 1_795_000_000.0  # a fixed wall-clock time; the budget never reads a clock itself
 

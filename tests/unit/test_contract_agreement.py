@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etong.core.validate import Rejection, parse_ack, parse_event
 from etong.models import (
     BLANK_PATTERN,
     NOT_BLANK_PATTERN,
@@ -28,7 +29,6 @@ from etong.models import (
     Receipt,
     gb11643_check_char,
 )
-from etong.pipeline.validate import Rejection, parse_ack, parse_event
 from tests.contract_validation import python_regex, schema_problems
 from tests.unit.test_validate import event_dict
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from etong.pipeline import dedup
+from etong.core import dedup
 
 ME = ("ZS-017", "g-0231")
 

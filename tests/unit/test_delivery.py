@@ -1,4 +1,4 @@
-"""Re-send, escalation and ack decisions (etong/delivery.py), without a store or broker."""
+"""Re-send, escalation and ack decisions (etong/core/delivery.py), without a store or broker."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-from etong.delivery import (
+from etong.core.delivery import (
     AckStatus,
     Policy,
     Step,
@@ -20,7 +20,7 @@ from etong.delivery import (
     receipt_payload,
     report_state,
 )
-from etong.records import Delivery
+from etong.core.records import Delivery
 
 POLICY = Policy(ack_timeout_s=30, max_attempts=3, backoff_max_s=600)
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from etong.delivery import push_payload, receipt_payload
+from etong.core.delivery import push_payload, receipt_payload
 from etong.models import (
     Ack,
     Address,

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from etong.models import Event, Person
-from etong.pipeline.normalize import (
+from etong.core.normalize import (
     household_key,
     normalize_address,
     normalize_id_number,
     person_key,
     persons_key,
 )
+from etong.models import Event, Person
 from tests.unit.test_validate import event_dict
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from etong.cli import build_parser
 from etong.commands import schema
-from etong.delivery import push_payload, receipt_payload
+from etong.core.delivery import push_payload, receipt_payload
 from etong.devkit.messages import make_event
 from etong.models import Ack, BridgeStatus, Event, Push, Receipt, json_schemas
 

@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etong import cli, models
+from etong.core.validate import Rejection, parse_event
 from etong.devkit.client import BrokerLogin, MqttClient
 from etong.devkit.demo_scenario import demo_roster
 from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
@@ -40,7 +41,6 @@ from etong.devkit.mosquitto import free_port
 from etong.devkit.roster import SimRoster, sim_roster
 from etong.devkit.simulate import SimulationSettings, simulation_settings
 from etong.errors import BrokerError
-from etong.pipeline.validate import Rejection, parse_event
 from etong.roster import build_roster
 from etong.topics import Topics
 from tests.pki import make_tls_files

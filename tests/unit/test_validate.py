@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
+from etong.core.validate import Rejection, decode_json_object, parse_ack, parse_event
 from etong.models import Ack, Event, gb11643_check_char
-from etong.pipeline.validate import Rejection, decode_json_object, parse_ack, parse_event
 
 NOW = datetime(2026, 11, 28, 1, 14, 14, tzinfo=UTC)
 LIMIT = 65536

@@ -8,9 +8,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etong.core.normalize import normalize_address
+from etong.core.validate import Rejection, parse_ack, parse_event
 from etong.models import Ack, Event
-from etong.pipeline.normalize import normalize_address
-from etong.pipeline.validate import Rejection, parse_ack, parse_event
 from tests.unit.test_validate import GRID, MEMBER, NOW, PHONE, RESIDENT_ID, event_dict
 
 # Modest counts: the whole suite must stay fast; these properties run on every test run.

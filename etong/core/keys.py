@@ -14,8 +14,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from etong.core.normalize import household_key, normalize_address, normalize_id_number
 from etong.models import Event
-from etong.pipeline.normalize import household_key, normalize_address, normalize_id_number
 
 KEY_BYTES = 32
 

@@ -1,6 +1,6 @@
 """The bridge's record types: what a batch reads, decides and writes, as named values.
 
-Pure (no I/O): the decisions (`etong/bridge.py`, `etong/delivery.py`, `etong/pipeline/`) take
+Pure (no I/O): the decisions (`etong/bridge.py`, `etong/core/delivery.py`, `etong/core/`) take
 and return these, and every store implementation (`etong/store/`) reads and writes them. The
 write records are NamedTuples so a store can hand them to `executemany` as they are.
 """

@@ -20,8 +20,8 @@ from typing import Literal
 
 import orjson
 
+from etong.core.records import Delivery
 from etong.models import ReportState
-from etong.records import Delivery
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RFC4648_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)
@@ -222,6 +222,13 @@ def report_state(d: Delivery) -> tuple[ReportState, str | None]:
     if d.state == "verified":
         return "verified", d.acked_by
     return "undeliverable", None
+
+
+def push_kind(d: Delivery) -> Literal["first", "resend", "escalation"]:
+    """Why the current attempt of `d` goes out (the `reason` label of etong_pushes)."""
+    if d.step == 0 and d.attempt == 1:
+        return "first"
+    return "resend" if d.attempt > 1 else "escalation"
 
 
 def push_payload(

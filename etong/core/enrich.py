@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from etong.core.records import HistoryEntry
 from etong.models import Event
-from etong.records import HistoryEntry
 from etong.roster import Roster
 
 HISTORY_WINDOW_S = 30 * 86400

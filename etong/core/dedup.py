@@ -11,7 +11,6 @@ report. It is `Reused`: rejected, with a reason that says nothing about the othe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +76,3 @@ def decide(
     if household_event_id is not None and household_event_id != event_id:
         return Duplicate(duplicate_of=household_event_id, same_id=False)
     return Fresh()
-
-
-Outcome = Literal["accepted", "duplicate", "rejected"]

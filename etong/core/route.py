@@ -1,4 +1,8 @@
-"""Who gets a report: the escalation chain for a grid on a day (DESIGN §3), pure."""
+"""Who gets a report: the escalation chain for a grid on a day (DESIGN §3), pure.
+
+This is where the recipient is chosen when the grid's officer is absent that day: the chain
+skips them, so the report goes straight to their backup.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +34,9 @@ def duty_officer_for_grid(roster: Roster, grid_id: str) -> str:
     return roster.station_of(grid_id).duty_officer
 
 
-def registrar_for_grid(roster: Roster, grid_id: str) -> str | None:
-    """The community's floating-population registrar, if the roster names one."""
-    return roster.community_of(grid_id).registrar
-
-
-CC_EVENT_TYPES = frozenset({"move_in", "tenant_change"})
+def duty_officer_or_none(roster: Roster, grid_id: str) -> str | None:
+    """The grid's duty officer, or None when the grid has left the roster since (a delivery
+    made before a reload can outlive its grid; nobody is left to hand a decline to)."""
+    if grid_id not in roster.grids:
+        return None
+    return duty_officer_for_grid(roster, grid_id)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    # Only for annotations: etong.models itself imports normalize_id_number from here.
-    from etong.models import Event, Person
+from etong.core.ids import normalize_id_number
+from etong.models import Event, Person
+
+__all__ = ["household_key", "normalize_address", "normalize_id_number", "person_key"]
 
 # Unicode normalisation and case folding do not commute in general (a case fold can produce a
 # sequence NFKC would recompose, dropping whitespace can bring combining marks next to a base
@@ -45,11 +45,6 @@ def normalize_address(text: str) -> str:
             break
         folded = again
     return folded
-
-
-def normalize_id_number(s: str) -> str:
-    """Canonical id number: NFKC (full-width digits → ASCII), no whitespace, upper-case."""
-    return _drop_whitespace(unicodedata.normalize("NFKC", s)).upper()
 
 
 def person_key(p: Person) -> str:

@@ -1,0 +1,106 @@
+"""The re-send scheduler: one task that pages due deliveries, decides, writes, publishes.
+
+The schedule lives in the store (`deliveries.next_due`), so a restart resumes it; the task
+sleeps until the next due time, a nudge (a new delivery due sooner), or a few seconds (the
+CLI's `deadletters replay` changes the schedule from another process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from etong.errors import StoreFullError
+from etong.store import Store
+
+SCHEDULER_PAGE = 500
+# Re-sends per second at most: after a long outage thousands of deliveries fall due at once,
+# and officers' terminals (and the broker) should get them as a stream, not a wall.
+RESEND_RATE_PER_S = 500.0
+SCHEDULER_MAX_SLEEP_S = 5.0
+# A write refused for lack of space is retried after 1 s, then 2, 4 ... at most 30 s apart:
+# soon enough to resume promptly when space returns, rare enough to cost nothing meanwhile.
+STORE_FULL_RETRY_FIRST_S = 1.0
+STORE_FULL_RETRY_MAX_S = 30.0
+
+
+class StoreStateReporter(Protocol):
+    """Logs and exports a change between a full and a writable store (`Bridge`)."""
+
+    def __call__(self) -> None:
+        """Report the store's state if it changed."""
+
+
+class Scheduler:
+    """Runs the due pages: `run_page` decides and commits one, `loop` paces them."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        run_page: Callable[[int], Awaitable[int]],
+        republish: Callable[[], Awaitable[tuple[int, int]]],
+        report_store_state: StoreStateReporter,
+        clock: Callable[[], float],
+        on_republished: Callable[[int, int], None],
+    ) -> None:
+        self._store = store
+        self._run_page = run_page
+        self._republish = republish
+        self._report_store_state = report_store_state
+        self._clock = clock
+        self._on_republished = on_republished
+        self._wake = asyncio.Event()
+        self._target: float = 0.0  # the due time it sleeps until; 0 while it runs
+
+    def nudge(self, due: float) -> None:
+        """A delivery is due at `due`: wake up if that is before the planned wake-up."""
+        if due < self._target:
+            self._wake.set()
+
+    async def loop(self) -> None:
+        """Send what is due, then sleep until the next due time (or a nudge). One task.
+
+        It starts by publishing again what the last run committed but never saw confirmed,
+        paced like re-sends, so that neither blocks start-up nor floods the officers.
+        """
+        pushes, receipts = await self._republish()
+        if pushes or receipts:
+            self._on_republished(pushes, receipts)
+        rate_tokens, last = RESEND_RATE_PER_S, time.monotonic()
+        full_delay = STORE_FULL_RETRY_FIRST_S
+        while True:
+            try:
+                sent = await self._run_page(SCHEDULER_PAGE)
+            except StoreFullError:
+                # Nothing was published (publishing follows the commit): the same deliveries
+                # are due again at the next try.
+                self._report_store_state()
+                await asyncio.sleep(full_delay)
+                full_delay = min(full_delay * 2, STORE_FULL_RETRY_MAX_S)
+                continue
+            full_delay = STORE_FULL_RETRY_FIRST_S
+            self._report_store_state()
+            mono = time.monotonic()
+            rate_tokens = min(RESEND_RATE_PER_S, rate_tokens + (mono - last) * RESEND_RATE_PER_S)
+            last = mono
+            rate_tokens -= sent
+            if sent >= SCHEDULER_PAGE or rate_tokens < 0:
+                # More may be due: continue, paced so a backlog goes out as a stream.
+                await asyncio.sleep(max(0.0, -rate_tokens) / RESEND_RATE_PER_S + 0.01)
+                continue
+            await self._sleep_until_due()
+
+    async def _sleep_until_due(self) -> None:
+        next_due = await self._store.next_due_time()
+        now = self._clock()
+        self._target = next_due if next_due is not None else now + 3600
+        delay = max(0.0, min(self._target - now, SCHEDULER_MAX_SLEEP_S))
+        self._wake.clear()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+        self._target = 0.0
