@@ -12,7 +12,7 @@ import os
 import random
 import signal
 import tomllib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +26,8 @@ from etong.devkit.messages import make_event
 from etong.stopsignal import STOP_SIGNALS
 from etong.store import SqliteStore
 from tests.integration.conftest import EXAMPLE_ROSTER, make_settings
+from tests.waiting import DEADLINE_S, wait_until
 
-DEADLINE_S = 20.0
 EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"
 
 
@@ -47,13 +47,6 @@ class Running:
     @property
     def publisher(self) -> FakeBroker:
         return self.brokers["grid-pub"]
-
-
-async def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def _report(seed: int = 1) -> dict[str, object]:
@@ -80,7 +73,7 @@ async def running(tmp_path: Path, restore_signal_handlers: None) -> AsyncIterato
     daemon = Daemon(settings, broker_factory=brokers)
     run = asyncio.create_task(daemon.run())
     try:
-        await _wait_until(lambda: run.done() or daemon._readiness()[0], "the daemon to be ready")
+        await wait_until(lambda: run.done() or daemon._readiness()[0], "the daemon to be ready")
         assert not run.done(), run.result()
         yield Running(daemon, brokers, run, settings)
     finally:
@@ -124,11 +117,11 @@ async def test_not_ready_until_the_listener_has_subscribed(
     daemon = Daemon(make_settings(tmp_path), broker_factory=SlowBrokers())
     run = asyncio.create_task(daemon.run())
     try:
-        await _wait_until(lambda: bool(seen), "the listener's start")
+        await wait_until(lambda: bool(seen), "the listener's start")
         assert seen == [(False, "broker disconnected: grid")]
         assert not daemon._readiness()[0]
         gate.set()
-        await _wait_until(lambda: daemon._readiness()[0], "readiness once subscribed")
+        await wait_until(lambda: daemon._readiness()[0], "readiness once subscribed")
     finally:
         gate.set()
         daemon.request_stop()
@@ -140,7 +133,7 @@ async def test_a_report_goes_through_the_ingest_task_committed_acked_and_pushed(
 ) -> None:
     report = _report()
     mid = running.listener.inject(EVENTS, report)
-    await _wait_until(lambda: mid in running.listener.acked, "the PUBACK after the commit")
+    await wait_until(lambda: mid in running.listener.acked, "the PUBACK after the commit")
     # To p-1001, or to its backup on the days the example roster has p-1001 away: the daemon
     # reads the wall clock. The registrar's copy (`cc`) is not the delivery.
     [push] = [p for p in running.publisher.on("/inbox") if not p["cc"]]
@@ -176,8 +169,8 @@ async def test_sighup_reloads_the_roster_for_the_next_reports(running: Running) 
     assert bridge is not None
     before = bridge.roster
     os.kill(os.getpid(), signal.SIGHUP)
-    await _wait_until(lambda: bridge.roster is not before, "the reloaded roster")
+    await wait_until(lambda: bridge.roster is not before, "the reloaded roster")
     mid = running.listener.inject(EVENTS, _report())
-    await _wait_until(lambda: mid in running.listener.acked, "the report's PUBACK")
+    await wait_until(lambda: mid in running.listener.acked, "the report's PUBACK")
     [receipt] = running.publisher.on("/grid/ZS-017/member/g-0231/receipts")
     assert receipt["status"] == "rejected" and receipt["reason"].startswith("grid_id")

@@ -8,7 +8,7 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,7 @@ from etong.devkit.mosquitto import free_port
 from etong.stopsignal import STOP_SIGNALS, EarlyStop
 from etong.store import SqliteStore
 from tests.integration.conftest import make_settings
-
-DEADLINE_S = 20.0
+from tests.waiting import DEADLINE_S, wait_until
 
 
 @pytest.fixture
@@ -104,7 +103,7 @@ async def test_a_stop_while_the_broker_connect_retries_ends_the_run_with_0(
     daemon = Daemon(settings)
     run = asyncio.create_task(daemon.run())
     try:
-        await _wait_until(
+        await wait_until(
             lambda: run.done() or any(b.last_error for b in daemon._brokers),
             "a failed connect attempt",
         )
@@ -119,13 +118,6 @@ async def test_a_stop_while_the_broker_connect_retries_ends_the_run_with_0(
     await store.close()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", http_port)
-
-
-async def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_stop_while_waiting_for_a_silent_brokers_connack_ends_the_run_with_0(

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from etong.brokers.mqtt import RECONNECT_BACKOFF_S, SESSION_TAKEN_OVER, MqttBroker
 from etong.config import BrokerSettings
 from etong.metrics import Metrics
@@ -28,6 +26,7 @@ class TakeoverServer:
     def __init__(self) -> None:
         self.connected_at: list[float] = []
         self._server: asyncio.Server | None = None
+        self.client_ready = asyncio.Event()  # set by the test once `start()` returned
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -40,7 +39,7 @@ class TakeoverServer:
         writer.write(CONNACK_V5)
         await writer.drain()
         if len(self.connected_at) == 1:
-            await asyncio.sleep(0.2)  # let the client settle into "connected"
+            await self.client_ready.wait()  # the adapter took the CONNACK: now take it over
             writer.write(DISCONNECT_TAKEN_OVER)
             await writer.drain()
             writer.close()
@@ -55,10 +54,6 @@ class TakeoverServer:
             await self._server.wait_closed()
 
 
-# The adapter's reconnect loop passes tenacity's `initial=`, which the installed tenacity (9.x)
-# warns about in favour of `multiplier=`; in-process that warning would fail the test, and the
-# reconnect loop's arguments are not what it is about.
-@pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 async def test_a_takeover_disconnect_from_the_broker_is_counted_and_the_reconnect_waits() -> None:
     server = TakeoverServer()
     port = await server.start()
@@ -72,6 +67,7 @@ async def test_a_takeover_disconnect_from_the_broker_is_counted_and_the_reconnec
     )
     try:
         await broker.start(lambda _m: None, [])
+        server.client_ready.set()
         deadline = time.monotonic() + 20
         while len(server.connected_at) < 2:
             assert time.monotonic() < deadline, "the adapter did not reconnect"
