@@ -5,6 +5,7 @@
     ├── BrokerError      the MQTT broker refused us or could not be reached
     └── StoreError       the SQLite store could not be opened, migrated or written
         ├── StoreFullError     a write was refused for lack of space (the daemon waits)
+        ├── LeaseLostError     a partition's write was fenced off: its lease is no longer ours
         └── StoreRefusedError  the daemon will not run on this store (exit 3)
             ├── StoreCorruptError  it failed its integrity check
             └── StoreMissingError  it vanished where one existed before
@@ -50,6 +51,20 @@ class StoreFullError(StoreError):
         self.path = path
         self.detail = detail
         super().__init__(f"store full: {path} ({detail})")
+
+
+class LeaseLostError(StoreError):
+    """A partition's batch was refused because this instance no longer holds its lease.
+
+    Raised by a fenced write (DESIGN §7) when the lease row's owner or epoch changed, or its
+    expiry passed on the database's clock: nothing of the batch was kept, and the messages
+    must not be acknowledged; the partition's new owner receives them again from the broker.
+    """
+
+    def __init__(self, partition: str, detail: str) -> None:
+        self.partition = partition
+        self.detail = detail
+        super().__init__(f"lease lost: partition {partition} ({detail})")
 
 
 class StoreRefusedError(StoreError):

@@ -222,11 +222,26 @@ class BrokerSettings(_Section):
 
 
 class StoreSettings(_Section):
-    """`[store]`: the SQLite file holding events, deliveries and receipts."""
+    """`[store]`: where events, deliveries and receipts are kept.
+
+    An SQLite file (`path`, the embedded default, one instance) or a PostgreSQL database
+    (`url`, shared by several instances: DESIGN §7).
+    """
 
     path: ConfigPath = Field(
         default=Path("/var/lib/etong/etong.db"),
-        description="SQLite database file; created with mode 0600.",
+        description="SQLite database file; created with mode 0600. Unused when `url` is set.",
+    )
+    url: str | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL store shared by several instances, postgresql://user@host:port/db; "
+            "None: the SQLite file at `path`."
+        ),
+    )
+    password_file: ConfigPath | None = Field(
+        default=None,
+        description="File whose first line is the PostgreSQL password (never in the URL).",
     )
     pii_key_file: ConfigPath | None = Field(
         default=None,
@@ -239,10 +254,54 @@ class StoreSettings(_Section):
         description="Most inbound messages committed in one transaction (commits are batched).",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("postgresql", "postgres") or not rest:
+            raise ValueError("must be a PostgreSQL URL, postgresql://user@host:port/database")
+        if ":" in rest.partition("@")[0] and "@" in rest:
+            # A password in the URL ends up in process listings and logs.
+            raise ValueError("must not carry a password; put it in store.password_file")
+        return value
+
+    @model_validator(mode="after")
+    def _check_password_file(self) -> Self:
+        if self.password_file is not None and self.url is None:
+            raise_problems(["password_file: set, but there is no url (SQLite has no password)"])
+        return self
+
+    @property
+    def is_postgres(self) -> bool:
+        """True when the store is a shared PostgreSQL database (cluster mode, DESIGN §7)."""
+        return self.url is not None
+
     @property
     def resolved_pii_key_file(self) -> Path:
         """`pii_key_file`, or `pii.key` in the store file's folder when unset."""
         return self.pii_key_file or self.path.parent / "pii.key"
+
+    def read_password(self) -> str | None:
+        """The PostgreSQL password from `password_file` (first line), or None."""
+        if self.password_file is None:
+            return None
+        return read_password_file(self.password_file)
+
+
+class ClusterSettings(_Section):
+    """`[cluster]`: several instances on one PostgreSQL store (DESIGN §7)."""
+
+    lease_s: float = Field(
+        default=10,
+        ge=3,
+        le=600,
+        description=(
+            "A partition whose owner stops renewing its lease is taken over after this long; "
+            "owners renew every lease_s/4 and stop acknowledging at lease_s*3/4 unrenewed."
+        ),
+    )
 
 
 class RosterSettings(_Section):
@@ -412,6 +471,10 @@ class Settings(_Section):
         description="A second broker for the officer side; None means officers use `broker`.",
     )
     store: StoreSettings = Field(default_factory=StoreSettings, description="The store.")
+    cluster: ClusterSettings = Field(
+        default_factory=ClusterSettings,
+        description="Partitions and leases; used only with a PostgreSQL store.",
+    )
     roster: RosterSettings = Field(default_factory=RosterSettings, description="The roster.")
     delivery: DeliverySettings = Field(
         default_factory=DeliverySettings, description="Re-sends and escalation."
@@ -448,6 +511,14 @@ class Settings(_Section):
                     "officer_broker.client_id: must differ from broker.client_id when both "
                     "connect to the same broker"
                 ]
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> Self:
+        if "cluster" in self.model_fields_set and not self.store.is_postgres:
+            raise_problems(
+                ["cluster: needs a PostgreSQL store (store.url); one SQLite file has one instance"]
             )
         return self
 

@@ -15,7 +15,8 @@ the shell relies on:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -102,3 +103,87 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections and locks (idempotent)."""
         ...
+
+
+# ---- several instances on one PostgreSQL store (DESIGN §7) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One partition's lease row, as read: who owns it, under which epoch, until when."""
+
+    partition: str
+    """The station id."""
+    owner: str | None
+    """The owner's `bridge.instance_id`; None when free (released or never taken)."""
+    epoch: int
+    """The fencing token: raised by one at every claim, so a deposed owner's writes fail."""
+    expires_at: float | None
+    """Unix seconds on the database's clock; None when free."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What a partition's writes are checked against: this owner under this epoch."""
+
+    partition: str
+    owner: str
+    epoch: int
+
+
+class LeaseStore(Protocol):
+    """Partition ownership and instance liveness, on the database's clock (one clock for all).
+
+    Every time is the database's (`now()` of PostgreSQL), never an instance's: instances'
+    clocks may disagree, the database's is the one all leases are judged by.
+    """
+
+    async def database_now(self) -> float:
+        """The database's clock, unix seconds."""
+        ...
+
+    async def ensure_partitions(self, partitions: Iterable[str]) -> None:
+        """Create a free lease row for each partition that has none (rows are never deleted)."""
+        ...
+
+    async def leases(self) -> list[Lease]:
+        """Every lease row, ordered by partition."""
+        ...
+
+    async def claim(self, partition: str, owner: str, lease_s: float) -> Lease | None:
+        """Take the partition if it is free or its lease expired: epoch + 1, expiry now +
+        `lease_s`. None if another owner's lease is live (or the row does not exist)."""
+        ...
+
+    async def renew(self, fence: Fence, lease_s: float) -> Lease | None:
+        """Extend the lease to now + `lease_s` if it is still `fence`'s and unexpired; None
+        when lost (another owner, another epoch, or expired)."""
+        ...
+
+    async def release(self, fence: Fence) -> bool:
+        """Free the partition at once (graceful hand-over) if it is still `fence`'s."""
+        ...
+
+    async def heartbeat(self, instance_id: str, lease_s: float) -> list[str]:
+        """Record this instance alive for `lease_s`; the ids of every live instance, sorted."""
+        ...
+
+    async def leave(self, instance_id: str) -> None:
+        """Forget this instance (a graceful stop), so others' fair shares grow at once."""
+        ...
+
+    def partition_store(self, fence: Fence) -> Store:
+        """The store as one partition's bridge sees it (see `PartitionStore` rules below)."""
+        ...
+
+
+# A partition's store (`LeaseStore.partition_store`) keeps the `Store` rules and adds:
+# - `write` checks the fence in the same transaction, first, and holds the lease row (FOR
+#   SHARE) until commit, so a takeover waits for the batch in hand and a deposed owner
+#   commits nothing: it raises `LeaseLostError` and keeps nothing of the batch.
+# - deliveries, receipts and dead letters it writes are stamped with the partition;
+#   `due_deliveries`, `next_due_time`, `unpublished_deliveries`, `unpublished_receipts` and
+#   the deliveries of `lookup` see only the partition's own. Events (dedup, history) are
+#   shared by all partitions: event ids are unique across the whole store.
+# - `first_receipt_id_of_run` is taken when the view is made (the takeover), so the start-up
+#   re-publish pass covers what the previous owner left unconfirmed.
