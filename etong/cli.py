@@ -80,12 +80,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 async def _with_store(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
-    from etong.store import open_store
+    from etong.store import open_cluster_store, open_store
 
     settings = _load(args)
-    if not settings.store.path.exists():
+    store: Any
+    if settings.store.is_postgres:
+        store = await open_cluster_store(settings.store)
+    elif not settings.store.path.exists():
         raise EtongError(f"no store at {settings.store.path} (has the bridge ever run?)")
-    store = await open_store(settings.store)
+    else:
+        store = await open_store(settings.store)
     try:
         return await fn(store)
     finally:
@@ -98,17 +102,40 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-async def _store_health(store: Any) -> tuple[list[str], dict[str, int]]:
-    """The store's integrity problems ([] when intact) and its counts (what can be read)."""
+async def _store_health(store: Any) -> tuple[list[str], dict[str, int], dict[str, Any]]:
+    """The store's integrity problems ([] when intact), its counts (what can be read), and on
+    a shared PostgreSQL store its partitions and live instances (DESIGN §5, §7)."""
     import sqlite3
 
     problems: list[str] = await store.integrity_problems()
     try:
         counts: dict[str, int] = await store.counts()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, EtongError) as exc:
         problems.append(f"counting rows failed: {exc}")
         counts = {}
-    return problems, counts
+    cluster: dict[str, Any] = {}
+    if hasattr(store, "leases"):
+        now = await store.database_now()
+        cluster["partitions"] = [
+            {
+                "partition": lease.partition,
+                "owner": lease.owner if lease.is_live(now) else None,
+                "epoch": lease.epoch,
+                "lease_expires_at": _iso(lease.expires_at),
+                "expires_in_s": None
+                if lease.expires_at is None
+                else round(lease.expires_at - now, 3),
+            }
+            for lease in await store.leases()
+        ]
+        cluster["instances"] = await store.live_instances()
+    return problems, counts, cluster
+
+
+def _iso(unix: float | None) -> str | None:
+    from etong.clock import iso_from_unix
+
+    return None if unix is None else iso_from_unix(unix)
 
 
 def _daemon_readiness(settings: Any) -> tuple[str, bool]:
@@ -131,14 +158,15 @@ def _daemon_readiness(settings: Any) -> tuple[str, bool]:
 def cmd_status(args: argparse.Namespace) -> int:
     """`etong status`: what the store holds, whether it is intact, and the daemon's readiness."""
     settings = _load(args)
+    cluster: dict[str, Any] = {}
     try:
-        problems, counts = asyncio.run(_with_store(args, _store_health))
+        problems, counts, cluster = asyncio.run(_with_store(args, _store_health))
     except StoreCorruptError as exc:  # so damaged that opening it failed
         problems, counts = [str(exc)], {}
     ready, answered = _daemon_readiness(settings)
     lines = [line for problem in problems for line in problem.splitlines() if line.strip()]
     store_line = (
-        "intact (quick_check ok)"
+        ("intact (schema checked)" if cluster else "intact (quick_check ok)")
         if not problems
         else "FAILED its integrity check: "
         + "; ".join(lines[:4])
@@ -146,7 +174,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     if args.json:
         _print_json(
-            {"daemon": ready, "daemon_answered": answered, "store_problems": problems, **counts}
+            {
+                "daemon": ready,
+                "daemon_answered": answered,
+                "store_problems": problems,
+                **counts,
+                **cluster,
+            }
         )
     else:
         # /readyz's text names broker errors: bounded and escaped like any text from afar.
@@ -154,6 +188,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"store:           {for_humans(store_line)}")
         for key in sorted(counts):
             print(f"{key + ':':<24} {counts[key]}")
+        if cluster:
+            print(f"instances:       {' '.join(cluster['instances']) or '-'}")
+            for p in cluster["partitions"]:
+                owner = p["owner"] or "(free)"
+                expiry = "" if p["expires_in_s"] is None else f"  expires in {p['expires_in_s']} s"
+                print(f"partition {p['partition']:<16} {owner:<20} epoch {p['epoch']}{expiry}")
     if not answered:
         return EXIT_NOT_RUNNING
     return EXIT_ERROR if problems else EXIT_OK

@@ -5,6 +5,11 @@
     → wait for SIGTERM/SIGINT → stop taking batches, finish the one in hand, commit and ack
     what is queued → `offline` → close → exit 0
 
+Two ways to serve (`etong/runner.py` does the serving in both): one instance on an SQLite
+file runs one `BridgeRunner` over the whole roster; on a PostgreSQL store (DESIGN §7) the
+`ClusterManager` runs one per partition this instance holds, and the instance's own
+connection carries its status and last will.
+
 Signal handlers only set flags; SIGHUP reloads the roster without touching anything in
 flight. A stop asked for before the loop took the signals over (`etong.stopsignal`) or while
 start-up waits on a broker ends the run at once with exit 0: nothing was taken yet, so
@@ -19,29 +24,36 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
-from etong.acl import acl_text, sync_acl_file
+from etong.acl import acl_text
+from etong.acl.install import install_acl, install_acl_or_log
 from etong.bridge import Bridge
 from etong.brokers.base import Broker, BrokerFactory
 from etong.brokers.mqtt import MqttBroker
+from etong.cluster.manager import ClusterManager
+from etong.cluster.metrics import ClusterMetrics
 from etong.config import Settings
-from etong.core.keys import Keyer, load_or_create_key
-from etong.errors import ConfigError, EtongError, StoreFullError
+from etong.core.keys import Keyer, key_fingerprint, load_or_create_key
+from etong.core.partitions import cross_station_problems
+from etong.errors import ConfigError, EtongError
+from etong.housekeeping import Gauges, purge_loop
 from etong.http import HttpServer
 from etong.logging import get_logger
 from etong.metrics import Metrics
 from etong.roster import Roster, load_roster
+from etong.runner import BridgeRunner, Identity
 from etong.sdnotify import notify, watchdog_interval_s
 from etong.stopsignal import STOP_SIGNALS, EarlyStop
-from etong.store import Store, open_store, refuse_vanished_store
+from etong.store import Store, open_cluster_store, open_store, refuse_vanished_store
+from etong.tasks import TaskSet
+from etong.topics import Topics
 
 log = get_logger(__name__)
 
 GRACEFUL_STOP_S = 8.0  # issue #3: SIGTERM to exit within 10 s, with room for `offline`
-PURGE_INTERVAL_S = 86400.0
 
 
 class _StoppedDuringStartup(Exception):  # noqa: N818 - a stop, not an error
@@ -82,10 +94,24 @@ class Daemon:
         """The start-up stage in hand, named in the log of a stop during start-up."""
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
-        self.bridge: Bridge | None = None
-        self._brokers: list[Broker] = []
-        self._listeners: list[Broker] = []
-        self._reader_store: Store | None = None
+        self.runner: BridgeRunner | None = None
+        """One instance on SQLite: the one bridge in service."""
+        self.cluster: ClusterManager | None = None
+        """On PostgreSQL: the partitions this instance holds (DESIGN §7)."""
+        self._status: Broker | None = None  # a cluster instance's status and last will
+        self._store: Store | None = None
+
+    @property
+    def bridge(self) -> Bridge | None:
+        """The bridge serving the whole roster (one instance on SQLite), once started."""
+        return self.runner.bridge if self.runner is not None else None
+
+    @property
+    def _brokers(self) -> list[Broker]:
+        """Every broker connection of this instance now."""
+        runners = [self.runner] if self.runner else self.cluster.runners() if self.cluster else []
+        status = [self._status] if self._status is not None else []
+        return status + [b for runner in runners for b in runner.brokers]
 
     def request_stop(self) -> None:
         """Ask for a graceful stop, as SIGTERM does (tests of the lifecycle call it)."""
@@ -103,53 +129,73 @@ class Daemon:
         started = time.monotonic()
         async with AsyncExitStack() as stack:
             try:
-                bridge = await self._open(stack)
+                roster, store, reader = await self._open(stack)
             except _StoppedDuringStartup:
                 # Leaving the stack closes what was opened (brokers, HTTP, store), in reverse.
                 notify("STOPPING=1")
                 log.info("bridge_stopped_during_startup", stage=self._stage)
                 return 0
-            tasks = await stack.enter_async_context(_TaskSet())
-            ingest = tasks.start(bridge.ingest_loop(), "ingest")
-            tasks.start(bridge.scheduler_loop(), "scheduler")
-            tasks.start(self._purge_loop(bridge.store), "purge")
-            tasks.start(self._reload_loop(bridge), "roster-reload")
-            assert self._reader_store is not None
-            tasks.start(self._gauges_loop(self._reader_store), "gauges")
-            if (interval := watchdog_interval_s()) is not None:
-                tasks.start(_watchdog(interval), "watchdog")
+            tasks = await stack.enter_async_context(TaskSet())
+            self._start_tasks(tasks, store, reader)
             _settle_startup_garbage()
             notify("READY=1")
             log.info(
                 "bridge_ready",
                 instance_id=self.settings.bridge.instance_id,
                 startup_s=round(time.monotonic() - started, 3),
-                roster=bridge.roster.summary(),
+                roster=roster.summary(),
+                **self._mode_fields(),
             )
             await self._until_stop_or_failure(tasks)
-            await self._shutdown(bridge, tasks, ingest)
-        log.info("bridge_stopped", processed=bridge.processed, batches=bridge.batches)
+            await self._shutdown(tasks)
+        processed = self.bridge.processed if self.bridge is not None else None
+        log.info("bridge_stopped", processed=processed)
         return 0
 
-    async def _open(self, stack: AsyncExitStack) -> Bridge:
+    def _mode_fields(self) -> dict[str, object]:
+        if self.cluster is None:
+            return {}
+        return {"cluster": True, "partitions": sorted(self.cluster.held)}
+
+    def _start_tasks(self, tasks: TaskSet, store: Store, reader: Store) -> None:
+        if self.runner is not None:
+            self.runner.tasks = tasks  # the daemon's task set: a failure stops the daemon
+            self.runner.start_tasks()
+        if self.cluster is not None:
+            tasks.start(self.cluster.run(), "cluster")
+        tasks.start(purge_loop(store, self.settings), "purge")
+        tasks.start(self._reload_loop(self._apply_roster), "roster-reload")
+        tasks.start(Gauges(reader, self.metrics).loop(), "gauges")
+        if (interval := watchdog_interval_s()) is not None:
+            tasks.start(_watchdog(interval), "watchdog")
+
+    async def _open(self, stack: AsyncExitStack) -> tuple[Roster, Store, Store]:
         """Roster, key, store, HTTP endpoint, brokers: each closed by `stack` if opened.
 
-        Raises `_StoppedDuringStartup` on a stop: before opening the store, after it, or at
-        once while the brokers are being connected (their retries can last indefinitely).
-        The store's open is local and short, and is let finish: cancelling it would leave
+        Returns the roster, the store and a store for the gauges' reads. Raises
+        `_StoppedDuringStartup` on a stop: before opening the store, after it, or at once
+        while the brokers are being connected (their retries can last indefinitely). The
+        store's open is local and short, and is let finish: cancelling it would leave
         aiosqlite's thread behind, which would hold up the exit.
         """
         self._raise_if_stopped()  # stage "starting": nothing opened yet
         self._stage = "store"
-        roster = load_roster(self.settings.roster.path)
-        acl = self._acl_for(roster)  # before anything opens: a bad one is exit 2
+        roster = self._checked_roster()  # before anything opens: a bad one is exit 2
+        acl = self._acl_for(roster)
         if acl is not None:
             try:
-                self._install_acl(acl)
+                install_acl(self.settings, acl)
             except OSError as exc:
                 raise ConfigError(
                     [f"acl.path: cannot write: {exc}"], str(self.settings.config_path)
                 ) from exc
+        if self.settings.store.is_postgres:
+            store = await self._open_cluster(stack, roster)
+            return roster, store, store
+        return (roster, *await self._open_single(stack, roster))
+
+    async def _open_single(self, stack: AsyncExitStack, roster: Roster) -> tuple[Store, Store]:
+        """One instance on an SQLite file: one runner over the whole roster."""
         store_settings = self.settings.store
         # Before the key is created: on a first start neither exists (see the function).
         refuse_vanished_store(
@@ -158,18 +204,64 @@ class Daemon:
         key = load_or_create_key(store_settings.resolved_pii_key_file)
         store = await open_store(store_settings, exclusive=True, check_integrity=True)
         stack.push_async_callback(store.close)
+        self._store = store
         self._raise_if_stopped()
-        grid_broker, officer_broker = self._make_brokers()
-        bridge = Bridge(
+        topics = Topics(self.settings.bridge.topic_prefix)
+        self.runner = BridgeRunner(
             self.settings,
             roster,
             store,
             Keyer(key),
-            grid_broker=grid_broker,
-            officer_broker=officer_broker,
+            broker_factory=self._broker_factory,
             metrics=self.metrics,
+            identity=Identity(status_topic=topics.status(self.settings.bridge.instance_id)),
+            subscriptions=lambda _roster: [[topics.events_filter], [topics.acks_filter]],
         )
-        self.bridge = bridge
+        await self._start_http(stack)
+        self._stage = "brokers"
+        await self._unless_stopped(self.runner.start_brokers(self._stop_on_exit(stack)))
+        # Counting rows scans tables; a second connection (WAL readers never block the
+        # writer) keeps that off the connection the per-message path waits on.
+        reader = await open_store(store_settings)
+        stack.push_async_callback(reader.close)
+        return store, reader
+
+    async def _open_cluster(self, stack: AsyncExitStack, roster: Roster) -> Store:
+        """An instance of a cluster: the status connection, then a first share of partitions."""
+        key = load_or_create_key(self.settings.store.resolved_pii_key_file)
+        store = await open_cluster_store(self.settings.store)
+        stack.push_async_callback(store.close)
+        self._store = store
+        await store.check_key_fingerprint(key_fingerprint(key))  # exit 3 when it differs
+        self._raise_if_stopped()
+        cluster_metrics = ClusterMetrics(self.metrics.registry)
+        self.cluster = ClusterManager(
+            self.settings,
+            store,
+            roster,
+            Keyer(key),
+            broker_factory=self._broker_factory,
+            metrics=self.metrics,
+            cluster_metrics=cluster_metrics,
+        )
+        await self._start_http(stack)
+        self._stage = "brokers"
+        status_topic = Topics(self.settings.bridge.topic_prefix).status(
+            self.settings.bridge.instance_id
+        )
+        self._status = self._broker_factory(
+            self.settings.broker, name="status", status_topic=status_topic
+        )
+        stack.push_async_callback(self._status.stop)
+        await self._unless_stopped(self._status.start(lambda message: None, []))
+        self._stage = "partitions"
+        cluster = self.cluster
+        # Registered before the first claim: a stop hands over whatever was claimed.
+        stack.push_async_callback(lambda: cluster.stop(time.monotonic() + GRACEFUL_STOP_S - 2))
+        await self._unless_stopped(cluster.first_tick())
+        return store
+
+    async def _start_http(self, stack: AsyncExitStack) -> None:
         http = self.settings.http
         if http.host is not None and http.port is not None:  # `listen = ""` turns it off
             server = HttpServer(
@@ -177,13 +269,10 @@ class Daemon:
             )
             await server.start()
             stack.push_async_callback(server.stop)
-        self._stage = "brokers"
-        await self._unless_stopped(self._start_brokers(bridge, stack))
-        # Counting rows scans tables; a second connection (WAL readers never block the
-        # writer) keeps that off the connection the per-message path waits on.
-        self._reader_store = await open_store(self.settings.store)
-        stack.push_async_callback(self._reader_store.close)
-        return bridge
+
+    @staticmethod
+    def _stop_on_exit(stack: AsyncExitStack) -> Callable[[Broker], object]:
+        return lambda broker: stack.push_async_callback(broker.stop)
 
     def _raise_if_stopped(self) -> None:
         if self._stop.is_set():
@@ -206,7 +295,7 @@ class Daemon:
         stage_task.result()  # the stage's own error, if it failed
         self._raise_if_stopped()
 
-    async def _until_stop_or_failure(self, tasks: _TaskSet) -> None:
+    async def _until_stop_or_failure(self, tasks: TaskSet) -> None:
         """Return on SIGTERM/SIGINT; raise if a task dies first (systemd then restarts us)."""
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait({stop_wait, *tasks.tasks}, return_when=asyncio.FIRST_COMPLETED)
@@ -217,110 +306,68 @@ class Daemon:
             log.error("task_failed", task=failed[0].get_name(), error=repr(exc))
             raise EtongError(f"task {failed[0].get_name()} failed: {exc!r}") from exc
 
-    async def _shutdown(self, bridge: Bridge, tasks: _TaskSet, ingest: asyncio.Task[None]) -> None:
+    async def _shutdown(self, tasks: TaskSet) -> None:
         """Stop taking batches, finish and acknowledge what is in hand, record PUBACKs."""
         notify("STOPPING=1")
         log.info("bridge_stopping")
         deadline = time.monotonic() + GRACEFUL_STOP_S - 2
-        bridge.stop_accepting()
-        # Let the ingest task finish the batch in hand, then commit and ack what is queued.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(ingest), max(0.1, deadline - time.monotonic()))
+        if self.runner is not None:
+            await self.runner.drain_and_stop_tasks(deadline)  # cancels the daemon's tasks too
         await tasks.cancel_all()
-        await bridge.drain(deadline)
-        # Give the broker a moment to confirm what we just published, and record it, so a
-        # restart does not publish it again.
-        while self._unconfirmed() and time.monotonic() < deadline + 1:  # noqa: ASYNC110
-            # Polling a count of paho callbacks is simpler than an Event threaded
-            # through every publish, and this runs once, at shutdown.
-            await asyncio.sleep(0.02)
-        await bridge.drain(deadline + 1)
-
-    def _make_brokers(self) -> tuple[Broker, Broker]:
-        """Connections per broker: a listener (reports or acks in; status and will) and a
-        publisher (pushes, receipts out). Returns the publishers (grid side, officer side)."""
-        s = self.settings
-        status = f"{s.bridge.topic_prefix.strip('/')}/bridge/{s.bridge.instance_id}/status"
-        sides = [("grid", "broker", s.broker)]
-        if s.officer_broker:
-            sides.append(("officer", "officer_broker", s.officer_broker))
-        publishers = []
-        for name, section, settings in sides:
-            try:
-                listener = self._broker_factory(
-                    settings,
-                    name=name,
-                    status_topic=status,
-                    on_session_taken_over=self.metrics.session_taken_over.labels(name).inc,
-                )
-            except ConfigError as exc:
-                # A password or TLS file that cannot be read: name the section it belongs to.
-                problems = [f"{section}.{problem}" for problem in exc.problems]
-                raise ConfigError(problems, str(s.config_path)) from exc
-            publisher = self._broker_factory(
-                settings,
-                name=f"{name}-pub",
-                status_topic=status,
-                publisher=True,
-                on_session_taken_over=self.metrics.session_taken_over.labels(f"{name}-pub").inc,
-            )
-            self._listeners.append(listener)
-            self._brokers += [listener, publisher]
-            publishers.append(publisher)
-        return publishers[0], publishers[-1]
-
-    async def _start_brokers(self, bridge: Bridge, stack: AsyncExitStack) -> None:
-        topics = bridge.topics
-        if len(self._listeners) == 1:
-            subscriptions = [[topics.events_filter, topics.acks_filter]]
-        else:
-            subscriptions = [[topics.events_filter], [topics.acks_filter]]
-        # Publishers first: the moment a listener subscribes, reports flow and are answered.
-        # `stop` is registered before `start`: a start cut short by SIGTERM is cleaned up too.
-        for broker in self._brokers:
-            if broker not in self._listeners:
-                stack.push_async_callback(broker.stop)
-                await broker.start(bridge.on_message, [])
-        for listener, topics_of in zip(self._listeners, subscriptions, strict=True):
-            stack.push_async_callback(listener.stop)
-            await listener.start(bridge.on_message, topics_of)
-
-    def _unconfirmed(self) -> int:
-        return sum(b.unconfirmed for b in self._brokers)
+        if self.cluster is not None:
+            await self.cluster.stop(deadline)  # drain each partition, release its lease
 
     def _readiness(self) -> tuple[bool, str]:
         # The last connect error tells the on-call engineer what to fix without the journal
         # (a wrong CA, a refused password); broker errors name no personal data.
+        if self.runner is None and self.cluster is None:
+            return False, "starting"
         down = [
             f"{b.name} ({b.last_error})" if b.last_error else b.name
             for b in self._brokers
             if not b.connected
         ]
-        if self.bridge is None:
-            return False, "starting"
         if down:
             return False, "broker disconnected: " + ", ".join(down)
-        if (full := self.bridge.store.full) is not None:
+        if self._store is not None and (full := self._store.full) is not None:
             return False, str(full)  # "store full: <path> (no space left)"
+        if self.cluster is not None:
+            return self.cluster.readiness()
         return True, "ready"
 
     def _render_metrics(self) -> bytes:
         for b in self._brokers:
             self.metrics.connected.labels(b.name).set(1 if b.connected else 0)
             self.metrics.reconnects.labels(b.name).set(b.reconnects)
-        if self.bridge is not None:
-            self.metrics.store_busy_batches.set(self.bridge.store.busy_batches)
-            self.metrics.store_full.set(0 if self.bridge.store.full is None else 1)
-            self.metrics.ingest_queued.set(self.bridge.queued)
+        if self._store is not None:
+            self.metrics.store_busy_batches.set(self._store.busy_batches)
+            self.metrics.store_full.set(0 if self._store.full is None else 1)
+        runners = [self.runner] if self.runner else self.cluster.runners() if self.cluster else []
+        self.metrics.ingest_queued.set(sum(r.bridge.queued for r in runners))
         return self.metrics.render()
 
-    async def _reload_loop(self, bridge: Bridge) -> None:
+    # ---- the roster and the broker's ACL ---------------------------------------------------
+
+    def _checked_roster(self) -> Roster:
+        """The roster file, refused (ConfigError) when a cluster cannot partition it."""
+        roster = load_roster(self.settings.roster.path)
+        if self.settings.store.is_postgres and (problems := cross_station_problems(roster)):
+            raise ConfigError(problems, str(self.settings.roster.path))
+        return roster
+
+    async def _apply_roster(self, roster: Roster) -> None:
+        if self.runner is not None:
+            await self.runner.replace_roster(roster)
+        if self.cluster is not None:
+            await self.cluster.replace_roster(roster)
+
+    async def _reload_loop(self, apply: Callable[[Roster], Awaitable[None]]) -> None:
         while True:
             await self._reload.wait()
             self._reload.clear()
             notify("RELOADING=1")
             try:
-                roster: Roster = load_roster(self.settings.roster.path)
+                roster = self._checked_roster()
                 # The broker's rules come from the same roster: one the ACL cannot be derived
                 # from is refused as a whole, so bridge and broker never disagree on it.
                 acl = self._acl_for(roster)
@@ -329,9 +376,10 @@ class Daemon:
                     "roster_reload_failed", problems=exc.problems, kept="previous roster"
                 )
             else:
-                bridge.replace_roster(roster)
+                await apply(roster)
                 log.info("roster_reloaded", roster=roster.summary())
-                self._install_acl_or_log(acl)
+                if acl is not None:
+                    install_acl_or_log(self.settings, acl)
             notify("READY=1")
 
     def _acl_for(self, roster: Roster) -> str | None:
@@ -339,93 +387,11 @@ class Daemon:
         acl = self.settings.acl
         return acl_text(roster, self.settings, acl.format) if acl is not None else None
 
-    def _install_acl(self, text: str) -> None:
-        """Replace the ACL file atomically if it changed; the broker's own reload (systemd's
-        etong-acl.path, or SIGHUP to mosquitto) then puts it in force."""
-        assert self.settings.acl is not None
-        path = self.settings.acl.path
-        if sync_acl_file(path, text):
-            log.info("acl_written", path=str(path), format=self.settings.acl.format)
-
-    def _install_acl_or_log(self, text: str | None) -> None:
-        if text is None:
-            return
-        try:
-            self._install_acl(text)
-        except OSError as exc:
-            # The bridge serves the new roster, but the broker still enforces the old one:
-            # a removed member may still publish. Loud: check-config also warns of it.
-            log.error(  # noqa: TRY400 - the OS error says it all; no traceback wanted
-                "acl_write_failed", error=str(exc), security_event=True
-            )
-
-    async def _purge_loop(self, store: Store) -> None:
-        while True:
-            await asyncio.sleep(60)  # not at start: let a restarting bridge serve first
-            before = time.time() - self.settings.retention.days * 86400
-            try:
-                counts = await store.purge(before)
-            except StoreFullError as exc:
-                # Deleting needs room in the WAL too; the bridge reports the full store.
-                log.warning("retention_purge_failed", error=str(exc), retry_s=PURGE_INTERVAL_S)
-            else:
-                log.info("retention_purge", days=self.settings.retention.days, deleted=counts)
-            await asyncio.sleep(PURGE_INTERVAL_S - 60)
-
-    async def _gauges_loop(self, store: Store) -> None:
-        last: dict[str, float] = {}
-        ticks = 0
-        while True:
-            counts = await store.counts()
-            self.metrics.pending.set(counts.get("deliveries_pending", 0))
-            self.metrics.dead_letters.set(counts.get("dead_letters_open", 0))
-            oldest = await store.oldest_pending_created_at()
-            self.metrics.oldest_pending.set(0 if oldest is None else max(0, time.time() - oldest))
-            if ticks % 4 == 0:  # every minute: what happened since the last summary
-                now = self.metrics.totals()
-                delta = {k: int(v - last.get(k, 0.0)) for k, v in now.items()}
-                if any(delta.values()):
-                    log.info(
-                        "bridge_summary",
-                        period_s=60,
-                        **delta,
-                        pending=counts.get("deliveries_pending", 0),
-                        dead_letters_open=counts.get("dead_letters_open", 0),
-                    )
-                last = now
-            ticks += 1
-            await asyncio.sleep(15)
-
 
 async def _watchdog(interval: float) -> None:
     while True:
         notify("WATCHDOG=1")
         await asyncio.sleep(interval)
-
-
-class _TaskSet:
-    """Named tasks started together and cancelled together (cleanup runs on any exit)."""
-
-    def __init__(self) -> None:
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def start(self, coro: object, name: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self.tasks.append(task)
-        return task
-
-    async def cancel_all(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    async def __aenter__(self) -> _TaskSet:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.cancel_all()
 
 
 def run_daemon(

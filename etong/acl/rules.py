@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from etong.config import BrokerSettings, Settings
+from etong.core.partitions import partition_client_id
 from etong.errors import ConfigError
 from etong.roster import Roster
 from etong.topics import Topics
@@ -75,10 +76,19 @@ def derive_rules(roster: Roster, settings: Settings) -> AclRules:
     return AclRules(topics.prefix, tuple(identities))
 
 
-def bridge_client_ids(settings: Settings) -> list[str]:
-    """Every MQTT client id the bridge connects with: per broker, the listener and `-pub`."""
+def bridge_client_ids(settings: Settings, roster: Roster | None = None) -> list[str]:
+    """Every MQTT client id the bridge connects with: per broker, the listener and `-pub`;
+    in a cluster (DESIGN §7) also each station's partition pair, `{client_id}-{station}`."""
     brokers = [settings.broker, *([settings.officer_broker] if settings.officer_broker else [])]
-    return [cid for b in brokers for cid in (b.client_id, f"{b.client_id}-pub")]
+    ids = [cid for b in brokers for cid in (b.client_id, f"{b.client_id}-pub")]
+    if settings.store.is_postgres and roster is not None:
+        ids += [
+            partition_client_id(b.client_id, station, publisher=publisher)
+            for b in brokers
+            for station in sorted(roster.stations)
+            for publisher in (False, True)
+        ]
+    return ids
 
 
 def _bridge_users(settings: Settings) -> dict[str, list[str]]:
@@ -104,7 +114,7 @@ def _identity_problems(roster: Roster, settings: Settings) -> list[str]:
     if settings.officer_broker is not None and not settings.officer_broker.username:
         problems.append("officer_broker.username: not set (see broker.username)")
     bridge_users = set(_bridge_users(settings))
-    client_ids = set(bridge_client_ids(settings))
+    client_ids = set(bridge_client_ids(settings, roster))
     for table, ids in (("members", roster.members), ("officers", roster.officers)):
         for row_id in sorted(ids):
             if row_id in bridge_users:

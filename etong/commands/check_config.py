@@ -12,6 +12,7 @@ from pathlib import Path
 
 from etong.acl import acl_file_is_current, acl_text
 from etong.config import Settings, load_settings, peek_roster_path, settings_file_problems
+from etong.core.partitions import cross_station_problems
 from etong.errors import ConfigError
 from etong.roster import Roster, load_roster
 
@@ -46,6 +47,8 @@ def run(config_path: Path) -> int:
             print(f"{config_path}: warning: {warning}", file=sys.stderr)
     if settings is not None and roster is not None:
         problems += _acl_problems(settings, roster)
+        if settings.store.is_postgres:  # a cluster: every station must be a partition
+            problems += [f"{roster_path}: {p}" for p in cross_station_problems(roster)]
 
     if problems or settings is None or roster is None:
         for problem in problems:

@@ -9,6 +9,7 @@ keyed mode is a MAC (RFC 7693 §2.9), faster than HMAC-SHA256 and just as suitab
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass
@@ -38,6 +39,15 @@ def load_or_create_key(path: Path) -> bytes:
     if len(key) < 16:
         raise ValueError(f"PII key file {path} is too short ({len(key)} bytes; expected 32)")
     return key
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A public name for the key: instances sharing a store must hash with the same one.
+
+    HMAC-SHA256 of a fixed label under the key; it tells keys apart and reveals nothing of
+    the key (it is not a hash *of* the key a dictionary could be run against).
+    """
+    return hmac.new(key, b"etong-pii-key-fingerprint", hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,17 +14,19 @@ interface are in `etong/core/records.py`.
 from __future__ import annotations
 
 from etong.config import StoreSettings
-from etong.store.base import Store
+from etong.store.base import ClusterStore, Store
 from etong.store.files import backup_store, lock_file_of, refuse_vanished_store
 from etong.store.sqlite import SqliteStore
 from etong.store.sqlite_schema import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ClusterStore",
     "SqliteStore",
     "Store",
     "backup_store",
     "lock_file_of",
+    "open_cluster_store",
     "open_store",
     "refuse_vanished_store",
 ]
@@ -37,3 +39,10 @@ async def open_store(
     return await SqliteStore.open(
         settings.path, exclusive=exclusive, check_integrity=check_integrity
     )
+
+
+async def open_cluster_store(settings: StoreSettings) -> ClusterStore:
+    """Open the PostgreSQL store `[store] url` names, shared by a cluster (DESIGN §7)."""
+    from etong.store.postgres import PostgresStore  # noqa: PLC0415 - asyncpg only when used
+
+    return await PostgresStore.open(settings)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from etong.core.partitions import Fence, Lease
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreFullError
 
@@ -106,29 +106,9 @@ class Store(Protocol):
 
 
 # ---- several instances on one PostgreSQL store (DESIGN §7) ---------------------------------
+# `Lease` and `Fence` are core records (etong/core/partitions.py), re-exported here.
 
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """One partition's lease row, as read: who owns it, under which epoch, until when."""
-
-    partition: str
-    """The station id."""
-    owner: str | None
-    """The owner's `bridge.instance_id`; None when free (released or never taken)."""
-    epoch: int
-    """The fencing token: raised by one at every claim, so a deposed owner's writes fail."""
-    expires_at: float | None
-    """Unix seconds on the database's clock; None when free."""
-
-
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """What a partition's writes are checked against: this owner under this epoch."""
-
-    partition: str
-    owner: str
-    epoch: int
+__all__ = ["ClusterStore", "Fence", "Lease", "LeaseStore", "Store"]
 
 
 class LeaseStore(Protocol):
@@ -168,12 +148,25 @@ class LeaseStore(Protocol):
         """Record this instance alive for `lease_s`; the ids of every live instance, sorted."""
         ...
 
+    async def live_instances(self) -> list[str]:
+        """The ids of every instance whose heartbeat is current, sorted (for `etong status`)."""
+        ...
+
     async def leave(self, instance_id: str) -> None:
         """Forget this instance (a graceful stop), so others' fair shares grow at once."""
         ...
 
     def partition_store(self, fence: Fence) -> Store:
         """The store as one partition's bridge sees it (see `PartitionStore` rules below)."""
+        ...
+
+
+class ClusterStore(Store, LeaseStore, Protocol):
+    """A store several instances share (PostgreSQL): the store, its leases, one PII key."""
+
+    async def check_key_fingerprint(self, fingerprint: str) -> None:
+        """Record the PII key's fingerprint on first use; `StoreRefusedError` when this
+        instance's key differs from the one the store was filled with (dedup would break)."""
         ...
 
 

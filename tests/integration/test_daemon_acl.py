@@ -43,7 +43,11 @@ def _settings(tmp_path: Path, acl: Path) -> Settings:
 
 async def _reload(daemon: Daemon, bridge: Any) -> None:
     """Run one SIGHUP's worth of `_reload_loop`."""
-    task = asyncio.create_task(daemon._reload_loop(bridge))
+
+    async def apply(roster: Roster) -> None:
+        bridge.replace_roster(roster)
+
+    task = asyncio.create_task(daemon._reload_loop(apply))
     daemon._reload.set()
     try:
         while daemon._reload.is_set():  # noqa: ASYNC110 - the loop clears it when it starts

@@ -13,6 +13,7 @@ import pytest
 
 from etong.daemon import Daemon
 from etong.devkit.messages import make_event
+from etong.housekeeping import Gauges
 from tests.integration.conftest import START_RFC3339, Harness
 
 EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"
@@ -68,7 +69,7 @@ async def test_the_gauges_loop_exports_the_age_of_the_oldest_pending_delivery(
         await _push_one(harness)
         daemon = Daemon(harness.settings)
         gauge = daemon.metrics.oldest_pending
-        loop = asyncio.create_task(daemon._gauges_loop(harness.store))
+        loop = asyncio.create_task(Gauges(harness.store, daemon.metrics).loop())
         try:
             deadline = time.monotonic() + 10
             while gauge._value.get() == 0 and time.monotonic() < deadline:  # noqa: ASYNC110

@@ -1,0 +1,357 @@
+"""The lease loop of one instance in a cluster (DESIGN §7): claim, renew, serve, hand over.
+
+Every `lease_s / 4` the instance records its heartbeat, renews the leases it holds, and
+carries out `core/balance.plan`: claim free or expired partitions up to its fair share, hand
+one over when it holds more and another instance holds less. Each partition it holds is a
+`BridgeRunner` over the partition's fenced store view, with its own MQTT client ids.
+
+Losing a lease is always safe, and the rules for it are the issue's:
+- A renewal the store refuses (another owner or epoch, or expired): stop serving at once.
+- No successful renewal for `lease_s * 3/4` (the database is unreachable, or slow): stop
+  serving *before* the lease can expire, so no other owner can start while we still ack.
+- A batch whose write is fenced off (`LeaseLostError`): nothing of it was committed or acked.
+In each case the partition's runner is abandoned (no more acks, sessions dropped) and the
+loss is logged as `lease_lost`; what was not acknowledged waits in the partition's session
+at the broker for the next owner.
+
+Every time a lease is judged by is the database's clock; this module's deadlines are its own
+monotonic clock, measured from the *start* of the renewal that succeeded, which is earlier
+than the database's instant for it, so the local deadline always falls first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from etong.brokers.base import BrokerFactory
+from etong.cluster.metrics import ClusterMetrics
+from etong.config import Settings
+from etong.core.balance import plan
+from etong.core.keys import Keyer
+from etong.core.partitions import Fence, Lease, partition_client_id, station_subscriptions
+from etong.errors import EtongError, LeaseLostError, StoreError
+from etong.logging import get_logger
+from etong.metrics import Metrics
+from etong.roster import Roster
+from etong.runner import BridgeRunner, Identity
+from etong.store.base import LeaseStore
+from etong.topics import Topics
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+RENEWALS_PER_LEASE = 4  # a tick every lease_s / 4
+UNRENEWED_LIMIT = 0.75  # stop serving after lease_s * 3/4 without a renewal
+WATCH_STEPS_PER_LEASE = 20  # deadlines and runner failures checked every lease_s / 20
+
+
+@dataclass(slots=True)
+class _Held:
+    """A partition this instance holds: its fence, its runner, when it was last renewed."""
+
+    fence: Fence
+    runner: BridgeRunner
+    renewed_at: float  # monotonic start of the last claim or renewal that succeeded
+    claimed_at: float
+    start: asyncio.Task[None] | None = None
+    serving: bool = False
+
+
+@dataclass(slots=True)
+class _State:
+    live: list[str] = field(default_factory=list)
+    last_tick_ok: float | None = None  # monotonic
+    last_error: str | None = None
+
+
+class ClusterManager:
+    """Holds this instance's share of the partitions and serves each one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        leases: LeaseStore,
+        roster: Roster,
+        keyer: Keyer,
+        *,
+        broker_factory: BrokerFactory,
+        metrics: Metrics,
+        cluster_metrics: ClusterMetrics,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.me = settings.bridge.instance_id
+        self.lease_s = settings.cluster.lease_s
+        self._leases = leases
+        self.roster = roster
+        self._keyer = keyer
+        self._factory = broker_factory
+        self._metrics = metrics
+        self._cm = cluster_metrics
+        self._monotonic = monotonic
+        self._topics = Topics(settings.bridge.topic_prefix)
+        self.held: dict[str, _Held] = {}
+        self._state = _State()
+        self._stopping = False
+
+    # ---- the loops -----------------------------------------------------------------------
+
+    async def first_tick(self) -> None:
+        """Create the roster's lease rows and take a first share; raises if the store cannot."""
+        await self._leases.ensure_partitions(self.roster.stations)
+        await self.tick()
+        if self._state.last_error is not None:
+            raise StoreError(f"cluster start: {self._state.last_error}")
+
+    async def run(self) -> None:
+        """Tick every lease_s / 4 and watch deadlines between ticks, until cancelled."""
+        watch = asyncio.create_task(self._watch(), name="cluster-watch")
+        try:
+            while True:
+                await asyncio.sleep(self.lease_s / RENEWALS_PER_LEASE)
+                await self.tick()
+                if watch.done():
+                    watch.result()  # a runner's fatal error: the daemon exits, systemd restarts
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+    async def tick(self) -> None:
+        """Heartbeat, renew, then claim or hand over as `plan` says."""
+        try:
+            self._state.live = await self._db(self._leases.heartbeat(self.me, self.lease_s))
+            await self._renew_all()
+            rows = await self._db(self._leases.leases())
+            now = await self._db(self._leases.database_now())
+        except (StoreError, OSError, TimeoutError) as exc:
+            self._state.last_error = str(exc) or type(exc).__name__
+            log.warning("cluster_tick_failed", error=self._state.last_error)
+            return
+        self._state.last_tick_ok, self._state.last_error = self._monotonic(), None
+        stations = set(self.roster.stations)
+        rows = [row for row in rows if row.partition in stations]
+        self._cm.partitions_total.set(len(rows))
+        self._cm.live_instances.set(len(self._state.live))
+        if self._stopping:
+            return
+        for gone in [p for p in self.held if p not in stations]:
+            await self._hand_over(gone, reason="station removed from the roster")
+        todo = plan(
+            rows, me=self.me, live=self._state.live, owned=list(self.held), now=now,
+            lease_s=self.lease_s,
+        )  # fmt: skip
+        for partition in todo.release:
+            await self._hand_over(partition, reason="balancing")
+        before = {row.partition: row for row in rows}
+        for partition in todo.claim:
+            await self._claim(partition, before[partition])
+
+    async def _watch(self) -> None:
+        """Between ticks: lose what went unrenewed too long; notice runners that failed."""
+        while True:
+            await asyncio.sleep(self.lease_s / WATCH_STEPS_PER_LEASE)
+            await self.check_held()
+
+    async def check_held(self) -> None:
+        """Abandon each partition unrenewed for lease_s * 3/4 or whose write was fenced off;
+        raise (the daemon exits, systemd restarts it) when a partition's task failed."""
+        limit = self.lease_s * UNRENEWED_LIMIT
+        for partition, held in list(self.held.items()):
+            if self._monotonic() - held.renewed_at >= limit:
+                await self._lose(partition, "unrenewed")
+                continue
+            failed = held.runner.tasks.failed()
+            if failed is None and held.start is not None and _failed(held.start):
+                failed = held.start
+            if failed is None:
+                continue
+            exc = failed.exception()
+            if isinstance(exc, LeaseLostError):
+                await self._lose(partition, "fenced")
+            else:
+                log.error("task_failed", task=failed.get_name(), error=repr(exc))
+                raise EtongError(f"partition {partition}: {failed.get_name()} failed: {exc!r}")
+
+    # ---- leases --------------------------------------------------------------------------
+
+    async def _db(self, call: Awaitable[T]) -> T:
+        """A store call bounded by a quarter lease: a hung database must not hold the loop."""
+        return await asyncio.wait_for(call, self.lease_s / RENEWALS_PER_LEASE)
+
+    async def _renew_all(self) -> None:
+        for partition, held in list(self.held.items()):
+            started = self._monotonic()
+            lease = await self._db(self._leases.renew(held.fence, self.lease_s))
+            if lease is None:
+                await self._lose(partition, "renew_refused")
+            else:
+                held.renewed_at = started
+                self._cm.renewals.inc()
+
+    async def _claim(self, partition: str, before: Lease) -> None:
+        started = self._monotonic()
+        try:
+            lease = await self._db(self._leases.claim(partition, self.me, self.lease_s))
+        except (StoreError, OSError, TimeoutError) as exc:
+            log.warning("partition_claim_failed", partition=partition, error=str(exc))
+            return
+        if lease is None:
+            return  # another instance was quicker
+        fence = Fence(partition, self.me, lease.epoch)
+        if before.owner is not None and before.owner != self.me:
+            self._cm.takeovers.inc()
+        log.info(
+            "partition_claimed",
+            partition=partition,
+            epoch=lease.epoch,
+            previous_owner=before.owner,
+            lease_s=self.lease_s,
+        )
+        runner = self._runner(fence)
+        held = _Held(fence, runner, renewed_at=started, claimed_at=started)
+        self.held[partition] = held
+        held.start = asyncio.create_task(self._serve(held), name=f"start-{partition}")
+        self._cm.partitions_owned.set(len(self.held))
+
+    def _runner(self, fence: Fence) -> BridgeRunner:
+        station = fence.partition
+        s = self.settings
+        sides = {"grid": s.broker.client_id}
+        if s.officer_broker is not None:
+            sides["officer"] = s.officer_broker.client_id
+        identity = Identity(
+            label=f"-{station}",
+            client_ids={side: partition_client_id(cid, station) for side, cid in sides.items()},
+            status_topic=None,  # the instance's status connection carries status and will
+        )
+        topics = self._topics
+
+        def subscriptions(roster: Roster) -> list[list[str]]:
+            subs = station_subscriptions(roster, station, topics)
+            return [
+                [t for t in subs if t.endswith("/events")],
+                [t for t in subs if t.endswith("/acks")],
+            ]
+
+        return BridgeRunner(
+            s,
+            self.roster,
+            self._leases.partition_store(fence),
+            self._keyer,
+            broker_factory=self._factory,
+            metrics=self._metrics,
+            identity=identity,
+            subscriptions=subscriptions,
+        )
+
+    async def _serve(self, held: _Held) -> None:
+        """Connect the partition's sessions and start its tasks (the broker may be slow)."""
+        await held.runner.start_brokers(lambda broker: None)  # runner.stop_brokers stops all
+        held.runner.start_tasks(f"-{held.fence.partition}")
+        held.serving = True
+        log.info(
+            "partition_serving",
+            partition=held.fence.partition,
+            epoch=held.fence.epoch,
+            since_claim_s=round(self._monotonic() - held.claimed_at, 3),
+        )
+
+    async def _lose(self, partition: str, reason: str) -> None:
+        held = self.held.pop(partition, None)
+        if held is None:
+            return
+        self._cm.leases_lost.labels(reason).inc()
+        self._cm.partitions_owned.set(len(self.held))
+        log.warning(
+            "lease_lost",
+            partition=partition,
+            epoch=held.fence.epoch,
+            reason=reason,
+            effect="stopped acknowledging and dropped the partition's sessions; "
+            "what was not acknowledged waits at the broker for the next owner",
+        )
+        await _cancel(held.start)
+        await held.runner.abandon()
+
+    async def _hand_over(
+        self, partition: str, *, reason: str, deadline: float | None = None
+    ) -> None:
+        """Drain the partition, disconnect its sessions, then free its lease for the next."""
+        held = self.held.pop(partition, None)
+        if held is None:
+            return
+        self._cm.partitions_owned.set(len(self.held))
+        await _cancel(held.start)
+        until = deadline if deadline is not None else time.monotonic() + self.lease_s / 2
+        with contextlib.suppress(LeaseLostError):
+            await held.runner.drain_and_stop_tasks(until)
+        await held.runner.stop_brokers()
+        try:
+            released = await self._db(self._leases.release(held.fence))
+        except (StoreError, OSError, TimeoutError) as exc:
+            released = False
+            log.warning("partition_release_failed", partition=partition, error=str(exc))
+        self._cm.releases.inc()
+        log.info("partition_released", partition=partition, reason=reason, released=released)
+
+    # ---- what the daemon drives ----------------------------------------------------------
+
+    async def stop(self, deadline: float) -> None:
+        """SIGTERM: hand every partition over (drained, released), then leave the cluster."""
+        self._stopping = True
+        for partition in list(self.held):
+            await self._hand_over(partition, reason="stopping", deadline=deadline)
+        with contextlib.suppress(StoreError, OSError, TimeoutError):
+            await self._db(self._leases.leave(self.me))
+
+    async def replace_roster(self, roster: Roster) -> None:
+        """Serve a reloaded roster: new stations get lease rows; held partitions re-subscribe.
+
+        A grid moved to another station: its new reports go to the new station's partition
+        once both instances have reloaded; deliveries already made stay with the partition
+        that made them until they are resolved (docs/SCALING.md).
+        """
+        self.roster = roster
+        with contextlib.suppress(StoreError, OSError, TimeoutError):
+            await self._db(self._leases.ensure_partitions(roster.stations))
+        for held in self.held.values():
+            if held.serving and held.fence.partition in roster.stations:
+                await held.runner.replace_roster(roster)
+            else:
+                held.runner.bridge.replace_roster(roster)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready while the store answers and every held partition is connected."""
+        if self._state.last_tick_ok is None or self._state.last_error is not None:
+            return False, f"store unreachable: {self._state.last_error or 'no lease tick yet'}"
+        down = [name for held in self.held.values() for name in held.runner.disconnected()]
+        if down:
+            return False, "broker disconnected: " + ", ".join(down)
+        starting = sorted(p for p, held in self.held.items() if not held.serving)
+        if starting:
+            return False, "partitions starting: " + ", ".join(starting)
+        if not self.held:
+            return True, "ready (standby: no partition held)"
+        return True, "ready (partitions: " + ", ".join(sorted(self.held)) + ")"
+
+    def runners(self) -> list[BridgeRunner]:
+        """The runners of the partitions held now."""
+        return [held.runner for held in self.held.values()]
+
+
+def _failed(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is not None
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
