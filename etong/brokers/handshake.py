@@ -1,10 +1,8 @@
 """The request/answer pairs of a connection as awaitables: CONNECT → CONNACK, SUBSCRIBE →
 SUBACK, UNSUBSCRIBE → UNSUBACK, each with a deadline (paho only calls back).
 
-The session is persistent: MQTT 5 `clean_start=False` plus a Session Expiry Interval (paho's
-default MQTT_CLEAN_START_FIRST_ONLY would wipe it at every start), MQTT 3.1.1
-`clean_session=False` (set on the client, see `etong.brokers.mqtt`). What arrives while we are
-down waits at the broker.
+`connect()` blocks (DNS, TCP, TLS handshake), so it runs in an executor; the CONNACK and the
+session-present flag come back through paho's callback on the loop thread.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from etong.brokers.tls import describe_tls_error
+from etong.brokers.tls import describe_closed_before_connack, describe_tls_error
 from etong.config import BrokerSettings
 from etong.errors import BrokerError
 
@@ -127,9 +125,11 @@ class Handshake:
         finally:
             self._acks.pop(mid, None)
 
-    def connection_lost(self, why: str) -> None:
-        """The socket closed: what still waits for an answer fails, transiently."""
+    def connection_lost(self, failure: OSError | None) -> None:
+        """The socket closed (`failure`: the socket error, if any): what still waits for an
+        answer fails, transiently."""
         if self._connack is not None and not self._connack.done():
+            why = describe_closed_before_connack(failure, self._settings)
             self._connack.set_exception(TransientConnectError(why))
         for packet, fut in self._acks.values():
             if not fut.done():

@@ -37,7 +37,6 @@ from etong.brokers.loop_io import LoopIO
 from etong.brokers.publish_properties import PrepackedPublishProperties
 from etong.brokers.reconnect import Reconnector
 from etong.brokers.subscriptions import Subscriptions
-from etong.brokers.tls import describe_closed_before_connack
 from etong.clock import now_iso
 from etong.config import BrokerSettings
 from etong.errors import BrokerError
@@ -229,7 +228,7 @@ class MqttBroker:
         self._connected = False
         self._link_up = False
         failure = self._io.take_failure()
-        self._handshake.connection_lost(describe_closed_before_connack(failure, self._settings))
+        self._handshake.connection_lost(failure)
         if was_connected and not self._reconnector.stopping:
             reason = str(reason_code) if failure is None else f"{reason_code}: {failure}"
             log.warning("broker_disconnected", broker=self.name, reason=reason)
