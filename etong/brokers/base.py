@@ -54,13 +54,22 @@ class Broker(Protocol):
     """What the daemon uses of a broker connection."""
 
     name: str
-    last_error: str | None
-    """Why the last connect attempt failed, until one succeeds (for /readyz)."""
-    reconnects: int
-    """Reconnections since start (for /metrics)."""
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last connect attempt failed, until one succeeds (for /readyz)."""
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnections since start (for /metrics)."""
 
     async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:
         """Connect (persistent session), subscribe at QoS 1, publish `online`; return when ready."""
+
+    async def set_subscriptions(self, topics: list[str]) -> None:
+        """Make `topics` the subscribed set (QoS 1): subscribe what is new, unsubscribe what is
+        gone; return once the broker answered, or at once while disconnected (the reconnect
+        then subscribes the new set). Remembered: every reconnect subscribes the current set."""
 
     def ack(self, message: InboundMessage) -> None:
         """Send PUBACK for a QoS 1 message (call only after its outcome is committed)."""
@@ -106,9 +115,15 @@ class BrokerFactory(Protocol):
         settings: BrokerSettings,
         *,
         name: str,
-        status_topic: str,
+        status_topic: str | None,
         publisher: bool = False,
+        client_id: str | None = None,
         on_session_taken_over: Callable[[], None] | None = None,
     ) -> Broker:
-        """A connection, not yet started; `ConfigError` if its files cannot be read."""
+        """A connection, not yet started; `ConfigError` if its files cannot be read.
+
+        `client_id` None: `settings.client_id`, with `-pub` appended for a publisher.
+        `status_topic` None: no last will and no `online`/`offline` status on this connection
+        (a publisher never has them).
+        """
         ...

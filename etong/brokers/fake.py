@@ -36,12 +36,25 @@ class Published:
 class FakeBroker:
     """Implements `etong.brokers.base.Broker` in memory."""
 
-    def __init__(self, name: str = "fake", *, auto_puback: bool = True) -> None:
+    def __init__(
+        self,
+        name: str = "fake",
+        *,
+        auto_puback: bool = True,
+        client_id: str | None = None,
+        status_topic: str | None = None,
+    ) -> None:
         self.name = name
         self.auto_puback = auto_puback
+        self.client_id = client_id
+        """The client id the factory was asked for (None: the settings' rule)."""
+        self.status_topic = status_topic
+        """The status topic it was made with (None: no will, no status)."""
         self.published: list[Published] = []
         self.acked: list[int] = []
         self.subscriptions: list[str] = []
+        self.subscription_changes: list[list[str]] = []
+        """Every set `set_subscriptions` was given, in order."""
         self._on_message: OnMessage | None = None
         self._mids = itertools.count(1)
         self._connected = False
@@ -55,6 +68,11 @@ class FakeBroker:
         self._on_message = on_message
         self.subscriptions = list(subscriptions)
         self._connected = True
+
+    async def set_subscriptions(self, topics: list[str]) -> None:
+        """Record the new set; the fake broker answers at once."""
+        self.subscriptions = list(dict.fromkeys(topics))
+        self.subscription_changes.append(list(topics))
 
     def inject(
         self,
@@ -161,12 +179,22 @@ class FakeBrokers:
         settings: object,
         *,
         name: str,
-        status_topic: str,
+        status_topic: str | None,
         publisher: bool = False,
+        client_id: str | None = None,
         on_session_taken_over: object = None,
     ) -> FakeBroker:
-        """A new FakeBroker named `name`, remembered for the test."""
-        broker = _OrderedFakeBroker(name, self.start_order)
+        """A new FakeBroker named `name`, remembered for the test.
+
+        It keeps `client_id` and `status_topic` as given (a publisher's status topic as
+        None: like MqttBroker, a publisher has no status of its own).
+        """
+        broker = _OrderedFakeBroker(
+            name,
+            self.start_order,
+            client_id=client_id,
+            status_topic=None if publisher else status_topic,
+        )
         self.made[name] = broker
         return broker
 
@@ -177,8 +205,15 @@ class FakeBrokers:
 class _OrderedFakeBroker(FakeBroker):
     """A FakeBroker that notes when it was started, in its factory's `start_order`."""
 
-    def __init__(self, name: str, start_order: list[str]) -> None:
-        super().__init__(name)
+    def __init__(
+        self,
+        name: str,
+        start_order: list[str],
+        *,
+        client_id: str | None,
+        status_topic: str | None,
+    ) -> None:
+        super().__init__(name, client_id=client_id, status_topic=status_topic)
         self._start_order = start_order
 
     async def start(self, on_message: OnMessage, subscriptions: list[str]) -> None:

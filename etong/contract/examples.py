@@ -16,7 +16,7 @@ import orjson
 
 from etong.core.delivery import push_payload, receipt_payload
 from etong.core.validate import Rejection, parse_event
-from etong.models import Event
+from etong.models import Event, ReceiptStatus
 
 _CHINA = timezone(timedelta(hours=8))
 EVENT_ID = "01JDXQ6M2F4T9V3S8K7N5B1C0A"
@@ -96,7 +96,7 @@ def rejection_reason_example() -> str:
     return result.reason
 
 
-def _receipt(status: str, seconds: float, **fields: Any) -> dict[str, Any]:
+def _receipt(status: ReceiptStatus, seconds: float, **fields: Any) -> dict[str, Any]:
     payload = receipt_payload(
         event_id=fields.pop("event_id", EVENT_ID), status=status, at=_at(seconds), **fields
     )

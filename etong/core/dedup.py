@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from etong.core.records import EventStatus
+
 
 @dataclass(frozen=True, slots=True)
 class Fresh:
@@ -54,7 +56,7 @@ def decide(
     event_id: str,
     household_key: str,
     *,
-    known_event: tuple[str, str | None] | None,
+    known_event: tuple[EventStatus, str | None] | None,
     household_event_id: str | None,
     reporter: tuple[str, str],
     known_reporter: tuple[str, str] | None,

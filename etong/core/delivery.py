@@ -21,7 +21,7 @@ from typing import Literal
 import orjson
 
 from etong.core.records import Delivery
-from etong.models import ReportState
+from etong.models import AckStatus, ReceiptStatus, ReportState
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RFC4648_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)
@@ -68,7 +68,8 @@ class Step:
     delivery: Delivery
     push: bool = False  # push `delivery.recipient` now with `delivery.attempt`
     escalated_from: str | None = None
-    receipts: tuple[tuple[str, str | None], ...] = ()  # (status, officer_id) for the reporter
+    # (status, officer_id) of each receipt the reporter gets, in order.
+    receipts: tuple[tuple[ReceiptStatus, str | None], ...] = ()
     dead_letter: str | None = None  # reason, when the delivery became undeliverable
     security: str | None = None  # an ack that must not count, and why
     # The delivery was undeliverable and is not any more (a late ack): its dead letter closes.
@@ -124,9 +125,6 @@ def on_due(d: Delivery, policy: Policy, now: float, rng: random.Random) -> Step:
             f"({', '.join(d.chain)}), {policy.max_attempts} attempt(s) each"
         ),
     )
-
-
-AckStatus = Literal["received", "verified", "declined"]
 
 
 def on_ack(
@@ -224,7 +222,11 @@ def report_state(d: Delivery) -> tuple[ReportState, str | None]:
     return "undeliverable", None
 
 
-def push_kind(d: Delivery) -> Literal["first", "resend", "escalation"]:
+PushReason = Literal["first", "resend", "escalation"]
+"""Why a push goes out: the `reason` label of etong_pushes."""
+
+
+def push_kind(d: Delivery) -> PushReason:
     """Why the current attempt of `d` goes out (the `reason` label of etong_pushes)."""
     if d.step == 0 and d.attempt == 1:
         return "first"
@@ -267,13 +269,13 @@ def push_payload(
 def receipt_payload(
     *,
     event_id: str | None,
-    status: str,
+    status: ReceiptStatus,
     at: str,
     reason: str | None = None,
     duplicate_of: str | None = None,
     officer_id: str | None = None,
     delivery_id: str | None = None,
-    current_status: str | None = None,
+    current_status: ReportState | None = None,
 ) -> bytes:
     """A receipt (DESIGN §2); `delivery_id` is an addition so handhelds can correlate.
 

@@ -17,6 +17,7 @@ from etong.core.records import (
     BatchLookup,
     Delivery,
     EventRecord,
+    EventStatus,
     HistoryEntry,
     KnownEvent,
     PersonSighting,
@@ -209,7 +210,7 @@ def _remember_in_batch(
 def _event_row(
     event: Event,
     keys: EventKeys,
-    status: str,
+    status: EventStatus,
     duplicate_of: str | None,
     *,
     now: float,

@@ -13,6 +13,7 @@ from typing import Any, Literal, NamedTuple
 
 from etong.core.delivery import Step, receipt_payload
 from etong.core.records import BatchWrite, DeadLetterRecord, Delivery, ReceiptRecord
+from etong.models import ReceiptStatus
 from etong.topics import Topics
 
 LogLevel = Literal["debug", "info", "warning"]
@@ -70,7 +71,7 @@ class Outcome:
         grid_id: str,
         member_id: str,
         event_id: str | None,
-        status: str,
+        status: ReceiptStatus,
         **fields: Any,
     ) -> None:
         """A receipt to the reporting member, stored then published (DESIGN §2)."""

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
+
+from etong.models import ReceiptStatus
 
 # At most this much of a rejected message's payload is kept in its dead letter.
 DEAD_LETTER_PAYLOAD_CAP = 8192
+
+# The states a stored row can be in. The store's columns hold these strings; mypy holds the
+# core to them, and a store reading a row hands back what the core had it write.
+DeliveryState = Literal["pending", "received", "verified", "undeliverable"]
+"""`deliveries.state`: waiting for an ack, acked (received or verified), or given up."""
+EventStatus = Literal["accepted", "duplicate"]
+"""`events.status`: a report pushed, or a repeat of one kept for its answer and for `trace`."""
+DeadLetterKind = Literal["rejected", "bad_ack", "undeliverable"]
+"""`dead_letters.kind`: a refused report, a refused ack, a delivery nobody acknowledged."""
 
 
 @dataclass(slots=True)
@@ -20,7 +31,7 @@ class KnownEvent:
     """An event id the store has already seen."""
 
     event_id: str
-    status: str
+    status: EventStatus
     duplicate_of: str | None
     grid_id: str
     member_id: str
@@ -48,7 +59,7 @@ class Delivery:
     chain: list[str]
     step: int
     attempt: int
-    state: str
+    state: DeliveryState
     next_due: float | None
     context: bytes
     published_attempt: int = 0
@@ -108,7 +119,7 @@ class EventRecord(NamedTuple):
     type: str
     grid_id: str
     member_id: str
-    status: str  # accepted | duplicate
+    status: EventStatus
     duplicate_of: str | None
     address_key: str
     household_key: str
@@ -131,14 +142,14 @@ class ReceiptRecord(NamedTuple):
 
     event_id: str | None
     topic: str
-    status: str
+    status: ReceiptStatus
     payload: bytes
 
 
 class DeadLetterRecord(NamedTuple):
     """A `dead_letters` row: what got stuck or was refused, and why."""
 
-    kind: str  # rejected | bad_ack | undeliverable
+    kind: DeadLetterKind
     topic: str
     payload: bytes  # the raw message, at most DEAD_LETTER_PAYLOAD_CAP bytes
     reason: str

@@ -11,7 +11,7 @@ import orjson
 from etong.core.admission import Admitted
 from etong.core.budget import RejectionBudget
 from etong.core.outcome import Outcome
-from etong.core.records import DEAD_LETTER_PAYLOAD_CAP, DeadLetterRecord
+from etong.core.records import DEAD_LETTER_PAYLOAD_CAP, DeadLetterKind, DeadLetterRecord
 from etong.models import Event
 from etong.pii import mask_text
 from etong.textsafety import bounded_topic
@@ -34,7 +34,7 @@ def reject(
     # a reason travels to receipts, dead letters and the CLI, so it is masked too.
     reason = mask_text(item.rejection.reason)
     topic, msg = item.topic, item.inbound
-    kind = "bad_ack" if topic is not None and topic.kind == "ack" else "rejected"
+    kind: DeadLetterKind = "bad_ack" if topic is not None and topic.kind == "ack" else "rejected"
     out.counts["messages", "ack" if kind == "bad_ack" else "event", "rejected"] += 1
     if topic is None or topic.kind == "ack":
         budget = "bad_topic" if topic is None else "bad_ack"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import get_args
+from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
 from etong.brokers.base import Broker, PublishOptions
 from etong.clock import iso_from_unix
-from etong.core.delivery import new_delivery_id, push_kind, push_payload
+from etong.core.delivery import PushReason, new_delivery_id, push_kind, push_payload
 from etong.core.outcome import Outcome
 from etong.core.records import Delivery, attempt_marker
 from etong.metrics import Metrics
@@ -24,7 +24,9 @@ from etong.topics import Topics
 
 # Pages of the start-up re-publish pass, and its pace (the same as re-sends).
 REPUBLISH_PAGE = 500
-RECEIPT_STATUSES: tuple[str, ...] = get_args(ReceiptStatus)
+RECEIPT_STATUSES: tuple[ReceiptStatus, ...] = get_args(ReceiptStatus)
+# The `reason` label of etong_pushes: a delivery's (`push_kind`), or a registrar's copy.
+PUSH_REASONS: tuple[PushReason | Literal["cc"], ...] = (*get_args(PushReason), "cc")
 
 
 class Outbox:
@@ -49,7 +51,7 @@ class Outbox:
         self._clock = clock
         # Bound once: `labels()` costs a lock and a dict lookup per call on the hot path.
         m = metrics
-        self._count_push = {r: m.pushes.labels(r) for r in ("first", "resend", "escalation", "cc")}
+        self._count_push = {reason: m.pushes.labels(reason) for reason in PUSH_REASONS}
         self._count_receipt = {status: m.receipts.labels(status) for status in RECEIPT_STATUSES}
         # PUBACKs seen since the last transaction, recorded by the next one.
         self.published_receipts: list[int] = []

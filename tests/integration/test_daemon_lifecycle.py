@@ -92,6 +92,14 @@ async def test_publishers_start_before_the_listener_which_subscribes_to_events_a
     assert running.daemon._readiness() == (True, "ready")
 
 
+async def test_the_listener_carries_the_status_topic_and_both_take_the_settings_client_id(
+    running: Running,
+) -> None:
+    assert running.listener.status_topic == "etong/v1/bridge/etong-1/status"
+    assert running.publisher.status_topic is None  # a publisher has no status of its own
+    assert (running.listener.client_id, running.publisher.client_id) == (None, None)
+
+
 async def test_not_ready_until_the_listener_has_subscribed(
     tmp_path: Path, restore_signal_handlers: None
 ) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from etong.brokers.mqtt import RECONNECT_BACKOFF_S, SESSION_TAKEN_OVER, MqttBroker
+from etong.brokers.mqtt import MqttBroker
+from etong.brokers.reconnect import RECONNECT_BACKOFF_S, SESSION_TAKEN_OVER
 from etong.config import BrokerSettings
 from etong.metrics import Metrics
 

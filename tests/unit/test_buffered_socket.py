@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from etong.brokers.mqtt import BufferedSocket
+from etong.brokers.buffered_socket import BufferedSocket
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ STATUS = "etong/v1/bridge/etong-1/status"
 def _refusal(name: str, protocol: int, reason: str) -> str:
     settings = BrokerSettings(url="mqtt://h", protocol=protocol)
     broker = MqttBroker(settings, name=name, status_topic=STATUS)
-    return broker._refusal(ReasonCode(PacketTypes.CONNACK, reason))
+    return broker._handshake.refusal(ReasonCode(PacketTypes.CONNACK, reason))
 
 
 def test_an_unsupported_protocol_version_names_the_section_of_the_connection() -> None:

@@ -8,7 +8,6 @@ import orjson
 import pytest
 
 from etong.core.delivery import (
-    AckStatus,
     Policy,
     Step,
     backoff_s,
@@ -21,6 +20,7 @@ from etong.core.delivery import (
     report_state,
 )
 from etong.core.records import Delivery
+from etong.models import AckStatus
 
 POLICY = Policy(ack_timeout_s=30, max_attempts=3, backoff_max_s=600)
 

@@ -8,7 +8,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from etong.brokers.base import PublishOptions
-from etong.brokers.mqtt import PrepackedPublishProperties, encode_publish_properties
+from etong.brokers.publish_properties import PrepackedPublishProperties, encode_publish_properties
 
 
 def _decode(packed: bytes) -> Any:

@@ -12,11 +12,11 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from etong.brokers.mqtt import (
+from etong.brokers.mqtt import MqttBroker
+from etong.brokers.reconnect import (
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_S,
     SESSION_TAKEN_OVER,
-    MqttBroker,
     reconnect_backoff_s,
 )
 from etong.config import BrokerSettings
@@ -47,7 +47,7 @@ def _connected_broker(metrics: Metrics) -> MqttBroker:
         on_session_taken_over=metrics.session_taken_over.labels("grid").inc,
     )
     broker._connected = True  # as after a CONNACK and SUBACK ...
-    broker._link_up_at = time.monotonic() - 60  # ... a minute ago
+    broker._reconnector.link_up_at = time.monotonic() - 60  # ... a minute ago
     return broker
 
 
@@ -72,7 +72,7 @@ async def test_a_disconnect_with_session_taken_over_is_counted_and_delays_the_re
     _disconnect(broker, SESSION_TAKEN_OVER)
 
     assert _taken_over(metrics) == 1.0
-    assert broker._reconnect_delay_s >= RECONNECT_BACKOFF_S
+    assert broker._reconnector.delay_s >= RECONNECT_BACKOFF_S
     assert b"etong_session_taken_over_total" in metrics.render()
 
 
@@ -84,7 +84,7 @@ async def test_other_disconnects_are_not_takeovers(code: int) -> None:
     _disconnect(broker, code)
 
     assert not _taken_over(metrics)
-    assert broker._reconnect_delay_s == 0.0
+    assert broker._reconnector.delay_s == 0.0
 
 
 async def test_takeovers_in_a_row_wait_longer_each_time() -> None:
@@ -93,9 +93,9 @@ async def test_takeovers_in_a_row_wait_longer_each_time() -> None:
     delays = []
     for _ in range(3):
         broker._connected = True
-        broker._link_up_at = time.monotonic()  # taken again right after reconnecting
+        broker._reconnector.link_up_at = time.monotonic()  # taken again right after reconnecting
         _disconnect(broker, SESSION_TAKEN_OVER)
-        delays.append(broker._reconnect_delay_s)
+        delays.append(broker._reconnector.delay_s)
 
     assert _taken_over(metrics) == 3.0
     assert delays[0] < delays[1] < delays[2]
@@ -108,10 +108,10 @@ async def test_connections_dropped_right_after_connecting_back_off_from_the_seco
     delays = []
     for _ in range(4):
         _disconnect(broker, SERVER_SHUTTING_DOWN)
-        delays.append(broker._reconnect_delay_s)
-        broker._reconnect_delay_s = 0.0  # the supervisor takes it
+        delays.append(broker._reconnector.delay_s)
+        broker._reconnector.delay_s = 0.0  # the supervisor takes it
         broker._connected = True
-        broker._link_up_at = time.monotonic()  # and the next connection drops at once
+        broker._reconnector.link_up_at = time.monotonic()  # and the next connection drops at once
 
     assert delays[0] == 0.0  # one drop after a long connection: reconnect at once
     assert RECONNECT_BACKOFF_S <= delays[1] < delays[2] < delays[3]
@@ -122,14 +122,14 @@ async def test_a_connection_that_lasted_resets_the_backoff() -> None:
     broker = _connected_broker(Metrics())
     for _ in range(3):
         broker._connected = True
-        broker._link_up_at = time.monotonic()
+        broker._reconnector.link_up_at = time.monotonic()
         _disconnect(broker, SESSION_TAKEN_OVER)
     broker._connected = True
-    broker._link_up_at = time.monotonic() - 60
+    broker._reconnector.link_up_at = time.monotonic() - 60
 
     _disconnect(broker, SESSION_TAKEN_OVER)
 
-    assert RECONNECT_BACKOFF_S <= broker._reconnect_delay_s < 1.25 * RECONNECT_BACKOFF_S
+    assert RECONNECT_BACKOFF_S <= broker._reconnector.delay_s < 1.25 * RECONNECT_BACKOFF_S
 
 
 async def test_the_supervisor_waits_the_takeover_delay_before_reconnecting() -> None:
@@ -138,20 +138,20 @@ async def test_the_supervisor_waits_the_takeover_delay_before_reconnecting() -> 
 
     async def reconnect() -> None:
         reconnected_at.append(time.monotonic())
-        broker._disconnected.clear()  # as a successful connect does
+        broker._reconnector.disconnected.clear()  # as a successful connect does
 
-    broker._connect_with_retry = reconnect  # type: ignore[method-assign]
+    broker._reconnector.connect_with_retry = reconnect  # type: ignore[method-assign]
     _disconnect(broker, SESSION_TAKEN_OVER)
-    broker._reconnect_delay_s = 0.3  # the real one is seconds; a lower bound is what is tested
+    broker._reconnector.delay_s = 0.3  # the real one is seconds; a lower bound is what is tested
     taken_at = time.monotonic()
-    supervisor = asyncio.create_task(broker._supervise())
+    supervisor = asyncio.create_task(broker._reconnector.supervise())
     try:
         while not reconnected_at:  # noqa: ASYNC110 - a test waiting on a fake's side effect
             await asyncio.sleep(0.01)
         assert reconnected_at[0] - taken_at >= 0.3
-        assert broker._reconnect_delay_s == 0.0  # used once
+        assert broker._reconnector.delay_s == 0.0  # used once
     finally:
-        broker._stopping = True
+        broker._reconnector.stopping = True
         supervisor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
@@ -165,9 +165,9 @@ def test_a_socket_callback_from_a_collected_client_after_the_loop_closed_is_igno
     )
     loop = asyncio.new_event_loop()
     loop.close()
-    broker._loop = loop
-    broker._loop_thread = -1  # as if called from another thread than the loop's
+    broker._io._loop = loop
+    broker._io._loop_thread = -1  # as if called from another thread than the loop's
     ran: list[object] = []
-    callback = broker._threadsafe(ran.append)
+    callback = broker._io.threadsafe(ran.append)
     callback(None, None, object())
     assert ran == []
