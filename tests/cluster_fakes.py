@@ -105,7 +105,7 @@ class MemoryLeases:
         self.beats.pop(instance_id, None)
 
     def partition_store(self, fence: Fence) -> Store:
-        return _FencedView(self, fence)  # type: ignore[return-value]
+        return _FencedView(self, fence)
 
     async def check_key_fingerprint(self, fingerprint: str) -> None:
         return None

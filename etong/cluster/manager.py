@@ -205,7 +205,7 @@ class ClusterManager:
         if lease is None:
             return  # another instance was quicker
         fence = Fence(partition, self.me, lease.epoch)
-        if before.owner is not None and before.owner != self.me:
+        if lease.epoch > 1:  # someone held it before: released, or expired
             self._cm.takeovers.inc()
         log.info(
             "partition_claimed",

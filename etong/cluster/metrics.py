@@ -31,7 +31,7 @@ class ClusterMetrics:
         )
         self.takeovers = Counter(
             "etong_partition_takeovers",
-            "Partitions claimed from another owner (expired or released) or never taken",
+            "Partitions claimed that another owner held before (released, or its lease expired)",
             registry=registry,
         )
         self.releases = Counter(

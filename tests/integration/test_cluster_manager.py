@@ -166,10 +166,11 @@ async def test_a_refused_renewal_abandons_the_partition_at_once(
     await a.manager.first_tick()
     await a.serving()
     listener = a.brokers["grid-s2"]
-    shared.clock.advance(LEASE_S + 1)  # a paused past its lease; another took s2
-    await shared.claim("s2", "i9", LEASE_S)
+    # a paused past its lease of s2 (a stopped VM), and i9 took it meanwhile.
+    row = shared.rows["s2"]
+    shared.rows["s2"] = type(row)("s2", "i9", row.epoch + 1, shared.clock.now + LEASE_S)
     await a.manager.tick()
-    assert "s2" not in a.held
+    assert a.held == ["s1", "s3"]
     assert not listener.connected
     assert a.cluster_metrics.leases_lost.labels("renew_refused")._value.get() == 1
 
