@@ -9,6 +9,7 @@ keyed mode is a MAC (RFC 7693 §2.9), faster than HMAC-SHA256 and just as suitab
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from etong.core.normalize import household_key, normalize_address, normalize_id_
 from etong.models import Event
 
 KEY_BYTES = 32
+_FINGERPRINT_MESSAGE = b"etong-pii-key-fingerprint"
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -38,6 +40,15 @@ def load_or_create_key(path: Path) -> bytes:
     if len(key) < 16:
         raise ValueError(f"PII key file {path} is too short ({len(key)} bytes; expected 32)")
     return key
+
+
+def key_fingerprint(key: bytes) -> str:
+    """What identifies the PII key without revealing it: HMAC-SHA256 of a fixed message.
+
+    A shared store records it (`PostgresStore.check_key_fingerprint`) so an instance started
+    with another key file is refused instead of hashing persons to values nobody else finds.
+    """
+    return hmac.new(key, _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,16 @@ precision, BLOB is bytea, the receipt and dead-letter ids are identity columns. 
 several instances (DESIGN §7): a `station` column on deliveries, receipts and dead letters
 (the partition that wrote them; '' for rows of no partition), the lease rows (`partitions`),
 the live instances (`instances`), and `meta` (the schema version, the PII key's fingerprint).
+
+Where SQLite breaks a tie of equal times by rowid (insertion order: the household a batch's
+dedup finds first, the order of a due page, of history), these tables have `seq`, an identity
+in insertion order, and the queries order by it after the time, so both stores answer alike.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from etong.errors import StoreError
+from etong.store.postgres_connect import Conn
 
 SCHEMA_VERSION = 1
 
@@ -32,7 +37,8 @@ MIGRATIONS: list[str] = [
         household_key text NOT NULL,              -- keyed hash of type + address + persons
         received_at   double precision NOT NULL,  -- unix seconds
         payload       bytea NOT NULL,             -- the validated event, JSON
-        summary       bytea NOT NULL              -- what a history entry shows, JSON
+        summary       bytea NOT NULL,             -- what a history entry shows, JSON
+        seq           bigint GENERATED ALWAYS AS IDENTITY  -- insertion order (SQLite's rowid)
     );
     CREATE INDEX events_household ON events (household_key, received_at)
         WHERE status = 'accepted';
@@ -43,7 +49,8 @@ MIGRATIONS: list[str] = [
         person_key  text NOT NULL,                -- keyed hash, never the clear id number
         event_id    text NOT NULL,
         address_key text NOT NULL,
-        received_at double precision NOT NULL
+        received_at double precision NOT NULL,
+        seq         bigint GENERATED ALWAYS AS IDENTITY
     );
     CREATE INDEX event_persons_key ON event_persons (person_key, received_at);
     CREATE INDEX event_persons_event ON event_persons (event_id);
@@ -63,7 +70,8 @@ MIGRATIONS: list[str] = [
         context           bytea NOT NULL,     -- the push context, JSON
         acked_by          text,
         created_at        double precision NOT NULL,
-        updated_at        double precision NOT NULL
+        updated_at        double precision NOT NULL,
+        seq               bigint GENERATED ALWAYS AS IDENTITY
     );
     CREATE INDEX deliveries_due ON deliveries (station, next_due) WHERE state = 'pending';
     CREATE INDEX deliveries_event ON deliveries (event_id);
@@ -151,6 +159,30 @@ def schema_problems(version: int | None, tables: set[str], limit: int) -> list[s
     return found[:limit]
 
 
-def version_of(rows: list[Any]) -> int | None:
-    """The schema version in `meta`'s rows for VERSION_KEY ([] before the first migration)."""
-    return int(rows[0][0]) if rows else None
+async def migrate(conn: Conn, where: str) -> None:
+    """Bring the schema to SCHEMA_VERSION in one transaction, under the migration lock.
+
+    PostgreSQL's DDL is transactional: a failed migration leaves the previous version whole.
+    Instances that start together queue on the advisory lock; the first migrates, the others
+    then read the new version and apply nothing.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        await conn.execute(CREATE_META)
+        value = await conn.fetchval("SELECT value FROM meta WHERE key = $1", VERSION_KEY)
+        version = 0 if value is None else int(value)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the PostgreSQL store ({where}) has schema version {version}, newer than this "
+                f"etong ({SCHEMA_VERSION}); upgrade etong or use another store"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in split_sql(MIGRATIONS[target - 1]):
+                await conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                VERSION_KEY,
+                str(SCHEMA_VERSION),
+            )
