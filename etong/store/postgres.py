@@ -91,6 +91,11 @@ class PostgresStore:
         store = cls(pool, target)
         try:
             await store._prepare(check_integrity=check_integrity)
+        except asyncpg.PostgresError as exc:
+            await store.close()
+            raise StoreError(
+                f"cannot prepare the PostgreSQL store ({target.where}): {exc}"
+            ) from exc
         except BaseException:
             await store.close()
             raise
@@ -117,7 +122,7 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn:
                 yield conn
-        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             translated = translate(self.target, exc)
             if translated is exc:
                 raise

@@ -120,15 +120,24 @@ def translate(target: Target, exc: BaseException) -> BaseException:
         # server cannot take the write now, it may later, and nothing of it was kept.
         detail = "no space left" if exc.sqlstate == "53100" else "insufficient resources"
         return StoreFullError(target.path, f"{detail}; SQLSTATE {exc.sqlstate}: {exc}")
-    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError) or (
-        isinstance(exc, asyncpg.OperatorInterventionError)
-        and not isinstance(exc, asyncpg.QueryCanceledError)
-    ):
+    if _is_lost_connection(exc):
         return StoreUnavailableError(
             f"lost the connection to the PostgreSQL store ({target.where}): {_reason(exc)}; "
             "the pool reconnects at the next call"
         )
     return exc
+
+
+def _is_lost_connection(exc: BaseException) -> bool:
+    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError):
+        return True
+    if isinstance(exc, asyncpg.OperatorInterventionError):  # 57P01 terminated, not 57014
+        return not isinstance(exc, asyncpg.QueryCanceledError)
+    # A connection the server closed while it sat in our hands between two statements: the
+    # pool has already taken it back, and asyncpg says so on the next statement.
+    return isinstance(exc, asyncpg.InterfaceError) and (
+        "connection is closed" in str(exc) or "released back to the pool" in str(exc)
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from etong.bridge import Bridge
@@ -16,7 +19,8 @@ from etong.brokers.fake import FakeBroker
 from etong.config import Settings, parse_settings
 from etong.core.keys import Keyer
 from etong.roster import Roster, load_roster
-from etong.store import SqliteStore
+from etong.store import PostgresStore, SqliteStore
+from tests.postgres import Databases
 
 EXAMPLE_ROSTER = Path(__file__).parents[2] / "config" / "roster.example.toml"
 
@@ -82,6 +86,48 @@ def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return parse_settings(data, config_path=tmp_path / "etong.toml")
+
+
+@dataclass
+class Backend:
+    """One store implementation under test, and this test's store on it."""
+
+    name: str
+    """sqlite | postgres"""
+    tmp_path: Path
+    url: str | None
+    """The test's own PostgreSQL database; None for SQLite (a file in `tmp_path`)."""
+    integrity_error: type[Exception]
+    """What the driver raises for a violated constraint (the stores leave it untranslated)."""
+    opened: list[SqliteStore | PostgresStore]
+
+    async def open(self) -> SqliteStore | PostgresStore:
+        """Open this test's store (the same file or database every time)."""
+        store: SqliteStore | PostgresStore
+        if self.url is not None:
+            store = await PostgresStore.open(self.url)
+        else:
+            store = await SqliteStore.open(self.tmp_path / "etong.db")
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_databases: Databases
+) -> AsyncIterator[Backend]:
+    """Each store test once per implementation; whatever the test opened is closed after."""
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "postgres":
+            url = await stack.enter_async_context(pg_databases.database())
+            found = Backend("postgres", tmp_path, url, asyncpg.UniqueViolationError, [])
+        else:
+            found = Backend("sqlite", tmp_path, None, sqlite3.IntegrityError, [])
+        try:
+            yield found
+        finally:
+            for store in found.opened:
+                await store.close()
 
 
 @pytest.fixture(autouse=True)
