@@ -64,7 +64,9 @@ def dashboard() -> dict[str, Any]:
 def dashboard_queries() -> list[str]:
     """Every PromQL query of the dashboard: panel targets and template variable queries."""
     queries = [
-        target["expr"] for panel in dashboard()["panels"] for target in panel.get("targets", [])
+        target["expr"]
+        for panel in dashboard()["panels"]
+        for target in panel.get("targets", [])
     ]
     for variable in dashboard()["templating"]["list"]:
         if variable["type"] == "query":
