@@ -83,7 +83,7 @@ async def _with_store(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any
     from etong.store import open_store
 
     settings = _load(args)
-    if not settings.store.path.exists():
+    if not settings.store.is_postgres and not settings.store.path.exists():
         raise EtongError(f"no store at {settings.store.path} (has the bridge ever run?)")
     store = await open_store(settings.store)
     try:
@@ -137,8 +137,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         problems, counts = [str(exc)], {}
     ready, answered = _daemon_readiness(settings)
     lines = [line for problem in problems for line in problem.splitlines() if line.strip()]
+    intact = "schema ok" if settings.store.is_postgres else "quick_check ok"
     store_line = (
-        "intact (quick_check ok)"
+        f"intact ({intact})"
         if not problems
         else "FAILED its integrity check: "
         + "; ".join(lines[:4])
@@ -224,6 +225,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_migrate_store(args: argparse.Namespace) -> int:
+    """`etong migrate-store --from OLD.db`: an SQLite store into the empty PostgreSQL store."""
+    from etong.commands import migrate_store
+
+    return migrate_store.run(args)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """`etong schema`: JSON Schema of every message, and an AsyncAPI document."""
     from etong.commands import schema, schema_files
@@ -303,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output (list)")
     p = verb("purge", cmd_purge, "delete data older than retention.days")
     p.add_argument("--days", type=int, default=None, help="override retention.days")
+    p = verb(
+        "migrate-store",
+        cmd_migrate_store,
+        "copy an SQLite store (--from) into the empty PostgreSQL store of --config",
+    )
+    _add_module_arguments(p, "migrate_store")
     p = verb("schema", cmd_schema, "JSON Schema of every message, and an AsyncAPI document")
     _add_module_arguments(p, "schema")
     p = verb("demo", cmd_demo, "the whole system end to end on this machine")
