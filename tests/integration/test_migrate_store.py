@@ -66,12 +66,12 @@ async def _migrate(config: Path, source: Path) -> int:
 
 
 async def test_migrate_store_copies_every_row_and_stamps_each_with_its_station(
-    harness_factory: Callable[..., Any],
+    sqlite_harness_factory: Callable[..., Any],
     pg_url: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    h: Harness = await harness_factory()
+    h: Harness = await sqlite_harness_factory()
     accepted = await _fill(h)
     counts = await h.store.counts()
     assert counts["dead_letters"] >= 2 and counts["deliveries_undeliverable"] >= 1
@@ -115,12 +115,12 @@ async def test_migrate_store_copies_every_row_and_stamps_each_with_its_station(
 
 
 async def test_migrate_store_refuses_a_store_a_daemon_holds_and_a_target_that_is_not_empty(
-    harness_factory: Callable[..., Any],
+    sqlite_harness_factory: Callable[..., Any],
     pg_url: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    h: Harness = await harness_factory()
+    h: Harness = await sqlite_harness_factory()
     await _fill(h)
     await h.store.close()
     old = h.settings.store.path
@@ -146,12 +146,12 @@ async def test_migrate_store_refuses_a_store_a_daemon_holds_and_a_target_that_is
 
 
 async def test_migrate_store_refuses_when_the_new_instances_key_differs_from_the_old(
-    harness_factory: Callable[..., Any],
+    sqlite_harness_factory: Callable[..., Any],
     pg_url: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    h: Harness = await harness_factory()
+    h: Harness = await sqlite_harness_factory()
     await h.store.close()
     old = h.settings.store.path
     (old.parent / "pii.key").write_bytes(KEY)
