@@ -13,9 +13,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from etong.cli import main
 from etong.config import parse_settings
 from etong.core.keys import key_fingerprint
 from etong.core.records import BatchKeys, BatchWrite, Delivery, EventRecord, ReceiptRecord
+from etong.devkit.localbridge import render_toml
 from etong.devkit.mosquitto import free_port
 from etong.errors import (
     StoreConflictError,
@@ -182,6 +184,20 @@ async def test_a_connection_the_server_ended_is_an_error_naming_the_store_and_th
     write = BatchWrite(events=[_event(1)], receipts=[ReceiptRecord("E000001", "t", "s", b"{}")])
     assert await store.write(write, now=1.0)
     assert (await store.counts())["events"] == 1
+
+
+async def test_etong_status_reads_a_postgresql_store(
+    store: PostgresStore, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await store.write(BatchWrite(events=[_event(1)], new_deliveries=[_delivery(1)]), now=1.0)
+    config = tmp_path / "etong.toml"
+    config.write_text(
+        render_toml({"store": {"url": pg_url}, "http": {"listen": ""}}), encoding="utf-8"
+    )
+    assert await asyncio.to_thread(main, ["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "store:           intact (schema ok)" in out
+    assert "deliveries_pending:      1" in out and "events:                  1" in out
 
 
 # ---- the PII key ---------------------------------------------------------------------------
