@@ -48,6 +48,7 @@ from etong.store.postgres_schema import (
 )
 
 DEFAULT_POOL_SIZE = 10
+WRITE_ATTEMPTS = 3  # a batch the server chose as a deadlock's victim is written again
 
 
 class PostgresStore:
@@ -163,10 +164,19 @@ class PostgresStore:
         (nothing kept; the same batch may be retried) when the server has no room."""
         if batch.is_empty():
             return []
-        async with self.transaction() as conn:
-            if fence is not None:
-                await postgres_leases.hold_fence(conn, fence)
-            return await write_batch(conn, batch, now, fence.partition if fence else "")
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                async with self.transaction() as conn:
+                    if fence is not None:
+                        await postgres_leases.hold_fence(conn, fence)
+                    return await write_batch(conn, batch, now, fence.partition if fence else "")
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                # The server rolled the whole transaction back to break a lock cycle (with
+                # the daily purge, an operator's replay, another partition's batch): nothing
+                # of it was kept, so the same batch is simply written again.
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def write(self, batch: BatchWrite, now: float) -> list[int]:
         """Commit one batch (rows of no partition: station ''); the receipts' ids, in order."""

@@ -305,3 +305,54 @@ async def test_rows_a_partition_writes_carry_its_station(
     for table in ("deliveries", "receipts", "dead_letters"):
         rows = await admin.fetch(f"SELECT event_id, station FROM {table} ORDER BY event_id")  # noqa: S608
         assert [tuple(r) for r in rows] == [("E0001", "north"), ("E0002", "")], table
+
+
+async def test_a_batch_chosen_as_a_deadlocks_victim_is_written_again(
+    store: PostgresStore,
+    admin: asyncpg.Connection[asyncpg.Record],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lock cycle between a batch and another transaction (here: one that holds the batch's
+    delivery and then wants the lease row the batch holds FOR SHARE): the server rolls the
+    batch back (its deadlock check comes first: the other waits 30 s before checking), and
+    the store writes it again once the other transaction has committed."""
+    view = await _view(store, "north", "i-1", LONG_S)
+    await view.write(_report(1), now=1.0)
+    attempts: list[BaseException | None] = []
+    real: Callable[..., Awaitable[list[int]]] = postgres_batch.write_batch
+
+    async def counted(*args: Any) -> list[int]:
+        try:
+            ids = await real(*args)
+        except BaseException as exc:
+            attempts.append(exc)
+            raise
+        attempts.append(None)
+        return ids
+
+    monkeypatch.setattr(postgres, "write_batch", counted)
+    other = admin.transaction()
+    await other.start()
+    await admin.execute("SET LOCAL deadlock_timeout = '30s'")
+    await admin.execute("UPDATE deliveries SET attempt = attempt WHERE delivery_id = 'D0001'")
+    acked = Delivery("D0001", "E0001", "G", "m", ["o"], 0, 1, "received", None, b"{}", 0, "o")
+    batch = asyncio.create_task(view.write(BatchWrite(delivery_updates=[acked]), now=2.0))
+    async with store.connection() as watcher:
+
+        async def batch_waits() -> bool:
+            return bool(
+                await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE deliveries d SET chain%'"
+                )
+            )
+
+        await wait_until_async(batch_waits, "the batch to wait for the delivery's row lock")
+        # Wants the lease row: a cycle. The batch is the victim and lets go of it.
+        await admin.execute("UPDATE partitions SET epoch = epoch WHERE partition = 'north'")
+    await other.commit()
+
+    assert await batch == []
+    [delivery] = (await store.trace("E0001"))["deliveries"]
+    assert delivery["state"] == "received" and delivery["acked_by"] == "o"
+    assert [type(a) for a in attempts] == [asyncpg.DeadlockDetectedError, type(None)]
