@@ -123,7 +123,13 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn:
                 yield conn
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            OSError,
+            TimeoutError,
+        ) as exc:
             translated = translate(self.target, exc)
             if translated is exc:
                 raise

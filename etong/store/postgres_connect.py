@@ -134,7 +134,11 @@ def _is_lost_connection(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.OperatorInterventionError):  # 57P01 terminated, not 57014
         return not isinstance(exc, asyncpg.QueryCanceledError)
     # A connection the server closed while it sat in our hands between two statements: the
-    # pool has already taken it back, and asyncpg says so on the next statement.
+    # pool has already taken it back, and asyncpg says so on the next statement; or the
+    # server's FATAL arrived first and the protocol still waits for a ReadyForQuery that will
+    # never come (InternalClientError "another operation (2: error consume) is in progress").
+    if isinstance(exc, asyncpg.InternalClientError):
+        return True
     return isinstance(exc, asyncpg.InterfaceError) and (
         "connection is closed" in str(exc) or "released back to the pool" in str(exc)
     )
