@@ -11,6 +11,7 @@
                       the `LeaseStore`; `postgres_partition.py` a partition's fenced view;
                       `postgres_batch.py`, `postgres_schedule.py`, `postgres_admin.py`,
                       `postgres_leases.py`, `postgres_schema.py`, `postgres_connect.py` its parts
+- `copy_sqlite.py`    `etong migrate-store`'s copy of an SQLite store into an empty PostgreSQL one
 
 `open_store` picks the implementation for `[store]`; the record types that cross the
 interface are in `etong/core/records.py`.
