@@ -32,19 +32,18 @@ def _leftover_threads() -> list[threading.Thread]:
 
 @pytest.fixture(scope="session")
 def pg_databases() -> Iterator[Databases]:
-    """This session's migrated template database on the test PostgreSQL (tests/postgres.py).
-
-    Set up on a loop of its own, outside the tests' loops (a sync fixture runs before any).
-    """
-    loop = asyncio.new_event_loop()
+    """This session's databases on the test PostgreSQL (tests/postgres.py): the template is
+    made when a test first asks for a database, and dropped at the end of the session, on a
+    loop of its own (the tests' loops are gone by then)."""
+    databases = Databases()
     try:
-        databases = loop.run_until_complete(Databases.create())
-        try:
-            yield databases
-        finally:
-            loop.run_until_complete(databases.drop_template())
+        yield databases
     finally:
-        loop.close()
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(databases.drop_template())
+        finally:
+            loop.close()
 
 
 @pytest.fixture

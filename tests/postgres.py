@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import asyncpg
 import pytest
@@ -65,16 +64,19 @@ async def drop_database(conn: asyncpg.Connection[asyncpg.Record], name: str) -> 
     await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@dataclass
 class Databases:
-    """This session's template and the copies made from it."""
+    """This session's template and the copies made from it. The template is made by the first
+    test that needs a database (on that test's loop), so a run without such tests, or with
+    only SQLite ones, never needs the server."""
 
-    template: str
-    _numbers: itertools.count[int]
+    def __init__(self) -> None:
+        self.template: str | None = None
+        self._numbers = itertools.count(1)
 
-    @classmethod
-    async def create(cls) -> Databases:
+    async def _template(self) -> str:
         """Drop what dead sessions left, then make and migrate this session's template."""
+        if self.template is not None:
+            return self.template
         pid = os.getpid()
         conn = await admin_connection()
         try:
@@ -91,10 +93,13 @@ class Databases:
             await conn.close()
         store = await PostgresStore.open(url_of(template), pool_size=1)
         await store.close()  # a template must have no connection when it is copied
-        return cls(template, itertools.count(1))
+        self.template = template
+        return template
 
     async def drop_template(self) -> None:
-        """The end of the session."""
+        """The end of the session (nothing to do if no test made it)."""
+        if self.template is None:
+            return
         conn = await admin_connection()
         try:
             await drop_database(conn, self.template)
@@ -105,10 +110,10 @@ class Databases:
     async def database(self, *, empty: bool = False) -> AsyncIterator[str]:
         """A new database for one test (migrated, or `empty`), dropped afterwards even when
         the test fails; yields its URL."""
+        template = "template0" if empty else await self._template()
         name = f"{PREFIX}_{os.getpid()}_{next(self._numbers)}"
         conn = await admin_connection()
         try:
-            template = "template0" if empty else self.template
             await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         finally:
             await conn.close()
