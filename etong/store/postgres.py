@@ -40,8 +40,6 @@ from etong.store.postgres_connect import Conn, Pool, Target, create_pool, transl
 from etong.store.postgres_partition import PartitionStore
 from etong.store.postgres_schema import (
     KEY_FINGERPRINT_KEY,
-    MIGRATION_LOCK_KEY,
-    SCHEMA_VERSION,
     VERSION_KEY,
     migrate,
     schema_problems,
@@ -360,6 +358,3 @@ class PostgresStore:
                 "this store: claim it first"
             )
         return PartitionStore(self, fence, first_receipt_id_of_run=floor)
-
-
-__all__ = ["MIGRATION_LOCK_KEY", "SCHEMA_VERSION", "PostgresStore"]
