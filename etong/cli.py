@@ -165,6 +165,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from etong.store import backup_store
 
     settings = _load(args)
+    if settings.store.is_postgres:
+        raise EtongError(
+            "etong backup copies an SQLite store; back a PostgreSQL store up with its own "
+            "tools (pg_dump -Fc, or the replication's base backups): docs/OPERATIONS.md"
+        )
     backup_store(settings.store.path, Path(args.out))
     print(f"backed up {settings.store.path} to {args.out} (integrity check of the copy: ok)")
     return EXIT_OK

@@ -200,6 +200,17 @@ async def test_etong_status_reads_a_postgresql_store(
     assert "deliveries_pending:      1" in out and "events:                  1" in out
 
 
+async def test_etong_backup_points_a_postgresql_store_at_its_own_tools(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "etong.toml"
+    config.write_text(render_toml({"store": {"url": pg_url}}), encoding="utf-8")
+    args = ["backup", "--config", str(config), "--out", str(tmp_path / "copy.db")]
+    assert await asyncio.to_thread(main, args) == 1
+    assert "pg_dump" in capsys.readouterr().err
+    assert not (tmp_path / "copy.db").exists()
+
+
 # ---- the PII key ---------------------------------------------------------------------------
 
 
