@@ -85,7 +85,7 @@ async def _with_store(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any
     settings = _load(args)
     store: Any
     if settings.store.is_postgres:
-        store = await open_cluster_store(settings.store)
+        store = await open_cluster_store(settings.store, application_name="etong-cli")
     elif not settings.store.path.exists():
         raise EtongError(f"no store at {settings.store.path} (has the bridge ever run?)")
     else:
@@ -165,8 +165,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         problems, counts = [str(exc)], {}
     ready, answered = _daemon_readiness(settings)
     lines = [line for problem in problems for line in problem.splitlines() if line.strip()]
+    intact = "schema ok" if settings.store.is_postgres else "quick_check ok"
     store_line = (
-        ("intact (schema checked)" if cluster else "intact (quick_check ok)")
+        f"intact ({intact})"
         if not problems
         else "FAILED its integrity check: "
         + "; ".join(lines[:4])
@@ -204,6 +205,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from etong.store import backup_store
 
     settings = _load(args)
+    if settings.store.is_postgres:
+        raise EtongError(
+            "etong backup copies an SQLite store; back a PostgreSQL store up with its own "
+            "tools (pg_dump -Fc, or the replication's base backups): docs/OPERATIONS.md"
+        )
     backup_store(settings.store.path, Path(args.out))
     print(f"backed up {settings.store.path} to {args.out} (integrity check of the copy: ok)")
     return EXIT_OK
@@ -262,6 +268,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
         f"purged data older than {days} days: " + ", ".join(f"{k} {v}" for k, v in counts.items())
     )
     return EXIT_OK
+
+
+def cmd_migrate_store(args: argparse.Namespace) -> int:
+    """`etong migrate-store --from OLD.db`: an SQLite store into the empty PostgreSQL store."""
+    from etong.commands import migrate_store
+
+    return migrate_store.run(args)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -343,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output (list)")
     p = verb("purge", cmd_purge, "delete data older than retention.days")
     p.add_argument("--days", type=int, default=None, help="override retention.days")
+    p = verb(
+        "migrate-store",
+        cmd_migrate_store,
+        "copy an SQLite store (--from) into the empty PostgreSQL store of --config",
+    )
+    _add_module_arguments(p, "migrate_store")
     p = verb("schema", cmd_schema, "JSON Schema of every message, and an AsyncAPI document")
     _add_module_arguments(p, "schema")
     p = verb("demo", cmd_demo, "the whole system end to end on this machine")

@@ -229,7 +229,9 @@ class Daemon:
     async def _open_cluster(self, stack: AsyncExitStack, roster: Roster) -> Store:
         """An instance of a cluster: the status connection, then a first share of partitions."""
         key = load_or_create_key(self.settings.store.resolved_pii_key_file)
-        store = await open_cluster_store(self.settings.store)
+        store = await open_cluster_store(
+            self.settings.store, application_name=f"etong/{self.settings.bridge.instance_id}"
+        )
         stack.push_async_callback(store.close)
         self._store = store
         await store.check_key_fingerprint(key_fingerprint(key))  # exit 3 when it differs

@@ -3,9 +3,12 @@
     EtongError
     ├── ConfigError      invalid configuration or roster; carries every problem found (exit 2)
     ├── BrokerError      the MQTT broker refused us or could not be reached
-    └── StoreError       the SQLite store could not be opened, migrated or written
+    └── StoreError       the store could not be opened, migrated or written
         ├── StoreFullError     a write was refused for lack of space (the daemon waits)
         ├── LeaseLostError     a partition's write was fenced off: its lease is no longer ours
+        ├── StoreUnavailableError  the PostgreSQL server cannot be reached, or the connection
+        │                          was lost in the middle of a call
+        ├── StoreConflictError     a batch lost a race for an event id to another partition
         └── StoreRefusedError  the daemon will not run on this store (exit 3)
             ├── StoreCorruptError  it failed its integrity check
             └── StoreMissingError  it vanished where one existed before
@@ -65,6 +68,36 @@ class LeaseLostError(StoreError):
         self.partition = partition
         self.detail = detail
         super().__init__(f"lease lost: partition {partition} ({detail})")
+
+
+class StoreUnavailableError(StoreError):
+    """The PostgreSQL store cannot be reached, or the connection broke during a call.
+
+    The message names the server and the database, never a password. The connection pool
+    replaces a broken connection, so the next call may succeed. A write that failed this way
+    may have committed or not (the COMMIT's answer was lost): run the batch again from its
+    lookup, which sees what did commit, rather than writing the same rows again.
+    """
+
+
+class StoreConflictError(StoreError):
+    """A batch was refused because another partition's batch took one of its event ids first.
+
+    Between this batch's lookup and its write, an instance serving another station stored a
+    report under the same event id (event ids are unique across the whole store). Nothing of
+    the batch was kept; running it again from its lookup decides the report against the one
+    now stored (another member's id: rejected; the same member's: a repeat).
+    """
+
+    def __init__(self, event_ids: list[str]) -> None:
+        self.event_ids = list(event_ids)
+        super().__init__(
+            f"event id {event_ids[0]} (and {len(event_ids) - 1} more) stored meanwhile by "
+            "another partition; nothing of the batch was kept, run it again from its lookup"
+            if len(event_ids) > 1
+            else f"event id {event_ids[0]} stored meanwhile by another partition; nothing of "
+            "the batch was kept, run it again from its lookup"
+        )
 
 
 class StoreRefusedError(StoreError):

@@ -9,10 +9,14 @@ still not exited a while later the process ends with the session's exit status.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from tests.postgres import Databases
 
 # Long enough for any legitimate shutdown of thread pools, short against CI's limit.
 EXIT_WATCHDOG_S = 60.0
@@ -24,6 +28,29 @@ def _leftover_threads() -> list[threading.Thread]:
         for t in threading.enumerate()
         if t is not threading.main_thread() and not t.daemon and t.is_alive()
     ]
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[Databases]:
+    """This session's databases on the test PostgreSQL (tests/postgres.py): the template is
+    made when a test first asks for a database, and dropped at the end of the session, on a
+    loop of its own (the tests' loops are gone by then)."""
+    databases = Databases()
+    try:
+        yield databases
+    finally:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(databases.drop_template())
+        finally:
+            loop.close()
+
+
+@pytest.fixture
+async def pg_url(pg_databases: Databases) -> AsyncIterator[str]:
+    """The URL of a migrated database of this test's own, dropped afterwards."""
+    async with pg_databases.database() as url:
+        yield url
 
 
 @pytest.hookimpl(trylast=True)

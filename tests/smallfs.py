@@ -49,12 +49,20 @@ class SmallFilesystem:
 
 
 @contextlib.contextmanager
-def mount_small_fs(size_mib: int = 8) -> Iterator[SmallFilesystem]:
-    """A tmpfs of `size_mib` MiB, unmounted and removed afterwards even if the test fails."""
+def mount_small_fs(
+    size_mib: int = 8, *, owner: tuple[int, int] | None = None
+) -> Iterator[SmallFilesystem]:
+    """A tmpfs of `size_mib` MiB, unmounted and removed afterwards even if the test fails.
+
+    `owner` (uid, gid): whose its root is (the PostgreSQL server's, for a tablespace on it).
+    """
     path = Path(tempfile.mkdtemp(prefix="etong-smallfs-"))
+    options = f"size={size_mib}m,mode=0700"
+    if owner is not None:
+        options += f",uid={owner[0]},gid={owner[1]}"
     try:
         result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0700", "tmpfs", str(path)],
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
             capture_output=True,
             text=True,
             check=False,

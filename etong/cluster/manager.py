@@ -34,7 +34,7 @@ from etong.config import Settings
 from etong.core.balance import plan
 from etong.core.keys import Keyer
 from etong.core.partitions import Fence, Lease, partition_client_id, station_subscriptions
-from etong.errors import EtongError, LeaseLostError, StoreError
+from etong.errors import EtongError, LeaseLostError, StoreError, StoreUnavailableError
 from etong.logging import get_logger
 from etong.metrics import Metrics
 from etong.roster import Roster
@@ -175,6 +175,10 @@ class ClusterManager:
             exc = failed.exception()
             if isinstance(exc, LeaseLostError):
                 await self._lose(partition, "fenced")
+            elif isinstance(exc, StoreUnavailableError):
+                # The database went away under a task: serve the partition again from a
+                # fresh start (a claim, the re-publish pass) once it answers.
+                await self._lose(partition, "store_unavailable")
             else:
                 log.error("task_failed", task=failed.get_name(), error=repr(exc))
                 raise EtongError(f"partition {partition}: {failed.get_name()} failed: {exc!r}")

@@ -19,6 +19,7 @@ from etong.core.normalize import household_key, normalize_address, normalize_id_
 from etong.models import Event
 
 KEY_BYTES = 32
+_FINGERPRINT_MESSAGE = b"etong-pii-key-fingerprint"
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -42,12 +43,12 @@ def load_or_create_key(path: Path) -> bytes:
 
 
 def key_fingerprint(key: bytes) -> str:
-    """A public name for the key: instances sharing a store must hash with the same one.
+    """What identifies the PII key without revealing it: HMAC-SHA256 of a fixed message.
 
-    HMAC-SHA256 of a fixed label under the key; it tells keys apart and reveals nothing of
-    the key (it is not a hash *of* the key a dictionary could be run against).
+    A shared store records it (`PostgresStore.check_key_fingerprint`) so an instance started
+    with another key file is refused instead of hashing persons to values nobody else finds.
     """
-    return hmac.new(key, b"etong-pii-key-fingerprint", hashlib.sha256).hexdigest()
+    return hmac.new(key, _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,10 @@
   reading (TCP and the broker hold the rest) until the queue has drained to a quarter.
 - The loop takes whatever is queued (at most `store.batch_max`) as one batch; while more than
   MAX_UNCONFIRMED_PUBLISHES of our publishes wait for PUBACKs it waits first (backpressure).
-- A batch the store refuses for lack of space is retried as it was, with a capped backoff;
-  nothing of it is acknowledged meanwhile (DESIGN §3: PUBACK only after the commit).
+- A batch the store refuses for lack of space, or cannot take because the database is away,
+  is decided and written again, with a capped backoff; nothing of it is acknowledged
+  meanwhile (DESIGN §3: PUBACK only after the commit). One that lost a race for an event id
+  to another partition (PostgreSQL) is decided again at once.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from etong.brokers.base import Broker, InboundMessage
-from etong.errors import StoreFullError
+from etong.errors import StoreConflictError, StoreFullError, StoreUnavailableError
 from etong.shell.scheduler import (
     STORE_FULL_RETRY_FIRST_S,
     STORE_FULL_RETRY_MAX_S,
@@ -118,7 +120,14 @@ class Ingest:
             self._before_try()
             try:
                 await self._process_batch(batch)
-            except StoreFullError:
+            except StoreConflictError:
+                # Another partition stored one of its event ids after our lookup: nothing
+                # was kept; deciding again from a new lookup answers it as the repeat it is.
+                self._after_failed_try()
+                continue
+            except (StoreFullError, StoreUnavailableError):
+                # No room, or the database went away (what the write did is unknown, so the
+                # batch is decided again from a new lookup, never written again as it was).
                 self._after_failed_try()  # the retry parses the batch again: charge it once
                 self._report_store_state()
                 if not await self._wait_unless_stopping(delay):
@@ -145,7 +154,9 @@ class Ingest:
             batch = self.take_batch()
             try:
                 await self._process_batch(batch)
-            except StoreFullError:
+            except StoreConflictError:
+                self.queue.extendleft(reversed(batch))  # decided again at the next turn
+            except (StoreFullError, StoreUnavailableError):
                 self.queue.extendleft(reversed(batch))
                 self._report_store_state()
                 return

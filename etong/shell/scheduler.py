@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from etong.errors import StoreFullError
+from etong.errors import StoreFullError, StoreUnavailableError
 from etong.store import Store
 
 SCHEDULER_PAGE = 500
@@ -75,7 +75,7 @@ class Scheduler:
         while True:
             try:
                 sent = await self._run_page(SCHEDULER_PAGE)
-            except StoreFullError:
+            except (StoreFullError, StoreUnavailableError):
                 # Nothing was published (publishing follows the commit): the same deliveries
                 # are due again at the next try.
                 self._report_store_state()
@@ -95,7 +95,10 @@ class Scheduler:
             await self._sleep_until_due()
 
     async def _sleep_until_due(self) -> None:
-        next_due = await self._store.next_due_time()
+        try:
+            next_due = await self._store.next_due_time()
+        except StoreUnavailableError:
+            next_due = None  # the database is away: look again after the longest sleep
         now = self._clock()
         self._target = next_due if next_due is not None else now + 3600
         delay = max(0.0, min(self._target - now, SCHEDULER_MAX_SLEEP_S))

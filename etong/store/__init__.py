@@ -6,6 +6,12 @@
 - `sqlite_admin.py`   its operators' queries (status, trace, dead letters, replay, purge)
 - `sqlite_schema.py`  its migrations
 - `files.py`          the files around it: private creation, lock file, backups, a vanished store
+- `rows.py`           the delivery columns and record both stores read alike
+- `postgres.py`       `PostgresStore`, shared by several instances (DESIGN §7): the `Store` and
+                      the `LeaseStore`; `postgres_partition.py` a partition's fenced view;
+                      `postgres_batch.py`, `postgres_schedule.py`, `postgres_admin.py`,
+                      `postgres_leases.py`, `postgres_schema.py`, `postgres_connect.py` its parts
+- `copy_sqlite.py`    `etong migrate-store`'s copy of an SQLite store into an empty PostgreSQL one
 
 `open_store` picks the implementation for `[store]`; the record types that cross the
 interface are in `etong/core/records.py`.
@@ -14,14 +20,17 @@ interface are in `etong/core/records.py`.
 from __future__ import annotations
 
 from etong.config import StoreSettings
-from etong.store.base import ClusterStore, Store
+from etong.store.base import ClusterStore, LeaseStore, Store
 from etong.store.files import backup_store, lock_file_of, refuse_vanished_store
+from etong.store.postgres import PostgresStore
 from etong.store.sqlite import SqliteStore
 from etong.store.sqlite_schema import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
     "ClusterStore",
+    "LeaseStore",
+    "PostgresStore",
     "SqliteStore",
     "Store",
     "backup_store",
@@ -33,16 +42,45 @@ __all__ = [
 
 
 async def open_store(
-    settings: StoreSettings, *, exclusive: bool = False, check_integrity: bool = False
-) -> Store:
-    """Open the store `[store]` names (see `SqliteStore.open` for the flags)."""
+    settings: StoreSettings,
+    *,
+    exclusive: bool = False,
+    check_integrity: bool = False,
+    application_name: str = "etong",
+) -> SqliteStore | PostgresStore:
+    """Open the store `[store]` names: the SQLite file at `path`, or, when `url` is set, the
+    PostgreSQL database, as a `PostgresStore` (both a `Store` and a `LeaseStore`).
+
+    `exclusive` takes SQLite's lock file (one daemon per file); PostgreSQL has none, several
+    instances share it by partition leases. `check_integrity`: see `SqliteStore.open` and
+    `PostgresStore.open`. `application_name` names the connections in `pg_stat_activity`
+    (the daemon passes its instance id).
+    """
+    if settings.url is not None:
+        return await PostgresStore.open(
+            settings.url,
+            password=settings.read_password(),
+            check_integrity=check_integrity,
+            application_name=application_name,
+        )
     return await SqliteStore.open(
         settings.path, exclusive=exclusive, check_integrity=check_integrity
     )
 
 
-async def open_cluster_store(settings: StoreSettings) -> ClusterStore:
-    """Open the PostgreSQL store `[store] url` names, shared by a cluster (DESIGN §7)."""
-    from etong.store.postgres import PostgresStore  # noqa: PLC0415 - asyncpg only when used
+async def open_cluster_store(
+    settings: StoreSettings, *, application_name: str = "etong"
+) -> ClusterStore:
+    """Open the PostgreSQL store `[store] url` names, shared by a cluster (DESIGN §7).
 
-    return await PostgresStore.open(settings)
+    `application_name` names the connections in `pg_stat_activity` (the daemon passes
+    `etong/<instance_id>`, so an operator sees which instance holds which connection).
+    """
+    if settings.url is None:
+        raise ValueError("open_cluster_store needs [store] url")
+    return await PostgresStore.open(
+        settings.url,
+        password=settings.read_password(),
+        check_integrity=True,
+        application_name=application_name,
+    )

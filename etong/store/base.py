@@ -114,8 +114,8 @@ __all__ = ["ClusterStore", "Fence", "Lease", "LeaseStore", "Store"]
 class LeaseStore(Protocol):
     """Partition ownership and instance liveness, on the database's clock (one clock for all).
 
-    Every time is the database's (`now()` of PostgreSQL), never an instance's: instances'
-    clocks may disagree, the database's is the one all leases are judged by.
+    Every time is the database's (PostgreSQL's `clock_timestamp()`), never an instance's:
+    instances' clocks may disagree, the database's is the one all leases are judged by.
     """
 
     async def database_now(self) -> float:
@@ -180,3 +180,9 @@ class ClusterStore(Store, LeaseStore, Protocol):
 #   shared by all partitions: event ids are unique across the whole store.
 # - `first_receipt_id_of_run` is taken when the view is made (the takeover), so the start-up
 #   re-publish pass covers what the previous owner left unconfirmed.
+# - a batch one of whose event ids another partition stored after this batch's lookup is
+#   refused whole with `StoreConflictError` (events are inserted ON CONFLICT DO NOTHING and
+#   a skipped row is detected): nothing is kept, and the batch, run again from its lookup,
+#   decides the report against the one now stored. `StoreUnavailableError`: the database
+#   went away mid-call; what a write did is then unknown, so it too is run again from its
+#   lookup, never written again as it was.

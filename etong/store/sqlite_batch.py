@@ -17,10 +17,10 @@ from etong.core.records import (
     BatchKeys,
     BatchLookup,
     BatchWrite,
-    Delivery,
     HistoryEntry,
     KnownEvent,
 )
+from etong.store.rows import DELIVERY_COLUMNS, DELIVERY_COLUMNS_D, delivery_from_row
 
 
 def _chunks(items: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
@@ -33,30 +33,10 @@ def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
 
-_DELIVERY_COLUMNS = (
-    "delivery_id, event_id, grid_id, member_id, chain, step, attempt, state, next_due, "
-    "context, published_attempt, acked_by"
-)
-
-_DELIVERY_COLUMNS_D = ", ".join("d." + c.strip() for c in _DELIVERY_COLUMNS.split(","))
-
-
-def _delivery_from_row(row: Sequence[Any]) -> Delivery:
-    return Delivery(
-        delivery_id=row[0],
-        event_id=row[1],
-        grid_id=row[2],
-        member_id=row[3],
-        chain=orjson.loads(row[4]),
-        step=row[5],
-        attempt=row[6],
-        state=row[7],
-        next_due=row[8],
-        context=row[9],
-        published_attempt=row[10],
-        acked_by=row[11],
-        payload=row[12] if len(row) > 12 else b"",
-    )
+# The delivery columns and their record are shared with the PostgreSQL store (rows.py).
+_DELIVERY_COLUMNS = DELIVERY_COLUMNS
+_DELIVERY_COLUMNS_D = DELIVERY_COLUMNS_D
+_delivery_from_row = delivery_from_row
 
 
 def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:

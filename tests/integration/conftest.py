@@ -1,14 +1,19 @@
-"""Daemon-logic tests: a real store on a temp file, the Bridge, and an in-memory broker."""
+"""Daemon-logic tests: a real store (an SQLite file, or a PostgreSQL partition's view on a database
+of the test's own), the Bridge, and an in-memory broker."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from etong.bridge import Bridge
@@ -16,7 +21,9 @@ from etong.brokers.fake import FakeBroker
 from etong.config import Settings, parse_settings
 from etong.core.keys import Keyer
 from etong.roster import Roster, load_roster
-from etong.store import SqliteStore
+from etong.store import PostgresStore, SqliteStore, Store
+from etong.store.base import Fence
+from tests.postgres import Databases
 
 EXAMPLE_ROSTER = Path(__file__).parents[2] / "config" / "roster.example.toml"
 
@@ -48,7 +55,7 @@ class Harness:
 
     bridge: Bridge
     broker: FakeBroker
-    store: SqliteStore  # the real one: some tests look inside it
+    store: Store  # the real one (SQLite, or a PostgreSQL partition's view)
     clock: FakeClock
     settings: Settings
     roster: Roster
@@ -84,6 +91,48 @@ def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
     return parse_settings(data, config_path=tmp_path / "etong.toml")
 
 
+@dataclass
+class Backend:
+    """One store implementation under test, and this test's store on it."""
+
+    name: str
+    """sqlite | postgres"""
+    tmp_path: Path
+    url: str | None
+    """The test's own PostgreSQL database; None for SQLite (a file in `tmp_path`)."""
+    integrity_error: type[Exception]
+    """What the driver raises for a violated constraint (the stores leave it untranslated)."""
+    opened: list[SqliteStore | PostgresStore]
+
+    async def open(self) -> SqliteStore | PostgresStore:
+        """Open this test's store (the same file or database every time)."""
+        store: SqliteStore | PostgresStore
+        if self.url is not None:
+            store = await PostgresStore.open(self.url)
+        else:
+            store = await SqliteStore.open(self.tmp_path / "etong.db")
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_databases: Databases
+) -> AsyncIterator[Backend]:
+    """Each store test once per implementation; whatever the test opened is closed after."""
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "postgres":
+            url = await stack.enter_async_context(pg_databases.database())
+            found = Backend("postgres", tmp_path, url, asyncpg.UniqueViolationError, [])
+        else:
+            found = Backend("sqlite", tmp_path, None, sqlite3.IntegrityError, [])
+        try:
+            yield found
+        finally:
+            for store in found.opened:
+                await store.close()
+
+
 @pytest.fixture(autouse=True)
 async def close_stores_left_open(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
     """Close every store a test opened, even when the test failed before closing it.
@@ -107,20 +156,44 @@ async def close_stores_left_open(monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
             await store.close()
 
 
-@pytest.fixture
-async def harness_factory(
-    tmp_path: Path,
-) -> AsyncIterator[Callable[..., Any]]:
-    stores: list[SqliteStore] = []
+HARNESS_LEASE_S = 3600.0  # no harness test lives long enough to see it run out
 
+
+class _Stores:
+    """The stores a test's harnesses opened, on one backend; closed by the fixture."""
+
+    def __init__(self, settings_path: Path, url: str | None) -> None:
+        self.settings_path = settings_path
+        self.url = url
+        self.opened: list[SqliteStore | PostgresStore] = []
+
+    async def open(self, settings: Settings, roster: Roster) -> Store:
+        """The store a (re)started bridge works through: the SQLite file, or on PostgreSQL
+        the view of the roster's first station, claimed as the daemon would (a restart is a
+        claim by the same instance again: a new epoch, the earlier run's view fenced off)."""
+        if self.url is None:
+            store = await SqliteStore.open(settings.store.path)
+            self.opened.append(store)
+            return store
+        whole = await PostgresStore.open(self.url)
+        self.opened.append(whole)
+        await whole.ensure_partitions(roster.stations)
+        station = sorted(roster.stations)[0]
+        lease = await whole.claim(station, settings.bridge.instance_id, HARNESS_LEASE_S)
+        assert lease is not None, f"partition {station} is not free"
+        return whole.partition_store(Fence(station, settings.bridge.instance_id, lease.epoch))
+
+
+def _harness_maker(tmp_path: Path, stores: _Stores) -> Callable[..., Any]:
     async def make(**sections: dict[str, Any]) -> Harness:
         # Each further harness of a test is a restart of the bridge a minute after the last
         # one started: what the earlier run wrote is older than this run's start.
-        start = START.timestamp() + 60.0 * len(stores)
+        start = START.timestamp() + 60.0 * len(stores.opened)
+        if stores.url is not None:  # the config names the database, as an operator's would
+            sections = {**sections, "store": {**sections.get("store", {}), "url": stores.url}}
         settings = make_settings(tmp_path, **sections)
         roster = load_roster(settings.roster.path)
-        store = await SqliteStore.open(settings.store.path)
-        stores.append(store)
+        store = await stores.open(settings, roster)
         broker = FakeBroker()
         await broker.start(lambda m: None, [])
         clock = FakeClock(start)
@@ -137,14 +210,67 @@ async def harness_factory(
         await broker.start(bridge.on_message, [])
         return Harness(bridge, broker, store, clock, settings, roster)
 
+    return make
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def harness_factory(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_databases: Databases
+) -> AsyncIterator[Callable[..., Any]]:
+    """Bridges on a store of this test's own, each test once per store implementation."""
+    async with contextlib.AsyncExitStack() as stack:
+        url = None
+        if request.param == "postgres":
+            url = await stack.enter_async_context(pg_databases.database())
+        stores = _Stores(tmp_path, url)
+        try:
+            yield _harness_maker(tmp_path, stores)
+        finally:
+            for store in stores.opened:
+                await store.close()
+
+
+@pytest.fixture
+async def sqlite_harness_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Bridges on an SQLite store only: for tests that look inside the file."""
+    stores = _Stores(tmp_path, None)
     try:
-        yield make
+        yield _harness_maker(tmp_path, stores)
     finally:
-        for store in stores:
+        for store in stores.opened:
             await store.close()
 
 
 @pytest.fixture
 async def harness(harness_factory: Callable[..., Any]) -> Harness:
+    """A bridge on each store implementation in turn."""
     h: Harness = await harness_factory()
     return h
+
+
+def store_section(settings: Settings) -> dict[str, str]:
+    """The `[store]` of a config file for the CLI, naming the harness's store."""
+    if settings.store.url is not None:
+        return {"url": settings.store.url}
+    return {"path": str(settings.store.path)}
+
+
+def _sqlite_rows(path: Path, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        return db.execute(sql, params).fetchall()
+
+
+async def store_rows(harness: Harness, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run `sql` (`?` placeholders) on the harness's store through a connection of the test's
+    own, as an operator's tool would: the SQLite file, or the PostgreSQL database."""
+    url = harness.settings.store.url
+    if url is None:
+        return await asyncio.to_thread(_sqlite_rows, harness.settings.store.path, sql, params)
+    numbered = sql
+    for n in range(1, sql.count("?") + 1):
+        numbered = numbered.replace("?", f"${n}", 1)
+    conn = await asyncpg.connect(url)
+    try:
+        return [tuple(row) for row in await conn.fetch(numbered, *params)]
+    finally:
+        await conn.close()

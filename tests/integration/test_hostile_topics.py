@@ -28,7 +28,7 @@ from etong.core.budget import DEAD_LETTERS_PER_MIN
 from etong.devkit.localbridge import render_toml
 from etong.devkit.messages import CHINA_TZ, make_event, now_rfc3339
 from etong.textsafety import TOPIC_CAP
-from tests.integration.conftest import EXAMPLE_ROSTER, Harness
+from tests.integration.conftest import EXAMPLE_ROSTER, Harness, store_section
 from tests.logcapture import captured_logs
 
 FIXED_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=CHINA_TZ).timestamp()
@@ -68,7 +68,7 @@ async def _cli(harness: Harness, tmp_path: Path, *args: str) -> str:
     config.write_text(
         render_toml(
             {
-                "store": {"path": str(harness.settings.store.path)},
+                "store": store_section(harness.settings),
                 "roster": {"path": str(EXAMPLE_ROSTER)},
                 "http": {"listen": ""},
             }

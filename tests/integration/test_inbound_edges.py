@@ -15,7 +15,7 @@ from etong.core.records import BatchKeys, BatchLookup
 from etong.devkit.localbridge import render_toml
 from etong.devkit.messages import make_event, restated
 from etong.roster import load_roster
-from tests.integration.conftest import EXAMPLE_ROSTER, START_RFC3339, Harness
+from tests.integration.conftest import EXAMPLE_ROSTER, START_RFC3339, Harness, store_rows
 
 EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"
 OTHER_MEMBER_EVENTS = "etong/v1/grid/ZS-017/member/g-0001/events"
@@ -215,8 +215,8 @@ async def test_replay_counts_only_deliveries_it_put_back(harness: Harness) -> No
     stuck = await _make_undeliverable(harness, seed=2)
     # A delivery resolved behind the dead letter's back (as a late ack did before this fix,
     # leaving such rows in stores written by older versions).
-    await harness.store._conn.execute(
-        "UPDATE deliveries SET state = 'received' WHERE delivery_id = ?", (resolved,)
+    await store_rows(
+        harness, "UPDATE deliveries SET state = 'received' WHERE delivery_id = ?", resolved
     )
     assert await harness.store.replay_dead_letters(None, harness.clock()) == [stuck]
     assert (await harness.store.counts())["dead_letters_open"] == 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +19,7 @@ import pytest
 from etong import cli
 from etong.devkit.localbridge import render_toml
 from etong.devkit.messages import CHINA_TZ, make_event, now_rfc3339, with_bad_check_digit
-from tests.integration.conftest import EXAMPLE_ROSTER, Harness
+from tests.integration.conftest import EXAMPLE_ROSTER, Harness, store_rows, store_section
 
 EVENTS = "etong/v1/grid/ZS-017/member/g-0231/events"
 DAY_S = 86400.0
@@ -29,7 +28,7 @@ DAY_S = 86400.0
 def _write_config(harness: Harness, path: Path, *, days: int | None = None) -> Path:
     """A config file for the CLI, pointing at the harness's store."""
     config: dict[str, dict[str, Any]] = {
-        "store": {"path": str(harness.settings.store.path)},
+        "store": store_section(harness.settings),
         "roster": {"path": str(EXAMPLE_ROSTER)},
         "http": {"listen": ""},
     }
@@ -86,14 +85,9 @@ def _counts(printed: str) -> dict[str, int]:
     return {name: int(n) for name, n in (item.split(" ") for item in listed.split(", "))}
 
 
-def _rows(db_path: Path, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db_path) as db:
-        return db.execute(sql, params).fetchall()
-
-
 async def _table(harness: Harness, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Rows of a query on the store file, read by a connection of the test's own."""
-    return await asyncio.to_thread(_rows, harness.settings.store.path, sql, params)
+    """Rows of a query on the store, read by a connection of the test's own."""
+    return await store_rows(harness, sql, *params)
 
 
 async def test_purge_removes_what_is_older_than_retention_days_and_keeps_the_rest(

@@ -1,4 +1,7 @@
-"""The SQLite store on a temp file: creation, migration, paging, purge."""
+"""The store's semantics on both implementations (`backend`: SQLite on a temp file, PostgreSQL
+on a database of the test's own): paging, purge, batches, lookups. What only the SQLite file
+has (mode 0600, WAL, user_version, the aiosqlite thread) is tested on SQLite alone; what only
+PostgreSQL has, in test_store_postgres.py."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from etong.core.records import (
 )
 from etong.errors import StoreError
 from etong.store import SCHEMA_VERSION, SqliteStore
+from tests.integration.conftest import Backend
 
 
 def _delivery(i: int, due: float) -> Delivery:
@@ -62,8 +66,8 @@ async def test_a_store_from_a_newer_etong_is_refused(tmp_path: Path) -> None:
         await SqliteStore.open(path)
 
 
-async def test_due_deliveries_are_paged_earliest_first(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "etong.db")
+async def test_due_deliveries_are_paged_earliest_first(backend: Backend) -> None:
+    store = await backend.open()
     write = BatchWrite()
     write.events = [_event_row(i, 1.0) for i in range(50)]
     write.new_deliveries = [_delivery(i, due=float(100 - i)) for i in range(50)]
@@ -75,8 +79,8 @@ async def test_due_deliveries_are_paged_earliest_first(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_purge_removes_old_events_and_what_hangs_off_them(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "etong.db")
+async def test_purge_removes_old_events_and_what_hangs_off_them(backend: Backend) -> None:
+    store = await backend.open()
     write = BatchWrite()
     write.events = [_event_row(0, 10.0), _event_row(1, 1000.0)]
     write.event_persons = [
@@ -97,10 +101,10 @@ async def test_purge_removes_old_events_and_what_hangs_off_them(tmp_path: Path) 
     await store.close()
 
 
-async def test_purge_and_batches_on_one_connection_do_not_collide(tmp_path: Path) -> None:
+async def test_purge_and_batches_on_one_connection_do_not_collide(backend: Backend) -> None:
     """Regression: the daily purge began its transaction inside an open batch transaction
     ("cannot start a transaction within a transaction") and the daemon died."""
-    store = await SqliteStore.open(tmp_path / "etong.db")
+    store = await backend.open()
 
     async def batches() -> None:
         for i in range(50):
@@ -119,11 +123,11 @@ async def test_purge_and_batches_on_one_connection_do_not_collide(tmp_path: Path
 
 
 async def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_commits(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
     """One batch is one transaction: a statement failing half-way rolls back the whole batch
     (the events written before it included) and leaves no transaction open behind it."""
-    store = await SqliteStore.open(tmp_path / "etong.db")
+    store = await backend.open()
     ok = BatchWrite()
     ok.events = [_event_row(0, 1.0)]
     ok.new_deliveries = [_delivery(0, 5.0)]
@@ -134,7 +138,7 @@ async def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_commits(
     bad.events = [_event_row(1, 2.0)]
     bad.new_deliveries = [_delivery(0, 6.0)]  # the same delivery id again: a primary-key clash
     bad.receipts = [ReceiptRecord("E000001", "t", "accepted", b"{}")]
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(backend.integrity_error):
         await store.write(bad, now=2.0)
     assert not (await store.trace("E000001"))["events"]
 
@@ -147,8 +151,8 @@ async def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_commits(
     await store.close()
 
 
-async def test_one_lookup_call_answers_every_question_of_a_batch(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "etong.db")
+async def test_one_lookup_call_answers_every_question_of_a_batch(backend: Backend) -> None:
+    store = await backend.open()
     write = BatchWrite()
     write.events = [_event_row(0, 10.0), _event_row(1, 20.0)]
     write.event_persons = [
@@ -177,10 +181,10 @@ async def test_one_lookup_call_answers_every_question_of_a_batch(tmp_path: Path)
 
 
 async def test_only_deliveries_that_may_be_pushed_again_come_with_their_event(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
     """A `received` ack needs the delivery's state; only a `declined` one re-pushes the event."""
-    store = await SqliteStore.open(tmp_path / "etong.db")
+    store = await backend.open()
     write = BatchWrite()
     write.events = [_event_row(0, 10.0), _event_row(1, 10.0)]
     write.new_deliveries = [_delivery(0, 30.0), _delivery(1, 30.0)]

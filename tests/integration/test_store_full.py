@@ -1,7 +1,8 @@
 """A full disk: the bridge stops taking reports, says so once, and resumes with nothing lost.
 
 The store lives on a real tmpfs of a few MiB that the test fills (tests/smallfs.py), so the
-error is SQLite's own SQLITE_FULL from ENOSPC. Where mounting is not permitted the store's
+error is SQLite's own SQLITE_FULL from ENOSPC, or PostgreSQL's SQLSTATE 53100 (its tables on
+a tablespace there). Where mounting is not permitted the store's
 connections get `PRAGMA max_page_count` set to the store's current size instead, which makes
 SQLite refuse the next page with the same SQLITE_FULL on the same real file.
 """
@@ -11,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import random
 import sqlite3
+import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -29,10 +33,13 @@ from etong.core.records import BatchWrite, DeadLetterRecord
 from etong.devkit.messages import make_event
 from etong.errors import StoreFullError
 from etong.roster import load_roster
-from etong.store import SqliteStore
+from etong.store import PostgresStore, SqliteStore, Store
+from etong.store.base import Fence
 from etong.store.sqlite import _translate_write_error
 from tests.integration.conftest import START_RFC3339, FakeClock, make_settings
+from tests.postgres import Databases, admin_connection
 from tests.smallfs import MountNotPermittedError, SmallFilesystem, mount_small_fs
+from tests.waiting import wait_until_async
 
 WAIT_S = 20.0
 
@@ -68,6 +75,78 @@ def store_dir(tmp_path: Path) -> Iterator[tuple[Path, SmallFilesystem | None]]:
         yield tmp_path, None
 
 
+class TriggerFull:
+    """The fall-back 'full disk' of a PostgreSQL store where mounting is not permitted: a
+    trigger on `events` that raises the server's own disk-full error, SQLSTATE 53100, while
+    a flag row exists (set and cleared through psql, as the tmpfs is filled by a file)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._psql(
+            "CREATE TABLE etong_t_full (on_ boolean);"
+            "CREATE FUNCTION etong_t_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF EXISTS (SELECT 1 FROM etong_t_full) THEN RAISE EXCEPTION USING ERRCODE = "
+            "'53100', MESSAGE = 'could not extend file: No space left on device (stand-in)'; "
+            "END IF; RETURN NULL; END $$;"
+            "CREATE TRIGGER etong_t_full BEFORE INSERT OR UPDATE ON events "
+            "FOR EACH STATEMENT EXECUTE FUNCTION etong_t_full();"
+        )
+
+    def _psql(self, sql: str) -> None:
+        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", self.url, "-c", sql], check=True)
+
+    def fill(self) -> None:
+        self._psql("INSERT INTO etong_t_full VALUES (true)")
+
+    def free(self) -> None:
+        self._psql("DELETE FROM etong_t_full")
+
+
+async def _on_tablespace(url: str, directory: Path, name: str) -> None:
+    """Make tablespace `name` in `directory` and move the database's tables and indexes to it."""
+    admin = await admin_connection()
+    try:
+        await admin.execute(f"CREATE TABLESPACE {name} LOCATION '{directory}'")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"ALTER TABLE ALL IN TABLESPACE pg_default SET TABLESPACE {name}")
+        await conn.execute(f"ALTER INDEX ALL IN TABLESPACE pg_default SET TABLESPACE {name}")
+    finally:
+        await conn.close()
+
+
+async def _drop_tablespace(name: str) -> None:
+    admin = await admin_connection()
+    try:
+        await admin.execute(f"DROP TABLESPACE IF EXISTS {name}")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pg_on_small_disk(pg_databases: Databases) -> AsyncIterator[tuple[str, Filler]]:
+    """A store database whose tables live on a tablespace on a tmpfs of 8 MiB (the server's
+    user owns it), and what fills that tmpfs; `TriggerFull` where mounting is refused."""
+    server = pwd.getpwnam("postgres")
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            fs = stack.enter_context(mount_small_fs(8, owner=(server.pw_uid, server.pw_gid)))
+        except MountNotPermittedError:
+            url = await stack.enter_async_context(pg_databases.database())
+            yield url, TriggerFull(url)
+            return
+        tablespace = f"etong_t_{os.getpid()}_small"
+        location = fs.path / "pg"
+        location.mkdir()
+        os.chown(location, server.pw_uid, server.pw_gid)
+        stack.push_async_callback(_drop_tablespace, tablespace)  # after the database is gone
+        url = await stack.enter_async_context(pg_databases.database())
+        await _on_tablespace(url, location, tablespace)
+        yield url, fs
+
+
 async def _wait_for(predicate: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not predicate():
@@ -76,9 +155,22 @@ async def _wait_for(predicate: Callable[[], bool], what: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_bridge(directory: Path) -> AsyncIterator[tuple[Bridge, FakeBroker]]:
+async def running_bridge(
+    directory: Path, pg_url: str | None = None
+) -> AsyncIterator[tuple[Bridge, FakeBroker]]:
+    """A bridge with its ingest and scheduler tasks, on the SQLite file in `directory` or on
+    the PostgreSQL database `pg_url` (through the first station's partition view)."""
     settings = make_settings(directory, limits={"member_rate_per_min": 30})
-    store = await SqliteStore.open(settings.store.path)
+    closing: SqliteStore | PostgresStore
+    store: Store
+    if pg_url is None:
+        store = closing = await SqliteStore.open(settings.store.path)
+    else:
+        closing = whole = await PostgresStore.open(pg_url)
+        await whole.ensure_partitions(["zhuangshi"])
+        lease = await whole.claim("zhuangshi", "etong-1", 3600)
+        assert lease is not None
+        store = whole.partition_store(Fence("zhuangshi", "etong-1", lease.epoch))
     broker = FakeBroker()
     bridge = Bridge(
         settings,
@@ -102,7 +194,7 @@ async def running_bridge(directory: Path) -> AsyncIterator[tuple[Bridge, FakeBro
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await store.close()
+        await closing.close()
 
 
 def _sqlite(bridge: Bridge) -> SqliteStore:
@@ -129,40 +221,75 @@ async def test_full_store_pauses_ingest_reports_once_and_resumes_with_nothing_lo
     directory, fs = store_dir
     async with running_bridge(directory) as (bridge, broker):
         filler: Filler = fs if fs is not None else PageLimit(_sqlite(bridge))
-        before = _reports(3)
-        mids = [broker.inject(_events_topic(), e) for e in before]
-        await _wait_for(lambda: len(broker.acked) == 3, "the first reports")
-        await _wait_for(lambda: not bridge.outbox.published_receipts, "their PUBACKs recorded")
 
-        with capture_logs() as logs:
-            filler.fill()
-            # Sixteen reports of one member (its limit is 30 a minute): retried batches
-            # must not charge the rate limit again, or some would come back `rejected`.
-            during = _reports(19)[3:]
-            mids += [broker.inject(_events_topic(), e) for e in during]
-            await _wait_for(lambda: bridge.store.full is not None, "the store to be full")
-            await _wait_for(lambda: bridge.metrics.store_full._value.get() == 1, "the gauge")
-            assert len(broker.acked) == 3, "nothing is acknowledged before its commit"
-            filler.free()
-            await _wait_for(lambda: len(broker.acked) == 19, "the reports after space returned")
-            await _wait_for(lambda: bridge.metrics.store_full._value.get() == 0, "gauge back")
+        async def unpublished() -> int:
+            rows = await _sqlite(bridge)._conn.execute_fetchall(
+                "SELECT COUNT(*) FROM receipts WHERE published = 0"
+            )
+            return int(next(iter(rows))[0])
 
-        assert broker.acked == mids  # all of them, in arrival order
-        events = [e for e in logs if e["event"] in ("store_full", "store_writable")]
-        assert [e["event"] for e in events] == ["store_full", "store_writable"], events
-        assert events[0]["detail"].startswith("no space left")
-        receipts = broker.on("/grid/ZS-017/member/g-0231/receipts")
-        assert sorted(r["event_id"] for r in receipts) == sorted(
-            str(e["event_id"]) for e in before + during
-        )
-        assert {r["status"] for r in receipts} == {"accepted"}
-        counts = await bridge.store.counts()
-        assert counts["events"] == 19 and counts["deliveries_pending"] == 19
-        await _wait_for(lambda: not bridge.outbox.published_receipts, "PUBACKs recorded again")
-        rows = await _sqlite(bridge)._conn.execute_fetchall(
-            "SELECT COUNT(*) FROM receipts WHERE published = 0"
-        )
-        assert next(iter(rows))[0] == 0  # every PUBACK, even those of the failed tries, recorded
+        await _pauses_reports_once_and_resumes(bridge, broker, filler, unpublished)
+
+
+async def test_a_full_postgresql_store_pauses_ingest_reports_once_and_resumes_with_nothing_lost(
+    pg_on_small_disk: tuple[str, Filler], tmp_path: Path
+) -> None:
+    """The same on PostgreSQL: its tables on a tablespace of the small tmpfs, so the server
+    itself refuses the batch with SQLSTATE 53100 (disk_full) when the tmpfs is full."""
+    url, filler = pg_on_small_disk
+    async with running_bridge(tmp_path, url) as (bridge, broker):
+
+        async def unpublished() -> int:
+            conn = await asyncpg.connect(url)
+            try:
+                return int(await conn.fetchval("SELECT COUNT(*) FROM receipts WHERE NOT published"))
+            finally:
+                await conn.close()
+
+        await _pauses_reports_once_and_resumes(bridge, broker, filler, unpublished)
+
+
+async def _pauses_reports_once_and_resumes(
+    bridge: Bridge, broker: FakeBroker, filler: Filler, unpublished: Callable[[], Awaitable[int]]
+) -> None:
+    before = _reports(3)
+    mids = [broker.inject(_events_topic(), e) for e in before]
+    await _wait_for(lambda: len(broker.acked) == 3, "the first reports")
+    await _wait_for(lambda: not bridge.outbox.published_receipts, "their PUBACKs recorded")
+
+    with capture_logs() as logs:
+        filler.fill()
+        # Sixteen reports of one member (its limit is 30 a minute): retried batches
+        # must not charge the rate limit again, or some would come back `rejected`.
+        during = _reports(19)[3:]
+        mids += [broker.inject(_events_topic(), e) for e in during]
+        await _wait_for(lambda: bridge.store.full is not None, "the store to be full")
+        await _wait_for(lambda: bridge.metrics.store_full._value.get() == 1, "the gauge")
+        assert len(broker.acked) == 3, "nothing is acknowledged before its commit"
+        filler.free()
+        await _wait_for(lambda: len(broker.acked) == 19, "the reports after space returned")
+        await _wait_for(lambda: bridge.metrics.store_full._value.get() == 0, "gauge back")
+
+    assert broker.acked == mids  # all of them, in arrival order
+    events = [e for e in logs if e["event"] in ("store_full", "store_writable")]
+    assert [e["event"] for e in events] == ["store_full", "store_writable"], events
+    assert events[0]["detail"].startswith("no space left")
+    receipts = broker.on("/grid/ZS-017/member/g-0231/receipts")
+    assert sorted(r["event_id"] for r in receipts) == sorted(
+        str(e["event_id"]) for e in before + during
+    )
+    assert {r["status"] for r in receipts} == {"accepted"}
+    counts = await bridge.store.counts()
+    assert counts["events"] == 19 and counts["deliveries_pending"] == 19
+    await _wait_for(lambda: not bridge.outbox.published_receipts, "PUBACKs recorded again")
+
+    # Every PUBACK, even those of the failed tries, recorded. (The ledger empties when a write
+    # takes it; SQLite's write commits before the loop turns again, PostgreSQL's a round trip
+    # later: so the count is waited for, with the same deadline.)
+    async def all_recorded() -> bool:
+        return await unpublished() == 0
+
+    await wait_until_async(all_recorded, "every receipt's PUBACK recorded in the store")
 
 
 async def test_a_failed_write_gives_back_the_puback_records_it_took(

@@ -1,0 +1,365 @@
+"""The store on PostgreSQL, shared by several instances (DESIGN §7): `PostgresStore`.
+
+One object is both the `Store` (the whole store: every station's rows, what the CLI and the
+operators' verbs see) and the `LeaseStore` (partition leases and instance heartbeats), over one
+asyncpg connection pool. A partition's bridge works through `partition_store(fence)`, a view
+that fences its writes and sees only its station's deliveries and receipts
+(`postgres_partition.py`); the view borrows this object's pool, so closing this object is what
+releases the connections.
+
+The tables are the SQLite store's (`postgres_schema.py`), the batch read and write are in
+`postgres_batch.py`, the schedule's queries in `postgres_schedule.py`, the operators' in
+`postgres_admin.py`, leases in `postgres_leases.py`, the pool and the driver's errors in
+`postgres_connect.py`. Rows carry the caller's `now` as today; leases go by the database's
+clock.
+
+Differences from the SQLite store that callers can see: receipt ids come from a sequence, so a
+rolled-back batch leaves a gap (ids still only grow); `busy_batches` stays 0 (PostgreSQL's row
+locks make a batch wait in the server, not in a second path); `integrity_problems` checks the
+schema (version, tables), since the server guards its own pages; and a write can raise
+`StoreConflictError` (another partition took one of the batch's event ids first) or
+`StoreUnavailableError` (the server went away).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
+from etong.errors import StoreError, StoreFullError, StoreRefusedError
+from etong.store import postgres_admin, postgres_leases, postgres_schedule
+from etong.store.base import Fence, Lease
+from etong.store.postgres_batch import read_batch, write_batch
+from etong.store.postgres_connect import Conn, Pool, Target, create_pool, translate
+from etong.store.postgres_partition import PartitionStore
+from etong.store.postgres_schema import (
+    KEY_FINGERPRINT_KEY,
+    VERSION_KEY,
+    migrate,
+    schema_problems,
+)
+
+DEFAULT_POOL_SIZE = 10
+WRITE_ATTEMPTS = 3  # a batch the server chose as a deadlock's victim is written again
+
+
+class PostgresStore:
+    """The bridge's PostgreSQL store and its leases. Open with `await PostgresStore.open(url)`."""
+
+    def __init__(self, pool: Pool, target: Target) -> None:
+        self._pool = pool
+        self.target = target
+        self.path: Path = target.path
+        self.full: StoreFullError | None = None
+        """Set while the last write failed for lack of space (SQLSTATE class 53)."""
+        self.busy_batches = 0
+        """Always 0 here: a batch that meets a lock waits for it in the server."""
+        self.first_receipt_id_of_run = 1
+        """Receipts from this id on were written since this store was opened."""
+        self._closed = False
+        # (partition, epoch) -> where receipt ids stood when this object claimed it.
+        self._claims: dict[tuple[str, int], int] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        password: str | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        application_name: str = "etong",
+        check_integrity: bool = False,
+    ) -> PostgresStore:
+        """Connect to the database `url` names and migrate it (under an advisory lock, so
+        instances starting at once migrate it once).
+
+        `check_integrity` (the daemon): refuse (`StoreRefusedError`, exit 3) a database
+        whose schema is not this etong's. Raises `StoreError` naming the server and database
+        when it cannot be reached or does not exist (`StoreUnavailableError` for the former).
+        """
+        target = Target.from_url(url)
+        pool = await create_pool(
+            target, password, max_size=pool_size, application_name=application_name
+        )
+        store = cls(pool, target)
+        try:
+            await store._prepare(check_integrity=check_integrity)
+        except asyncpg.PostgresError as exc:
+            await store.close()
+            raise StoreError(
+                f"cannot prepare the PostgreSQL store ({target.where}): {exc}"
+            ) from exc
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _prepare(self, *, check_integrity: bool) -> None:
+        async with self.connection() as conn:
+            await migrate(conn, self.target.where)
+        if check_integrity and (problems := await self.integrity_problems()):
+            raise StoreRefusedError(
+                f"the PostgreSQL store ({self.target.where}) is not one this etong can use: "
+                + "; ".join(problems)
+            )
+        async with self.connection() as conn:
+            self.first_receipt_id_of_run = int(
+                await conn.fetchval(f"SELECT {postgres_leases.RECEIPT_FLOOR}")
+            )
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """A connection from the pool, the driver's errors translated (`postgres_connect`)."""
+        if self._closed:
+            raise StoreError(f"the PostgreSQL store ({self.target.where}) is closed")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            OSError,
+            TimeoutError,
+        ) as exc:
+            translated = translate(self.target, exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        """A connection inside a transaction: COMMIT at the end, ROLLBACK on any exception."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` has run (closing again is a no-op)."""
+        return self._closed
+
+    async def close(self) -> None:
+        """Close the pool (every partition view's connections too). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._pool.close()
+
+    # ---- the hot path -------------------------------------------------------------------
+
+    async def lookup(self, keys: BatchKeys) -> BatchLookup:
+        """Everything a batch's decisions need from the store, every station's deliveries."""
+        return await self.lookup_for(keys, None)
+
+    async def lookup_for(self, keys: BatchKeys, station: str | None) -> BatchLookup:
+        """`lookup` with the deliveries of `station` only (None: all)."""
+        async with self.connection() as conn:
+            return await read_batch(conn, keys, station)
+
+    async def write_fenced(self, batch: BatchWrite, now: float, fence: Fence | None) -> list[int]:
+        """Commit one batch; with a `fence`, first hold its lease row (or raise
+        `LeaseLostError`) and stamp the rows with its partition. Raises `StoreFullError`
+        (nothing kept; the same batch may be retried) when the server has no room."""
+        if batch.is_empty():
+            return []
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                async with self.transaction() as conn:
+                    if fence is not None:
+                        await postgres_leases.hold_fence(conn, fence)
+                    return await write_batch(conn, batch, now, fence.partition if fence else "")
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                # The server rolled the whole transaction back to break a lock cycle (with
+                # the daily purge, an operator's replay, another partition's batch): nothing
+                # of it was kept, so the same batch is simply written again.
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def write(self, batch: BatchWrite, now: float) -> list[int]:
+        """Commit one batch (rows of no partition: station ''); the receipts' ids, in order."""
+        try:
+            ids = await self.write_fenced(batch, now, None)
+        except StoreFullError as exc:
+            self.full = exc
+            raise
+        self.full = None
+        return ids
+
+    # ---- the schedule -------------------------------------------------------------------
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries due at or before `now`, earliest first, at most `limit`."""
+        async with self.connection() as conn:
+            return await postgres_schedule.due_deliveries(conn, now, limit, None)
+
+    async def next_due_time(self) -> float | None:
+        """The earliest due time of any pending delivery, or None."""
+        async with self.connection() as conn:
+            return await postgres_schedule.next_due_time(conn, None)
+
+    async def oldest_pending_created_at(self) -> float | None:
+        """When the oldest delivery still waiting for an ack was made (None: none waits)."""
+        async with self.connection() as conn:
+            return await postgres_schedule.oldest_pending_created_at(conn)
+
+    async def unpublished_deliveries(
+        self, limit: int, after: str = "", *, updated_before: float = math.inf
+    ) -> list[Delivery]:
+        """Pending deliveries whose current push the broker never PUBACKed (crash recovery)."""
+        async with self.connection() as conn:
+            return await postgres_schedule.unpublished_deliveries(
+                conn, limit, after, None, updated_before=updated_before
+            )
+
+    async def unpublished_receipts(
+        self, limit: int, after: int = 0, *, below: int | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        """Receipts committed but never PUBACKed, oldest first: (id, topic, payload)."""
+        async with self.connection() as conn:
+            return await postgres_schedule.unpublished_receipts(
+                conn, limit, after, None, below=below
+            )
+
+    # ---- operations ---------------------------------------------------------------------
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts by table and delivery state, for `etong status` and metrics."""
+        async with self.connection() as conn:
+            return await postgres_admin.counts(conn)
+
+    async def integrity_problems(self, limit: int = 20) -> list[str]:
+        """What is wrong with the schema (version, tables), at most `limit`; [] when sound.
+
+        The server checks its own pages (checksums, WAL); what etong can get wrong is the
+        database: one never migrated, one of another etong version, a table dropped.
+        """
+        async with self.connection() as conn:
+            version = None
+            if await conn.fetchval("SELECT to_regclass('meta') IS NOT NULL"):
+                version = await conn.fetchval("SELECT value FROM meta WHERE key = $1", VERSION_KEY)
+            tables = {
+                str(r[0])
+                for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                )
+            }
+        return schema_problems(None if version is None else int(version), tables, limit)
+
+    async def trace(self, event_id: str) -> dict[str, Any]:
+        """Everything the store knows about one event: row, deliveries, receipts, dead letters."""
+        async with self.connection() as conn:
+            return await postgres_admin.trace(conn, event_id)
+
+    async def dead_letters(
+        self, *, include_replayed: bool = False, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Dead letters, newest first; only open ones unless `include_replayed` (all)."""
+        async with self.connection() as conn:
+            return await postgres_admin.dead_letters(
+                conn, include_replayed=include_replayed, limit=limit
+            )
+
+    async def replay_dead_letters(self, ids: Sequence[int] | None, now: float) -> list[str]:
+        """Put undeliverable deliveries back at the start of their chain, due now."""
+        async with self.transaction() as conn:
+            return await postgres_admin.replay_dead_letters(conn, ids, now)
+
+    async def purge(self, before: float) -> dict[str, int]:
+        """Delete events (and what hangs off them) received before `before`; counts."""
+        async with self.transaction() as conn:
+            return await postgres_admin.purge(conn, before)
+
+    # ---- the PII key ----------------------------------------------------------------------
+
+    async def check_key_fingerprint(self, fingerprint: str) -> None:
+        """Refuse (`StoreRefusedError`, exit 3) a PII key other than the one the store's first
+        opener recorded (`etong.core.keys.key_fingerprint`, never the key): with another key
+        the same person hashes to another value, and dedup and history silently break."""
+        async with self.connection() as conn:
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                KEY_FINGERPRINT_KEY,
+                fingerprint,
+            )
+            recorded = await conn.fetchval(
+                "SELECT value FROM meta WHERE key = $1", KEY_FINGERPRINT_KEY
+            )
+        if recorded != fingerprint:
+            raise StoreRefusedError(
+                f"the PII key (store.pii_key_file) is not the one the PostgreSQL store "
+                f"({self.target.where}) was written with: every instance sharing a store must "
+                "hash personal ids with the same key, or duplicates and history are missed. "
+                "Copy the key file from an instance already serving this store (same path, "
+                "mode 0600) and start again"
+            )
+
+    # ---- leases (LeaseStore) ----------------------------------------------------------------
+
+    async def database_now(self) -> float:
+        """The database's clock, unix seconds."""
+        async with self.connection() as conn:
+            return await postgres_leases.database_now(conn)
+
+    async def ensure_partitions(self, partitions: Iterable[str]) -> None:
+        """Create a free lease row for each partition that has none (rows are never deleted)."""
+        async with self.connection() as conn:
+            await postgres_leases.ensure_partitions(conn, partitions)
+
+    async def leases(self) -> list[Lease]:
+        """Every lease row, ordered by partition."""
+        async with self.connection() as conn:
+            return await postgres_leases.leases(conn)
+
+    async def claim(self, partition: str, owner: str, lease_s: float) -> Lease | None:
+        """Take the partition if free, expired or `owner`'s own: epoch + 1, expiry now +
+        `lease_s`. None if another owner's lease is live (or the row does not exist)."""
+        async with self.connection() as conn:
+            claimed = await postgres_leases.claim(conn, partition, owner, lease_s)
+        if claimed is None:
+            return None
+        lease, receipt_floor = claimed
+        self._claims[partition, lease.epoch] = receipt_floor
+        return lease
+
+    async def renew(self, fence: Fence, lease_s: float) -> Lease | None:
+        """Extend the lease to now + `lease_s` if still `fence`'s and unexpired; else None."""
+        async with self.connection() as conn:
+            return await postgres_leases.renew(conn, fence, lease_s)
+
+    async def release(self, fence: Fence) -> bool:
+        """Free the partition at once (graceful hand-over) if it is still `fence`'s."""
+        async with self.connection() as conn:
+            return await postgres_leases.release(conn, fence)
+
+    async def heartbeat(self, instance_id: str, lease_s: float) -> list[str]:
+        """Record this instance alive for `lease_s`; the ids of every live instance, sorted."""
+        async with self.connection() as conn:
+            return await postgres_leases.heartbeat(conn, instance_id, lease_s)
+
+    async def live_instances(self) -> list[str]:
+        """The ids of every instance whose heartbeat is current, sorted."""
+        async with self.connection() as conn:
+            return await postgres_leases.live_instances(conn)
+
+    async def leave(self, instance_id: str) -> None:
+        """Forget this instance (a graceful stop), so others' fair shares grow at once."""
+        async with self.connection() as conn:
+            await postgres_leases.leave(conn, instance_id)
+
+    def partition_store(self, fence: Fence) -> PartitionStore:
+        """The store as `fence`'s partition sees it; the partition must have been claimed
+        through this object under that epoch (the claim says where its run's receipts start)."""
+        floor = self._claims.get((fence.partition, fence.epoch))
+        if floor is None:
+            raise StoreError(
+                f"partition {fence.partition} epoch {fence.epoch} was not claimed through "
+                "this store: claim it first"
+            )
+        return PartitionStore(self, fence, first_receipt_id_of_run=floor)

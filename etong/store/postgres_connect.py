@@ -1,0 +1,148 @@
+"""Reaching the PostgreSQL store: the URL's parts, the connection pool, and the driver's errors
+in etong's words (a clear `StoreError` naming the server and database, never the password).
+
+asyncpg was chosen by measurement (docs/BENCHMARKS.md, "PostgreSQL driver"). Its errors are
+translated where they enter: SQLSTATE class 53 (insufficient resources: 53100 disk full and
+its neighbours) is `StoreFullError`, so the shell waits and retries as it does for a full
+SQLite disk; a refused or broken connection is `StoreUnavailableError`. Anything else (a
+constraint violated, a bug in our SQL) is left as the driver raised it, as the SQLite store
+leaves sqlite3's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from etong.errors import StoreError, StoreFullError, StoreUnavailableError
+
+# Quoted: asyncpg's classes are generic only in its stubs, not at run time.
+Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+"""A connection lent by the store's pool."""
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+
+DEFAULT_PORT = 5432
+CONNECT_TIMEOUT_S = 10.0
+# How long any one statement may run before the server cancels it: far above what a batch
+# takes (tens of ms), low enough that a stuck lock surfaces as an error, not a hung bridge.
+# A takeover waits for a fenced write in hand (FOR SHARE), which this bounds too.
+STATEMENT_TIMEOUT_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the store is: the URL (no password: the config refuses one) and its parts."""
+
+    url: str
+    host: str
+    port: int
+    database: str
+    user: str
+
+    @classmethod
+    def from_url(cls, url: str) -> Target:
+        """The parts of a `postgresql://user@host:port/database` URL (libpq's defaults)."""
+        parts = urlsplit(url)
+        user = unquote(parts.username or "") or "postgres"
+        try:
+            port = parts.port or DEFAULT_PORT
+        except ValueError as exc:
+            raise StoreError(f"store.url has a bad port: {exc}") from exc
+        return cls(
+            url=url,
+            host=parts.hostname or "localhost",
+            port=port,
+            database=unquote(parts.path.lstrip("/")) or user,
+            user=user,
+        )
+
+    @property
+    def where(self) -> str:
+        """`database on host:port`, for messages."""
+        return f"database {self.database} on {self.host}:{self.port}"
+
+    @property
+    def path(self) -> Path:
+        """The `Store.path` of this store: `host:port/database` (for messages and metrics)."""
+        return Path(f"{self.host}:{self.port}/{self.database}")
+
+
+async def create_pool(
+    target: Target, password: str | None, *, max_size: int, application_name: str
+) -> Pool:
+    """A pool of connections to `target`; raises `StoreError` saying why it cannot be had."""
+    try:
+        pool: Pool = await asyncpg.create_pool(
+            target.url,
+            password=password,
+            min_size=1,
+            max_size=max_size,
+            timeout=CONNECT_TIMEOUT_S,
+            # The pool's health check: a connection the server closed is replaced on acquire.
+            max_inactive_connection_lifetime=300.0,
+            server_settings={
+                "application_name": application_name,
+                "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+            },
+        )
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise StoreError(
+            f"the PostgreSQL {target.where} does not exist: create it (for example "
+            f"`createdb -h {target.host} -p {target.port} -O {target.user} {target.database}`) "
+            "or correct store.url"
+        ) from exc
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        raise StoreError(
+            f"the PostgreSQL server at {target.host}:{target.port} refused user {target.user} "
+            f"for database {target.database} ({exc}); check store.url and store.password_file"
+        ) from exc
+    except (OSError, TimeoutError, asyncpg.PostgresConnectionError) as exc:
+        raise StoreUnavailableError(
+            f"cannot reach the PostgreSQL store ({target.where}): {_reason(exc)}"
+        ) from exc
+    except asyncpg.OperatorInterventionError as exc:  # e.g. 57P03: starting up, shutting down
+        raise StoreUnavailableError(
+            f"the PostgreSQL server of the store ({target.where}) refused to connect: {exc}"
+        ) from exc
+    return pool
+
+
+def translate(target: Target, exc: BaseException) -> BaseException:
+    """The exception to raise for `exc` from a call on the store (the same one if not ours)."""
+    if isinstance(exc, asyncpg.InsufficientResourcesError):
+        # 53100 disk_full is the one a full volume gives; 53000, 53200 out_of_memory, 53300
+        # too_many_connections and 53400 configuration_limit_exceeded are the same kind: the
+        # server cannot take the write now, it may later, and nothing of it was kept.
+        detail = "no space left" if exc.sqlstate == "53100" else "insufficient resources"
+        return StoreFullError(target.path, f"{detail}; SQLSTATE {exc.sqlstate}: {exc}")
+    if _is_lost_connection(exc):
+        return StoreUnavailableError(
+            f"lost the connection to the PostgreSQL store ({target.where}): {_reason(exc)}; "
+            "the pool reconnects at the next call"
+        )
+    return exc
+
+
+def _is_lost_connection(exc: BaseException) -> bool:
+    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError):
+        return True
+    if isinstance(exc, asyncpg.OperatorInterventionError):  # 57P01 terminated, not 57014
+        return not isinstance(exc, asyncpg.QueryCanceledError)
+    # A connection the server closed while it sat in our hands between two statements: the
+    # pool has already taken it back, and asyncpg says so on the next statement; or the
+    # server's FATAL arrived first and the protocol still waits for a ReadyForQuery that will
+    # never come (InternalClientError "another operation (2: error consume) is in progress").
+    if isinstance(exc, asyncpg.InternalClientError):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and (
+        "connection is closed" in str(exc) or "released back to the pool" in str(exc)
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    return "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__

@@ -1,0 +1,157 @@
+"""Partition leases and instance heartbeats on the PostgreSQL store (DESIGN §7), and the fence
+a partition's write checks first.
+
+Every time is the database's `clock_timestamp()` (the real time of the statement, not of its
+transaction's start), so instances whose clocks disagree still agree on who owns what. Claim,
+renew and release are each one UPDATE: the row lock it takes orders it against every other
+claim and against the fenced writes, which hold the row FOR SHARE until their COMMIT. So a
+takeover's UPDATE waits for the deposed owner's batch in hand, and any batch that starts after
+the takeover finds another owner or epoch and commits nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+
+from etong.errors import LeaseLostError
+from etong.store.base import Fence, Lease
+from etong.store.postgres_connect import Conn
+
+# The lease row as a `Lease`: expiry as unix seconds on the database's clock.
+_LEASE = "partition, owner, epoch, extract(epoch FROM expires_at)::float8"
+_UNTIL = "clock_timestamp() + make_interval(secs => $3::float8)"
+# Where the next receipt's id starts (the identity's sequence; nothing taken yet: 1).
+RECEIPT_FLOOR = "COALESCE(pg_sequence_last_value(pg_get_serial_sequence('receipts', 'id')), 0) + 1"
+
+
+def _lease(row: asyncpg.Record | None) -> Lease | None:
+    if row is None:
+        return None
+    return Lease(partition=row[0], owner=row[1], epoch=int(row[2]), expires_at=row[3])
+
+
+async def database_now(conn: Conn) -> float:
+    """The database's clock, unix seconds."""
+    return float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8"))
+
+
+async def ensure_partitions(conn: Conn, partitions: Iterable[str]) -> None:
+    """A free lease row for each partition that has none."""
+    names = sorted(set(partitions))
+    if names:
+        await conn.execute(
+            "INSERT INTO partitions (partition) SELECT unnest($1::text[]) "
+            "ON CONFLICT (partition) DO NOTHING",
+            names,
+        )
+
+
+async def leases(conn: Conn) -> list[Lease]:
+    """Every lease row, by partition."""
+    rows = await conn.fetch(f"SELECT {_LEASE} FROM partitions ORDER BY partition")
+    return [lease for row in rows if (lease := _lease(row)) is not None]
+
+
+async def claim(conn: Conn, partition: str, owner: str, lease_s: float) -> tuple[Lease, int] | None:
+    """Take `partition` if free, expired, or already `owner`'s (a restart): epoch + 1.
+
+    Returns the lease and where the next receipt id starts, read in the same statement
+    (after the row lock, so after the deposed owner's last batch committed): receipts below
+    it are earlier runs' (the new owner's re-publish pass). None if another owner's lease is
+    live or the row does not exist.
+    """
+    row = await conn.fetchrow(
+        f"UPDATE partitions SET owner = $2, epoch = epoch + 1, expires_at = {_UNTIL} "
+        "WHERE partition = $1 AND (owner IS NULL OR expires_at IS NULL "
+        "OR expires_at <= clock_timestamp() OR owner = $2) "
+        f"RETURNING {_LEASE}, {RECEIPT_FLOOR}",
+        partition,
+        owner,
+        lease_s,
+    )
+    lease = _lease(row)
+    if lease is None or row is None:
+        return None
+    return lease, int(row[4])
+
+
+async def renew(conn: Conn, fence: Fence, lease_s: float) -> Lease | None:
+    """Extend `fence`'s lease to now + `lease_s` if it is still its and unexpired."""
+    row = await conn.fetchrow(
+        f"UPDATE partitions SET expires_at = {_UNTIL} "
+        "WHERE partition = $1 AND owner = $2 AND epoch = $4 AND expires_at > clock_timestamp() "
+        f"RETURNING {_LEASE}",
+        fence.partition,
+        fence.owner,
+        lease_s,
+        fence.epoch,
+    )
+    return _lease(row)
+
+
+async def release(conn: Conn, fence: Fence) -> bool:
+    """Free the partition at once if it is still `fence`'s (the epoch stays, for the next)."""
+    status = await conn.execute(
+        "UPDATE partitions SET owner = NULL, expires_at = NULL "
+        "WHERE partition = $1 AND owner = $2 AND epoch = $3",
+        fence.partition,
+        fence.owner,
+        fence.epoch,
+    )
+    return status == "UPDATE 1"
+
+
+async def heartbeat(conn: Conn, instance_id: str, lease_s: float) -> list[str]:
+    """Record the instance alive for `lease_s`; every live instance's id, sorted."""
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO instances (instance_id, expires_at) "
+            "VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8)) "
+            "ON CONFLICT (instance_id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+            instance_id,
+            lease_s,
+        )
+        return await live_instances(conn)
+
+
+async def live_instances(conn: Conn) -> list[str]:
+    """Every live instance's id, sorted (for `etong status`; records nothing)."""
+    rows = await conn.fetch(
+        "SELECT instance_id FROM instances WHERE expires_at > clock_timestamp() "
+        "ORDER BY instance_id"
+    )
+    return [str(r[0]) for r in rows]
+
+
+async def leave(conn: Conn, instance_id: str) -> None:
+    """Forget the instance (a graceful stop)."""
+    await conn.execute("DELETE FROM instances WHERE instance_id = $1", instance_id)
+
+
+async def hold_fence(conn: Conn, fence: Fence) -> None:
+    """The first statement of a partition's write: hold the lease row FOR SHARE until the
+    transaction ends, or raise `LeaseLostError` (then the caller's transaction rolls back)."""
+    held = await conn.fetchval(
+        "SELECT epoch FROM partitions WHERE partition = $1 AND owner = $2 AND epoch = $3 "
+        "AND expires_at > clock_timestamp() FOR SHARE",
+        fence.partition,
+        fence.owner,
+        fence.epoch,
+    )
+    if held is None:
+        raise LeaseLostError(fence.partition, await _why_lost(conn, fence))
+
+
+async def _why_lost(conn: Conn, fence: Fence) -> str:
+    row = await conn.fetchrow(
+        "SELECT owner, epoch, expires_at <= clock_timestamp() FROM partitions WHERE partition = $1",
+        fence.partition,
+    )
+    if row is None:
+        return "no lease row"
+    owner, epoch, expired = row
+    if owner != fence.owner or epoch != fence.epoch:
+        return f"now {owner or 'free'} under epoch {epoch}, ours was epoch {fence.epoch}"
+    return "expired on the database's clock" if expired else "lost"
