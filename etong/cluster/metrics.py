@@ -25,7 +25,7 @@ class ClusterMetrics:
         )
         self.leases_lost = Counter(
             "etong_leases_lost",
-            "Leases this instance lost, by reason (renew_refused, unrenewed, fenced, store_unavailable)",
+            "Leases lost, by reason: renew_refused, unrenewed, fenced, store_unavailable",
             ["reason"],
             registry=registry,
         )
