@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from etong.cluster.metrics import ClusterMetrics
 from etong.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,16 +74,19 @@ def dashboard_queries() -> list[str]:
 
 
 def exported_names() -> set[str]:
-    """Every series name `etong.metrics.Metrics` can put on /metrics, with type suffixes."""
+    """Every series name the bridge can put on /metrics, with type suffixes: `Metrics`, and
+    in a cluster (DESIGN §7) `ClusterMetrics` in the same registry."""
     suffixes = {
         "counter": ("_total", "_created"),
         "histogram": ("_bucket", "_count", "_sum", "_created"),
         "summary": ("", "_count", "_sum", "_created"),
         "gauge": ("",),
     }
+    metrics = Metrics()
+    ClusterMetrics(metrics.registry)
     return {
         family.name + suffix
-        for family in Metrics().registry.collect()
+        for family in metrics.registry.collect()
         for suffix in suffixes.get(family.type, ("",))
     }
 
