@@ -37,7 +37,7 @@ from etong.cluster.manager import ClusterManager
 from etong.cluster.metrics import ClusterMetrics
 from etong.config import Settings
 from etong.core.keys import Keyer, key_fingerprint, load_or_create_key
-from etong.core.partitions import cross_station_problems
+from etong.core.partitions import cross_station_problems, instance_client_id
 from etong.errors import ConfigError, EtongError
 from etong.housekeeping import Gauges, purge_loop
 from etong.http import HttpServer
@@ -148,8 +148,12 @@ class Daemon:
             )
             await self._until_stop_or_failure(tasks)
             await self._shutdown(tasks)
-        processed = self.bridge.processed if self.bridge is not None else None
-        log.info("bridge_stopped", processed=processed)
+        if self.bridge is not None:
+            log.info("bridge_stopped", processed=self.bridge.processed)
+        else:
+            totals = self.metrics.totals()
+            processed = sum(v for k, v in totals.items() if k.startswith("messages_"))
+            log.info("bridge_stopped", processed=int(processed))
         return 0
 
     def _mode_fields(self) -> dict[str, object]:
@@ -252,7 +256,12 @@ class Daemon:
             self.settings.bridge.instance_id
         )
         self._status = self._broker_factory(
-            self.settings.broker, name="status", status_topic=status_topic
+            self.settings.broker,
+            name="status",
+            status_topic=status_topic,
+            client_id=instance_client_id(
+                self.settings.broker.client_id, self.settings.bridge.instance_id
+            ),
         )
         stack.push_async_callback(self._status.stop)
         await self._unless_stopped(self._status.start(lambda message: None, []))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from etong.config import BrokerSettings, Settings
-from etong.core.partitions import partition_client_id
+from etong.core.partitions import instance_client_id, partition_client_id
 from etong.errors import ConfigError
 from etong.roster import Roster
 from etong.topics import Topics
@@ -78,9 +78,12 @@ def derive_rules(roster: Roster, settings: Settings) -> AclRules:
 
 def bridge_client_ids(settings: Settings, roster: Roster | None = None) -> list[str]:
     """Every MQTT client id the bridge connects with: per broker, the listener and `-pub`;
-    in a cluster (DESIGN §7) also each station's partition pair, `{client_id}-{station}`."""
+    in a cluster (DESIGN §7) also each station's partition pair, `{client_id}-{station}`, and
+    the instance's own status connection."""
     brokers = [settings.broker, *([settings.officer_broker] if settings.officer_broker else [])]
     ids = [cid for b in brokers for cid in (b.client_id, f"{b.client_id}-pub")]
+    if settings.store.is_postgres:
+        ids.append(instance_client_id(settings.broker.client_id, settings.bridge.instance_id))
     if settings.store.is_postgres and roster is not None:
         ids += [
             partition_client_id(b.client_id, station, publisher=publisher)

@@ -54,6 +54,14 @@ def partition_client_id(client_id: str, station_id: str, *, publisher: bool = Fa
     return f"{client_id}-{station_id}{suffix}"
 
 
+def instance_client_id(client_id: str, instance_id: str) -> str:
+    """The client id of a cluster instance's own connection (its status and last will):
+    `{broker.client_id}-{instance_id}-status`. Per instance, because every instance of a
+    cluster shares `broker.client_id`, and two connections with one id take turns kicking
+    each other off [MQTT-3.1.4-3]."""
+    return f"{client_id}-{instance_id}-status"
+
+
 def station_subscriptions(roster: Roster, station_id: str, topics: Topics) -> list[str]:
     """The topics a station's partition listens on: its grids' events, its officers' acks.
 
