@@ -326,6 +326,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
+    _add_daemon_and_store_verbs(verb)
+    p = verb("purge", cmd_purge, "delete data older than retention.days")
+    p.add_argument("--days", type=int, default=None, help="override retention.days")
+    p = verb(
+        "migrate-store",
+        cmd_migrate_store,
+        "copy an SQLite store (--from) into the empty PostgreSQL store of --config",
+    )
+    _add_module_arguments(p, "migrate_store")
+    p = verb("schema", cmd_schema, "JSON Schema of every message, and an AsyncAPI document")
+    _add_module_arguments(p, "schema")
+    p = verb("demo", cmd_demo, "the whole system end to end on this machine")
+    _add_module_arguments(p, "demo")
+    p = verb("simulate", cmd_simulate, "simulated grid and officer terminals")
+    _add_module_arguments(p, "simulate")
+    p = verb("acl", cmd_acl, "the broker's authorization rules derived from the roster")
+    _add_module_arguments(p, "acl")
+    return parser
+
+
+Verb = Callable[[str, Callable[[argparse.Namespace], int], str], Any]
+
+
+def _add_daemon_and_store_verbs(verb: Verb) -> None:
+    """`run`, `check-config`, and the verbs that read the store: status, backup, trace,
+    deadletters (each with its own flags and exit codes)."""
     p = verb("run", cmd_run, "run the bridge daemon in the foreground")
     p.add_argument(
         "--new-store",
@@ -354,23 +380,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(usage_error=p.error)  # exits 2 with this verb's usage
     p.add_argument("--all", action="store_true", help="list: include replayed; replay: all open")
     p.add_argument("--json", action="store_true", help="machine-readable output (list)")
-    p = verb("purge", cmd_purge, "delete data older than retention.days")
-    p.add_argument("--days", type=int, default=None, help="override retention.days")
-    p = verb(
-        "migrate-store",
-        cmd_migrate_store,
-        "copy an SQLite store (--from) into the empty PostgreSQL store of --config",
-    )
-    _add_module_arguments(p, "migrate_store")
-    p = verb("schema", cmd_schema, "JSON Schema of every message, and an AsyncAPI document")
-    _add_module_arguments(p, "schema")
-    p = verb("demo", cmd_demo, "the whole system end to end on this machine")
-    _add_module_arguments(p, "demo")
-    p = verb("simulate", cmd_simulate, "simulated grid and officer terminals")
-    _add_module_arguments(p, "simulate")
-    p = verb("acl", cmd_acl, "the broker's authorization rules derived from the roster")
-    _add_module_arguments(p, "acl")
-    return parser
 
 
 def _add_module_arguments(parser: argparse.ArgumentParser, module: str) -> None:

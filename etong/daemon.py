@@ -39,6 +39,7 @@ from etong.config import Settings
 from etong.core.keys import Keyer, key_fingerprint, load_or_create_key
 from etong.core.partitions import cross_station_problems, instance_client_id
 from etong.errors import ConfigError, EtongError
+from etong.health import readiness, refresh_gauges
 from etong.housekeeping import Gauges, purge_loop
 from etong.http import HttpServer
 from etong.logging import get_logger
@@ -329,32 +330,13 @@ class Daemon:
             await self.cluster.stop(deadline)  # drain each partition, release its lease
 
     def _readiness(self) -> tuple[bool, str]:
-        # The last connect error tells the on-call engineer what to fix without the journal
-        # (a wrong CA, a refused password); broker errors name no personal data.
         if self.runner is None and self.cluster is None:
             return False, "starting"
-        down = [
-            f"{b.name} ({b.last_error})" if b.last_error else b.name
-            for b in self._brokers
-            if not b.connected
-        ]
-        if down:
-            return False, "broker disconnected: " + ", ".join(down)
-        if self._store is not None and (full := self._store.full) is not None:
-            return False, str(full)  # "store full: <path> (no space left)"
-        if self.cluster is not None:
-            return self.cluster.readiness()
-        return True, "ready"
+        return readiness(self._brokers, self._store, self.cluster)
 
     def _render_metrics(self) -> bytes:
-        for b in self._brokers:
-            self.metrics.connected.labels(b.name).set(1 if b.connected else 0)
-            self.metrics.reconnects.labels(b.name).set(b.reconnects)
-        if self._store is not None:
-            self.metrics.store_busy_batches.set(self._store.busy_batches)
-            self.metrics.store_full.set(0 if self._store.full is None else 1)
         runners = [self.runner] if self.runner else self.cluster.runners() if self.cluster else []
-        self.metrics.ingest_queued.set(sum(r.bridge.queued for r in runners))
+        refresh_gauges(self.metrics, self._brokers, self._store, runners)
         return self.metrics.render()
 
     # ---- the roster and the broker's ACL ---------------------------------------------------
