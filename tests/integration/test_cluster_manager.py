@@ -241,3 +241,20 @@ async def test_a_report_is_decided_by_the_partition_of_its_grid(
     await wait_until(lambda: bool(pub.on("/officer/p-21/inbox")), "the push to s2's officer")
     assert pub.on("/officer/p-21/inbox")[0]["event"]["event_id"] == event["event_id"]
     assert a.brokers["grid-s2"].acked
+
+
+async def test_a_grid_moved_to_another_station_moves_its_subscription_on_reload(
+    instances: Any,
+) -> None:
+    a = instances("i1")
+    await a.manager.first_tick()
+    await a.serving()
+    doc = stations_roster()
+    moved = next(g for g in doc["grids"] if g["id"] == "G1-2")
+    moved["community"] = "c2"
+    moved["officer"] = "p-21"
+    await a.manager.replace_roster(build_roster(doc))
+    s1, s2 = a.brokers["grid-s1"].subscriptions, a.brokers["grid-s2"].subscriptions
+    assert "etong/v1/grid/G1-2/member/+/events" not in s1
+    assert "etong/v1/grid/G1-2/member/+/events" in s2
+    assert a.manager.held["s1"].runner.bridge.roster is a.manager.roster
