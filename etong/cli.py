@@ -121,10 +121,10 @@ async def _store_health(store: Any) -> tuple[list[str], dict[str, int], dict[str
                 "partition": lease.partition,
                 "owner": lease.owner if lease.is_live(now) else None,
                 "epoch": lease.epoch,
-                "lease_expires_at": _iso(lease.expires_at),
-                "expires_in_s": None
-                if lease.expires_at is None
-                else round(lease.expires_at - now, 3),
+                "lease_expires_at": _iso(lease.expires_at) if lease.is_live(now) else None,
+                "expires_in_s": round(lease.expires_at - now, 3)
+                if lease.expires_at is not None and lease.is_live(now)
+                else None,
             }
             for lease in await store.leases()
         ]

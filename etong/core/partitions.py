@@ -28,7 +28,8 @@ class Lease:
     epoch: int
     """The fencing token: raised by one at every claim, so a deposed owner's writes fail."""
     expires_at: float | None
-    """Unix seconds on the database's clock; None when never taken."""
+    """Unix seconds on the database's clock; for a free row, when it became free (released
+    or expired); None when never taken."""
 
     def is_live(self, now: float) -> bool:
         """True while an owner holds it: not released and not expired at `now` (DB clock)."""

@@ -92,9 +92,12 @@ async def renew(conn: Conn, fence: Fence, lease_s: float) -> Lease | None:
 
 
 async def release(conn: Conn, fence: Fence) -> bool:
-    """Free the partition at once if it is still `fence`'s (the epoch stays, for the next)."""
+    """Free the partition at once if it is still `fence`'s (the epoch stays, for the next).
+
+    The expiry becomes the release's instant: "free since", which the balancing reads to
+    claim a partition nobody took within a lease (core/balance.py)."""
     status = await conn.execute(
-        "UPDATE partitions SET owner = NULL, expires_at = NULL "
+        "UPDATE partitions SET owner = NULL, expires_at = clock_timestamp() "
         "WHERE partition = $1 AND owner = $2 AND epoch = $3",
         fence.partition,
         fence.owner,
