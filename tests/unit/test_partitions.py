@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from etong.core.partitions import (
     Lease,
@@ -52,3 +53,23 @@ def test_a_lease_is_live_only_while_owned_and_unexpired() -> None:
     assert not Lease("s1", "i1", 1, 100.0).is_live(100.0)
     assert not Lease("s1", None, 1, 100.0).is_live(50.0)
     assert not Lease("s1", "i1", 0, None).is_live(50.0)
+
+
+def test_a_cluster_names_every_partition_and_status_client_id_among_the_bridges() -> None:
+    from etong.acl.rules import bridge_client_ids
+    from etong.config import parse_settings
+
+    settings = parse_settings(
+        {
+            "bridge": {"instance_id": "etong-2"},
+            "broker": {"client_id": "br"},
+            "store": {"url": "postgresql://db/etong"},
+        },
+        config_path=Path("/etc/etong/etong.toml"),
+    )
+    roster = build_roster(stations_roster(stations=2))
+    assert bridge_client_ids(settings, roster) == [
+        "br", "br-pub", "br-etong-2-status", "br-s1", "br-s1-pub", "br-s2", "br-s2-pub",
+    ]  # fmt: skip
+    one = parse_settings({"broker": {"client_id": "br"}}, config_path=Path("/e/etong.toml"))
+    assert bridge_client_ids(one, roster) == ["br", "br-pub"]
