@@ -1,9 +1,11 @@
-"""Waiting for a condition with a deadline, for in-process tests on the event loop: a poll of
-the condition every 10 ms, never a fixed sleep standing in for the event."""
+"""Waiting for a condition with a deadline: a poll of the condition (every 10 ms on the event
+loop, `poll_until` for synchronous tests that watch processes), never a fixed sleep standing in
+for the event."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 DEADLINE_S = 20.0
@@ -27,3 +29,21 @@ async def wait_until_async(condition: Callable[[], Awaitable[bool]], what: str) 
                 await asyncio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"timed out after {DEADLINE_S} s waiting for {what}") from None
+
+
+def poll_until(
+    condition: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str | Callable[[], str],
+    interval: float = 0.05,
+) -> None:
+    """`wait_until` for synchronous tests (the e2e tier watching other processes): poll
+    `condition()` every `interval` s; fail after `timeout` s naming `what` (a callable is
+    asked only then, so it can describe the state at the failure)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout} s waiting for {described}")
+        time.sleep(interval)
