@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import date
 from pathlib import Path
@@ -110,6 +111,40 @@ def test_pii_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:
     assert len(key) == 32
     assert path.stat().st_mode & 0o777 == 0o600
     assert load_or_create_key(path) == key
+
+
+def test_a_new_pii_key_appears_whole_at_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process starting a moment later must never find the file there but not yet written.
+    path = tmp_path / "pii.key"
+    linked: list[bytes] = []
+    link = os.link
+
+    def link_checking(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        linked.append(Path(source).read_bytes())
+        link(source, target)
+
+    monkeypatch.setattr(os, "link", link_checking)
+    key = load_or_create_key(path)
+    assert linked == [key]
+    assert [p.name for p in tmp_path.iterdir()] == ["pii.key"]  # no draft left behind
+
+
+def test_a_pii_key_another_process_made_meanwhile_is_the_one_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "pii.key"
+    theirs = bytes(range(32))
+    link = os.link
+
+    def link_after_them(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        path.write_bytes(theirs)  # the other process linked its key first
+        link(source, target)  # so ours fails: FileExistsError
+
+    monkeypatch.setattr(os, "link", link_after_them)
+    assert load_or_create_key(path) == theirs
+    assert [p.name for p in tmp_path.iterdir()] == ["pii.key"]
 
 
 # ---- routing
