@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import math
+import subprocess
 import threading
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
@@ -25,7 +26,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from etong.core.keys import load_or_create_key
 from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
 from etong.devkit.mosquitto import free_port
 from tests.e2e.helpers import TOPICS
@@ -151,8 +151,13 @@ class LeaseHistory:
 
     def __init__(self, database: Database, loop: LoopThread) -> None:
         self._database = database
+        self._loop = loop
         self.expiry: dict[tuple[str, str, int], float] = {}
-        self._task = loop.submit(self._watch())
+
+        async def start() -> asyncio.Task[None]:
+            return asyncio.create_task(self._watch())
+
+        self._task = loop.run(start())
 
     async def _watch(self) -> None:
         while True:
@@ -163,11 +168,15 @@ class LeaseHistory:
             await asyncio.sleep(0.05)  # the watch's period, not a wait for an event
 
     def stop(self) -> dict[tuple[str, str, int], float]:
-        """Stop watching; the expiries seen."""
-        self._task.cancel()
-        with contextlib.suppress(Exception):
-            self._task.exception(timeout=5)
-        return dict(self.expiry)
+        """Stop watching; the expiries seen (a watch that failed raises here)."""
+
+        async def stop() -> dict[tuple[str, str, int], float]:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            return dict(self.expiry)
+
+        return self._loop.run(stop())
 
 
 class DbProxy:
@@ -338,9 +347,9 @@ class Cluster:
         except BaseException:
             self.loop.close()
             raise
-        # One PII key for all (docs/SCALING.md), made before any instance starts.
+        # One PII key for all (docs/SCALING.md): one file, made by whichever instance
+        # starts first (they start at once, so its creation must be race-free).
         self.pii_key = self.directory / "pii.key"
-        load_or_create_key(self.pii_key)
 
     @property
     def db(self) -> Database:
@@ -448,6 +457,21 @@ class Cluster:
         )
         return found[0]
 
+    def status(self, instance_id: str) -> dict[str, Any]:
+        """`etong status --json` with `instance_id`'s config (exit 0: the daemon answered)."""
+        bridge = self.instances[instance_id].bridge
+        command = [bridge.python, "-m", "etong", "status", "--json", "--config"]
+        done = subprocess.run(
+            [*command, str(bridge.config_path)],
+            env=bridge.env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        status: dict[str, Any] = json.loads(done.stdout)
+        return status
+
     def claim_of(self, served: Served) -> dict[str, Any]:
         """The `partition_claimed` record behind a `Served`."""
         claims = self.instances[served.instance].log.find(
@@ -458,14 +482,19 @@ class Cluster:
 
     def close(self) -> None:
         """Kill every instance, print each log's tail, close the proxies and connections."""
-        for instance in self.instances.values():
-            instance.bridge.close()
-            print(f"--- {instance.log.path} (tail) ---\n{instance.bridge.log_tail(40)}")
-            if instance.proxy is not None:
-                instance.proxy.close()
-        if self.database is not None:
-            self.database.close()
-        self.loop.close()
+        try:
+            for instance in self.instances.values():
+                instance.bridge.close()
+                print(f"--- {instance.log.path} (tail) ---\n{instance.bridge.log_tail(40)}")
+        finally:
+            try:
+                for instance in self.instances.values():
+                    if instance.proxy is not None:
+                        instance.proxy.close()
+                if self.database is not None:
+                    self.database.close()
+            finally:
+                self.loop.close()
 
 
 def held_by(rows: Iterable[LeaseRow], instance_id: str) -> list[LeaseRow]:
