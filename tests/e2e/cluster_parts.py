@@ -388,12 +388,18 @@ class Cluster:
         self.instances[instance_id] = instance
         return instance
 
-    def start(self, *, through_proxy: Iterable[str] = ()) -> None:
-        """Start the three instances at once (they race for the first claims), wait until
-        each is ready, and until each serves one partition."""
+    def configure(self, *, through_proxy: Iterable[str] = ()) -> None:
+        """Write the three instances' configs; those named in `through_proxy` reach the
+        database through a `DbProxy` of their own."""
         proxied = set(through_proxy)
         for instance_id in INSTANCE_IDS:
             self.add(instance_id, through_proxy=instance_id in proxied)
+
+    def start(self, *, through_proxy: Iterable[str] = ()) -> None:
+        """Start the three instances at once (they race for the first claims), wait until
+        each is ready, and until each serves one partition (configured first if need be)."""
+        if not self.instances:
+            self.configure(through_proxy=through_proxy)
         for instance in self.instances.values():
             instance.bridge.start()
         for instance in self.instances.values():

@@ -75,6 +75,15 @@ class TrafficMonitor(MqttClient):
                 and any(s == "received" for _, s in self.receipts.get(e, []))
             )
 
+    def first_receipts(self, event_ids: Sequence[str]) -> int:
+        """How many of `event_ids` were answered `accepted` or `duplicate`."""
+        with self._cond:
+            return sum(
+                1
+                for e in event_ids
+                if any(s in FIRST_RECEIPTS for _, s in self.receipts.get(e, []))
+            )
+
     def ledger(self, event_ids: Sequence[str]) -> Ledger:
         """What went wrong for any of `event_ids` (see `Ledger`)."""
         with self._cond:
@@ -189,14 +198,17 @@ class ReportStream:
 class Traffic:
     """The members and officers of a roster document, and the watcher, all connected."""
 
-    def __init__(self, broker_url: str, roster: Mapping[str, Any]) -> None:
+    def __init__(
+        self, broker_url: str, roster: Mapping[str, Any], *, officers: bool = True
+    ) -> None:
+        self.broker_url = broker_url
+        self.roster = roster
         self.monitor = TrafficMonitor(broker_url)
         self.monitor.connect()
         self._clients: list[MqttClient] = [self.monitor]
-        self.officers = [
-            self._connected(OfficerTerminal(broker_url, o["id"], topics=TOPICS))
-            for o in roster["officers"]
-        ]
+        self.officers: list[OfficerTerminal] = []
+        if officers:
+            self.connect_officers()
         self.members = [
             self._connected(
                 GridMemberTerminal(
@@ -207,6 +219,13 @@ class Traffic:
             for m in g["members"]
         ]
         self.streams: list[ReportStream] = []
+
+    def connect_officers(self) -> None:
+        """Connect every officer of the roster (each acks every push it gets)."""
+        self.officers = [
+            self._connected(OfficerTerminal(self.broker_url, o["id"], topics=TOPICS))
+            for o in self.roster["officers"]
+        ]
 
     def _connected(self, client: Any) -> Any:
         client.connect()

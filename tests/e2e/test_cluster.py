@@ -6,12 +6,16 @@ What every test asserts at the end, over every report streamed: it was pushed to
 under one delivery id only (every push is watched), it was answered `accepted` (or
 `duplicate`, for a repeat) and then `received`, after the officer's ack. The takeover
 figures are printed (TAKEOVER_TIMES, HANDOVER_TIMES, DB_CUT) so that they can be quoted.
+The last test moves one SQLite instance's store into the cluster (`etong migrate-store`) and
+has the cluster finish what it left pending.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +23,10 @@ from typing import Any
 
 import pytest
 
+from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
 from etong.devkit.mosquitto import LocalMosquitto
 from tests.e2e.cluster_parts import (
+    ACK_TIMEOUT_S,
     LEASE_S,
     Cluster,
     LeaseHistory,
@@ -28,7 +34,7 @@ from tests.e2e.cluster_parts import (
     timestamp,
 )
 from tests.e2e.cluster_traffic import Ledger, ReportStream, Traffic
-from tests.e2e.helpers import write_roster
+from tests.e2e.helpers import TOPICS, write_roster
 from tests.rosters import stations_roster
 from tests.waiting import poll_until
 
@@ -55,6 +61,14 @@ def traffic(mosquitto: LocalMosquitto, roster_document: dict[str, Any]) -> Itera
     """Every member and officer of the roster, and the watcher; connected before any
     instance starts, so that no push or receipt goes to a session not yet made."""
     made = Traffic(mosquitto.url, roster_document)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def quiet_traffic(mosquitto: LocalMosquitto, roster_document: dict[str, Any]) -> Iterator[Traffic]:
+    """`traffic` with no officer connected yet (`quiet_traffic.connect_officers()`)."""
+    made = Traffic(mosquitto.url, roster_document, officers=False)
     yield made
     made.close()
 
@@ -235,3 +249,67 @@ def test_an_instance_cut_off_the_database_stops_before_its_lease_expires(
     ledger = account(traffic, stream)
     report(capsys, f"DB_CUT {'; '.join(lines)}; {ledger.summary()}")
     assert ledger.problems() == {}
+
+
+def test_a_store_migrated_from_sqlite_is_served_by_the_cluster(
+    tmp_path: Path,
+    cluster: Cluster,
+    quiet_traffic: Traffic,
+    mosquitto: LocalMosquitto,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # One instance on SQLite takes reports while no officer is connected: their deliveries
+    # are still pending when it stops.
+    old = tmp_path / "single"
+    old.mkdir()
+    config = local_bridge_config(
+        broker_url=mosquitto.url,
+        store_path=Path("etong.db"),
+        roster_path=cluster.roster_path,
+        instance_id="etong-single",
+        topic_prefix=TOPICS.prefix,
+        overrides={"delivery": {"ack_timeout_s": ACK_TIMEOUT_S}},
+    )
+    (old / "etong.toml").write_text(render_toml(config), encoding="utf-8")
+    before = quiet_traffic.stream(150, RATE, seed=4)
+    with LocalBridge(old / "etong.toml", log_path=old / "etong.log") as single:
+        single.start()
+        single.wait_ready(timeout=30)
+        before.wait_sent(timeout=30)
+        poll_until(
+            lambda: quiet_traffic.monitor.first_receipts(before.event_ids) == len(before.plan),
+            timeout=30,
+            what="every report accepted by the SQLite instance",
+        )
+        assert single.sigterm(timeout=15) == 0
+
+    # The move (docs/OPERATIONS.md): copy the store, then the old key to the instances.
+    cluster.configure()
+    first = cluster.instances["etong-a"].bridge
+    command = [first.python, "-m", "etong", "migrate-store", "--config", str(first.config_path)]
+    migrated = subprocess.run(
+        [*command, "--from", str(old / "etong.db")],
+        env=first.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    shutil.copyfile(old / "pii.key", cluster.pii_key)
+
+    # The cluster re-sends what was pending (same delivery ids), answers the old reports
+    # sent again `duplicate`, and takes new ones.
+    quiet_traffic.connect_officers()
+    cluster.start()
+    for member, event in before.plan[::10]:
+        member.send(event)
+    after = quiet_traffic.stream(150, RATE, seed=5)
+    after.wait_sent(timeout=30)
+    with contextlib.suppress(AssertionError):  # the ledger names what is missing
+        every = before.event_ids + after.event_ids
+        quiet_traffic.wait_answered(every, len(every), timeout=SETTLE_S)
+    ledger = quiet_traffic.monitor.ledger(before.event_ids + after.event_ids)
+    report(capsys, f"MIGRATED {ledger.summary()}")
+    assert ledger.problems() == {}
+    assert ledger.duplicates >= len(before.plan[::10])
