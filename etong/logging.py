@@ -93,6 +93,10 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
+    # asyncpg's pool warns with a 40-line traceback each time it fails to reopen a connection
+    # (every ~1.25 s while PostgreSQL is away); the cluster says the same once per lease tick
+    # as `cluster_tick_failed` naming the database, so only its errors come through.
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 
 class _MaskingFormatter(logging.Formatter):
