@@ -65,6 +65,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1002,6 +1003,9 @@ class Contender:
     store_pids: Callable[[], tuple[list[int], list[int]]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     """What the start measured (a cluster: how long until every station was served, by whom)."""
+    batches: Callable[[], tuple[float, float]] | None = None
+    """etong: (inbound messages committed, store transactions) so far, from every process's
+    /metrics (`etong_batch_size` sum and count)."""
 
 
 def start_child(child: ChildContender) -> Contender:
@@ -1060,7 +1064,9 @@ def etong_config(
 def start_etong(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
     """Start contender B, `etong run`, with a fresh SQLite store in `round_dir`."""
     config_path = round_dir / "etong.toml"
-    config_path.write_text(render_toml(etong_config(url, settings, plan, round_dir)), "utf-8")
+    port = free_port()
+    config = etong_config(url, settings, plan, round_dir, http_listen=f"127.0.0.1:{port}")
+    config_path.write_text(render_toml(config), "utf-8")
     bridge = LocalBridge(config_path, log_path=round_dir / "etong.log")
     bridge.start()
     try:
@@ -1078,7 +1084,13 @@ def start_etong(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Co
         finally:
             bridge.close()
 
-    return Contender((bridge.pid,), stop, lambda: bridge.returncode, lambda: bridge.log_tail(30))
+    return Contender(
+        (bridge.pid,),
+        stop,
+        lambda: bridge.returncode,
+        lambda: bridge.log_tail(30),
+        batches=lambda: batch_totals([port]),
+    )
 
 
 def cluster_starter(instances: int) -> Callable[[str, Settings, Plan, Path], Contender]:
@@ -1170,7 +1182,15 @@ def start_cluster(
         "assignment": served.assignment,
         "database": database,
     }
-    return Contender(pids, stop, exit_code, log, lambda: server.store_pids(database), info)
+    return Contender(
+        pids,
+        stop,
+        exit_code,
+        log,
+        lambda: server.store_pids(database),
+        info,
+        batches=lambda: batch_totals(ports),
+    )
 
 
 def wait_served(
@@ -1201,6 +1221,22 @@ def wait_served(
                 f"{owners}, /readyz {ready}\n{log()}"
             )
         time.sleep(0.2)  # polling the database and /readyz, under the deadline above
+
+
+def batch_totals(ports: Iterable[int]) -> tuple[float, float]:
+    """(inbound messages committed, store transactions) so far, over the etong processes
+    whose /metrics listen on `ports` (`etong_batch_size` sum and count)."""
+    messages = batches = 0.0
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "etong_batch_size_sum":
+                messages += float(value)
+            elif name == "etong_batch_size_count":
+                batches += float(value)
+    return messages, batches
 
 
 def cpu_of(pids: Iterable[int | None]) -> float:
@@ -1349,6 +1385,7 @@ class Round:
         store = self.contender.store_pids
         backends = CpuMeter(lambda: store()[0] if store else [])
         background = CpuMeter(lambda: store()[1] if store else [])
+        batches0 = self.contender.batches() if self.contender.batches else None
         foreign = ForeignLoad(self.our_pids)
         sent_at, last_puback = self.publisher.run("throughput", None, timeout)
         ids = self.plan.ids("throughput")
@@ -1378,13 +1415,22 @@ class Round:
         if self.receipts:
             last_received = max(self.terminals.received.first[e] for e in ids)
             out["lifecycle_events_per_s"] = n / (last_received - first_send)
+        if batches0 is not None:
+            out["mean_batch_messages"] = self.mean_batch(batches0)
         return out
+
+    def mean_batch(self, before: tuple[float, float]) -> float:
+        """Inbound messages (reports and acks) per store transaction since `before`."""
+        assert self.contender.batches is not None
+        messages, batches = self.contender.batches()
+        return (messages - before[0]) / max(1.0, batches - before[1])
 
     def latency(self, phase: str, rate: float, count: int | None = None) -> dict[str, Any]:
         """Reports paced at `rate`: publish-to-push (and to `received`) latency percentiles.
         Keys as for `--rate`, prefixed `half_` for the phase at half the throughput."""
         timeout = count / rate if count else self.settings.latency_s
         timeout += self.settings.phase_timeout_s
+        batches0 = self.contender.batches() if self.contender.batches else None
         foreign = ForeignLoad(self.our_pids)
         sent_at, _ = self.publisher.run(phase, rate, timeout, count)
         ids = self.plan.ids(phase, count)
@@ -1405,8 +1451,12 @@ class Round:
             lifecycle = [(received[e] - t) * 1000 for e, t in zip(ids, sent_at, strict=True)]
             out["received_p50_ms"] = percentile(lifecycle, 50)
             out["received_p99_ms"] = percentile(lifecycle, 99)
+        if batches0 is not None:
+            out["mean_batch_messages"] = self.mean_batch(batches0)
         if phase == "latency":
             out["latency_foreign_cpu_share"] = out.pop("foreign_cpu_share")
+            if "mean_batch_messages" in out:
+                out["latency_mean_batch_messages"] = out.pop("mean_batch_messages")
             return out
         out["rate_events_per_s"] = rate
         out["paced_s"] = paced_s
@@ -1490,7 +1540,7 @@ BASELINE_KEYS = (
     "half_max_ms",
     "half_foreign_cpu_share",
 )
-ETONG_KEYS = (
+RELAY_KEYS = (
     *BASELINE_KEYS,
     "lifecycle_events_per_s",
     "received_p50_ms",
@@ -1498,7 +1548,12 @@ ETONG_KEYS = (
     "half_received_p50_ms",
     "half_received_p99_ms",
 )
-RELAY_KEYS = ETONG_KEYS
+ETONG_KEYS = (
+    *RELAY_KEYS,
+    "mean_batch_messages",
+    "latency_mean_batch_messages",
+    "half_mean_batch_messages",
+)
 CLUSTER_KEYS = (
     *ETONG_KEYS,
     "pg_backends_cpu_ms_per_event",
@@ -1645,12 +1700,8 @@ def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
             print(f"  round {name}: {round_line(result)}", flush=True)
     summaries: dict[str, dict[str, Any]] = {}
     for kind in contenders:
-        keys = (
-            BASELINE_KEYS
-            if kind.key == "baseline"
-            else CLUSTER_KEYS
-            if kind.key.startswith("pg")
-            else ETONG_KEYS
+        keys = {"baseline": BASELINE_KEYS, "relay": RELAY_KEYS, "etong": ETONG_KEYS}.get(
+            kind.key, CLUSTER_KEYS
         )
         summaries[kind.key] = summarise(results[kind.key], keys)
     baseline, etong = summaries["baseline"], summaries["etong"]
@@ -1687,8 +1738,9 @@ def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
         "order": "every contender once per round, round i starting with contender i of "
         "`contenders` (rotating); a fresh mosquitto per round; a fresh store (SQLite file, "
         "PostgreSQL database) for each etong",
-        "etong_config": "ack_timeout_s 3600, member_rate_per_min 1000000, log warning/json; "
-        "on PostgreSQL: cluster.lease_s default, http on (for /readyz)",
+        "etong_config": "ack_timeout_s 3600, member_rate_per_min 1000000, log warning/json, "
+        "http on 127.0.0.1 (/metrics for the batch sizes; /readyz for a cluster's); "
+        "on PostgreSQL: cluster.lease_s default",
         "half_load": "paced at half the contender's own throughput of the round (lifecycle "
         "for those with receipts), for latency_s or until `events` reports were published",
     }
@@ -1832,6 +1884,9 @@ TABLE_ROWS = (
     ("half load: latency p50, ms", "half_p50_ms", 1),
     ("half load: latency p99, ms", "half_p99_ms", 1),
     ("half load: `received` p99, ms", "half_received_p99_ms", 1),
+    ("messages per transaction, throughput", "mean_batch_messages", 1),
+    ("messages per transaction, at --rate", "latency_mean_batch_messages", 1),
+    ("messages per transaction, half load", "half_mean_batch_messages", 1),
     ("contender CPU, ms/event", "cpu_ms_per_event", 3),
     ("PostgreSQL backends CPU, ms/event", "pg_backends_cpu_ms_per_event", 3),
     ("PostgreSQL background CPU, ms/event", "pg_background_cpu_ms_per_event", 3),

@@ -77,7 +77,10 @@ def test_e2e_bench_writes_every_contract_key_with_positive_numbers(tmp_path: Pat
         doc["etong"]["events_per_s"] / doc["baseline"]["events_per_s"], rel=0.01
     )
     _positive(doc["relay"], (*LIFECYCLE_KEYS, "half_rate_events_per_s", "half_p99_ms"))
-    _positive(doc["etong"], ("half_rate_events_per_s", "half_p99_ms", "half_received_p99_ms"))
+    _positive(
+        doc["etong"],
+        ("half_rate_events_per_s", "half_p99_ms", "half_received_p99_ms", "mean_batch_messages"),
+    )
     # The half-load phase is paced at half the lifecycle throughput the same round measured.
     first = doc["etong"]["rounds"][0]
     assert first["half_rate_events_per_s"] == pytest.approx(first["lifecycle_events_per_s"] / 2)
@@ -113,7 +116,13 @@ def test_e2e_bench_runs_two_instances_on_postgresql_once_every_station_is_served
 
     doc = json.loads(out.read_text(encoding="utf-8"))
     two = doc["postgres"]["2"]
-    _positive(two, (*LIFECYCLE_KEYS, "half_p99_ms", "pg_backends_cpu_ms_per_event", "served_s"))
+    _positive(
+        two,
+        (
+            *LIFECYCLE_KEYS,
+            *("half_p99_ms", "pg_backends_cpu_ms_per_event", "served_s", "mean_batch_messages"),
+        ),
+    )
     (turn,) = two["rounds"]
     # Measured only once both instances served a station each, and both stopped cleanly.
     assert sorted(map(len, turn["assignment"].values())) == [1, 1]
