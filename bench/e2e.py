@@ -1,17 +1,29 @@
-"""etong against a naive paho republisher, side by side, on one private mosquitto (issue #5).
+"""etong against two baselines on one private mosquitto (issues #5 and 11).
 
     python bench/e2e.py --events 20000 --json bench/results/e2e-20000.json
+    python bench/e2e.py --stations 6 --grids 12 \
+        --store postgresql://postgres@127.0.0.1:5432/postgres --instances 1,2,3
 
-Both contenders get the same load: grid members of 10 grids publish valid, distinct reports at
-QoS 1, and one officer terminal per grid acks every push it receives.
+Every contender gets the same load: grid members publish valid, distinct reports at QoS 1, and
+one officer terminal per grid acks every push it receives.
 
-- A, the baseline: a paho client that subscribes to the events topics and republishes each
-  payload to the grid officer's inbox (QoS 1, paho's auto-ack and defaults, nothing stored).
-- B: the real `etong run` process with a fresh store and the generated roster.
+- A, the naive baseline: a paho client that subscribes to the events topics and republishes
+  each payload to the grid officer's inbox (QoS 1, paho's auto-ack and defaults, nothing
+  stored).
+- W, the wire relay (bench/relay.py): the MQTT exchanges etong makes per report (report in,
+  `accepted` receipt, push, the officer's ack in, `received` receipt) through etong's own MQTT
+  adapter, with no store and no checks: the wire work any bridge of this protocol must do.
+- B: the real `etong run` process with a fresh SQLite store and the generated roster.
+- P1, P2, ... (with `--store URL --instances 1,2,...`): that many `etong run` processes
+  sharing a fresh PostgreSQL database (bench/pg_cluster.py), each holding the leases of some
+  stations; measured once every station is served.
 
-The rounds alternate A, B, A, B, ... and each round gets a fresh broker (so no queue or session
-of an earlier round is left behind). A round is: warm-up, a throughput phase (N reports as fast
-as the publishers go), then a latency phase (reports paced at `--rate` for `--latency-s`).
+Each round runs every contender once (round i starting with the i-th, rotating), each on a
+fresh broker (so no queue or session of an earlier contender is left behind). A contender's
+turn is: warm-up, a throughput phase (N reports as fast as the publishers go), a latency phase
+(reports paced at `--rate` for `--latency-s`), and a half-load phase (paced at half of the
+throughput it just measured, to `received` when it sends receipts): the same relative load on
+a slow machine and a fast one.
 
 Who runs where, and why:
 - the publishers run in a child process of their own (several MQTT connections on one
@@ -21,14 +33,15 @@ Who runs where, and why:
   thread; each push and receipt is stamped with `time.monotonic()` on arrival. CLOCK_MONOTONIC
   is one clock for every process of the machine, so a send time stamped in the publisher
   process compares with an arrival here;
-- the baseline republisher runs in a child process, as the daemon does;
+- the baseline republisher and the relay run in child processes, as the daemon does;
 - the load generator speaks MQTT through `MiniMqtt` below, not paho: see there why.
 
-Measured per round: throughput (first publish to the last report's first push), for B also the
-lifecycle throughput (to the last `received` receipt), latency publish-to-push p50/p99 in the
-paced phase, CPU ms per report of the contender (psutil: user+sys over the throughput phase
-divided by N) and its peak RSS (sampled every 100 ms). The JSON has medians, and min-max and
-every round beside them.
+Measured per turn: throughput (first publish to the last report's first push), for those with
+receipts also the lifecycle throughput (to the last `received` receipt), latency
+publish-to-push p50/p99 in each paced phase, CPU ms per report of the contender (psutil:
+user+sys over the throughput phase divided by N, summed over a cluster's instances; the
+PostgreSQL server's processes apart) and its peak RSS (sampled every 100 ms, summed over
+instances). The JSON has medians, and min-max and every round beside them.
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,8 +79,11 @@ import orjson
 import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
+from pg_cluster import PgBenchError, PgServer, Served, cluster_served, free_port, readiness
+from relay import Routes, relay_main
 
 from etong.config import BrokerSettings
+from etong.core.keys import load_or_create_key
 from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
 from etong.devkit.messages import encode, make_event, make_name, now_rfc3339
 from etong.devkit.mosquitto import LocalMosquitto, find_mosquitto
@@ -79,7 +96,6 @@ RECEIPTS_FILTER = f"{PREFIX}/grid/+/member/+/receipts"
 STATION_ID = "zhuangshi"
 COMMUNITY_ID = "bgjy"
 COMMUNITY_NAME = "北高教园社区"
-DUTY_OFFICER = "p-9001"
 INSTANCE_ID = "etong-bench"
 RATIO_GOAL = 0.8
 P99_GOAL_MS = 25.0
@@ -106,35 +122,96 @@ class BenchRoster:
     document: dict[str, Any]
     members: tuple[tuple[str, str], ...]  # (grid_id, member_id)
     officer_of: dict[str, str]  # grid_id -> the grid's officer
+    community_of: dict[str, str]  # grid_id -> the name of its community (for addresses)
+    station_of: dict[str, str]  # grid_id -> its station (a partition in a cluster)
 
     @property
     def officers(self) -> list[str]:
         """The grid officers (the ones with terminals in the benchmark)."""
         return sorted(set(self.officer_of.values()))
 
+    @property
+    def stations(self) -> list[str]:
+        """The station ids."""
+        return sorted(set(self.station_of.values()))
 
-def bench_roster(grids: int = 10, seed: int = 7) -> BenchRoster:
-    """One station and community, `grids` grids with one officer each (none absent), 3-5
-    members per grid; the station's duty officer closes every escalation chain."""
+    def contexts(self) -> dict[str, bytes]:
+        """Per grid, a push context shaped like etong's (the wire relay sends it)."""
+        names = {t["id"]: t["name"] for t in self.document["stations"]}
+        grids = {t["id"]: t for t in self.document["grids"]}
+        return {
+            grid_id: orjson.dumps(
+                {
+                    "grid": {"id": grid_id, "name": grids[grid_id]["name"]},
+                    "community": {"id": grids[grid_id]["community"], "name": community},
+                    "station": {
+                        "id": self.station_of[grid_id],
+                        "name": names[self.station_of[grid_id]],
+                    },
+                    "reporter": None,
+                    "history": [],
+                    "flags": [],
+                    "priority": "normal",
+                }
+            )
+            for grid_id, community in self.community_of.items()
+        }
+
+
+def bench_roster(grids: int = 10, stations: int = 1, seed: int = 7) -> BenchRoster:
+    """`stations` stations, each with one community, a backup officer and a duty officer;
+    `grids` grids dealt round-robin over them, each with one officer (none absent) and 3-5
+    members. Every escalation chain stays in its station (a cluster refuses one that leaves
+    it: DESIGN §7). With one station: the roster of issue #5's figures, plus the backup."""
+    if not 1 <= stations <= grids:
+        raise BenchError(f"--stations must be from 1 to --grids ({grids}), not {stations}")
     rng = random.Random(seed)
-    officers: list[dict[str, Any]] = [
-        {"id": DUTY_OFFICER, "name": "值班民警", "station": STATION_ID}
-    ]
+    station_tables: list[dict[str, Any]] = []
+    community_tables: list[dict[str, Any]] = []
+    officers: list[dict[str, Any]] = []
+    for s in range(1, stations + 1):
+        station_id = STATION_ID if stations == 1 else f"{STATION_ID}-{s}"
+        suffix = "" if stations == 1 else f"-{s}"
+        duty, backup = f"p-9{s:03d}", f"p-8{s:03d}"  # p-9001: issue #5's duty officer
+        station_tables.append(
+            {"id": station_id, "name": f"庄市派出所{suffix}", "duty_officer": duty}
+        )
+        community_tables.append(
+            {"id": COMMUNITY_ID + suffix, "name": COMMUNITY_NAME + suffix, "station": station_id}
+        )
+        officers.append({"id": duty, "name": "值班民警", "station": station_id})
+        officers.append({"id": backup, "name": make_name(rng), "station": station_id})
     grid_tables: list[dict[str, Any]] = []
     member_tables: list[dict[str, Any]] = []
     members: list[tuple[str, str]] = []
     officer_of: dict[str, str] = {}
+    community_of: dict[str, str] = {}
+    station_of: dict[str, str] = {}
     for g in range(1, grids + 1):
+        s = (g - 1) % stations  # round-robin: every station gets the same share of grids
+        station, community = station_tables[s], community_tables[s]
         grid_id = f"ZS-{g:03d}"
         officer_id = f"p-{1000 + g}"
         officer_of[grid_id] = officer_id
-        officers.append({"id": officer_id, "name": make_name(rng), "station": STATION_ID})
-        ids = [f"g-{g:03d}{m}" for m in range(1, 3 + g % 3 + 1)]  # 3, 4 or 5 members
+        community_of[grid_id] = community["name"]
+        station_of[grid_id] = station["id"]
+        officers.append(
+            {
+                "id": officer_id,
+                "name": make_name(rng),
+                "station": station["id"],
+                "backup": f"p-8{s + 1:03d}",
+            }
+        )
+        # 3, 4 or 5 members by the grid's place in its station: every station gets the same
+        # count (with one station: 4, 5, 3, 4, ... as in issue #5's figures).
+        size = 3 + ((g - 1) // stations + 1) % 3
+        ids = [f"g-{g:03d}{m}" for m in range(1, size + 1)]
         grid_tables.append(
             {
                 "id": grid_id,
                 "name": f"北高教园第{g}网格",
-                "community": COMMUNITY_ID,
+                "community": community["id"],
                 "officer": officer_id,
                 "head": ids[0],
                 "members": ids,
@@ -143,13 +220,13 @@ def bench_roster(grids: int = 10, seed: int = 7) -> BenchRoster:
         member_tables.extend({"id": member_id, "name": make_name(rng)} for member_id in ids)
         members.extend((grid_id, member_id) for member_id in ids)
     document = {
-        "stations": [{"id": STATION_ID, "name": "庄市派出所", "duty_officer": DUTY_OFFICER}],
-        "communities": [{"id": COMMUNITY_ID, "name": COMMUNITY_NAME, "station": STATION_ID}],
+        "stations": station_tables,
+        "communities": community_tables,
         "officers": officers,
         "grids": grid_tables,
         "members": member_tables,
     }
-    return BenchRoster(document, tuple(members), officer_of)
+    return BenchRoster(document, tuple(members), officer_of, community_of, station_of)
 
 
 def make_reports(roster: BenchRoster, count: int, rng: random.Random) -> list[Report]:
@@ -163,7 +240,11 @@ def make_reports(roster: BenchRoster, count: int, rng: random.Random) -> list[Re
         member_index = i % len(roster.members)
         grid_id, member_id = roster.members[member_index]
         event = make_event(
-            grid_id, member_id, persons=1 + i % 3, community_name=COMMUNITY_NAME, rng=rng
+            grid_id,
+            member_id,
+            persons=1 + i % 3,
+            community_name=roster.community_of[grid_id],
+            rng=rng,
         )
         topic = TOPICS.events(grid_id, member_id)
         reports.append((str(event["event_id"]), topic, encode(event), member_index))
@@ -491,8 +572,9 @@ def publisher_main(
 ) -> None:
     """The publisher child: connect, then run phases on command until told to stop.
 
-    Commands: `("run", phase, rate_or_None, timeout)` -> `("done", sent_at, last_puback_at)`;
-    `("stop",)`. Any failure is sent back as `("error", text)`.
+    Commands: `("run", phase, rate_or_None, timeout, count_or_None)` -> `("done", sent_at,
+    last_puback_at)` (the first `count` reports of the phase, or all); `("stop",)`. Any
+    failure is sent back as `("error", text)`.
     """
     runner = LoopThread("publisher")
     made: list[MiniMqtt] = []
@@ -504,9 +586,9 @@ def publisher_main(
             command = conn.recv()
             if command[0] == "stop":
                 break
-            _, phase, rate, timeout = command
+            _, phase, rate, timeout, count = command
             sent_at, last_ack = runner.call(
-                publish_phase(made, phases[phase], rate), timeout, f"publishing {phase}"
+                publish_phase(made, phases[phase][:count], rate), timeout, f"publishing {phase}"
             )
             conn.send(("done", sent_at, last_ack))
     except Exception as exc:  # noqa: BLE001  # the parent reports it with its context
@@ -541,9 +623,12 @@ class Publisher:
         self._process.start()
         self._receive("start", timeout)
 
-    def run(self, phase: str, rate: float | None, timeout: float) -> tuple[list[float], float]:
-        """Publish the phase's reports (paced at `rate`, or at once); see `publish_phase`."""
-        self._conn.send(("run", phase, rate, timeout))
+    def run(
+        self, phase: str, rate: float | None, timeout: float, count: int | None = None
+    ) -> tuple[list[float], float]:
+        """Publish the phase's reports, or its first `count` (paced at `rate`, or at once);
+        see `publish_phase`."""
+        self._conn.send(("run", phase, rate, timeout, count))
         reply = self._receive(phase, timeout + 10)
         return reply[1], reply[2]
 
@@ -566,7 +651,7 @@ class Publisher:
             self._process.join()
 
 
-# --- contender A: the naive republisher ---------------------------------------------------
+# --- contenders A and W: the naive republisher, the wire relay ------------------------------
 
 
 def republisher_main(url: str, protocol: int, inboxes: dict[str, str], ready: MpEvent) -> None:
@@ -603,18 +688,16 @@ def republisher_main(url: str, protocol: int, inboxes: dict[str, str], ready: Mp
     client.loop_forever()
 
 
-class Republisher:
-    """Contender A as a child process."""
+class ChildContender:
+    """A contender that runs as a spawned child of this process (the republisher, the relay):
+    `target(*args, ready)` sets `ready` once it is subscribed, then runs until terminated."""
 
-    def __init__(self, url: str, protocol: int, roster: BenchRoster) -> None:
+    def __init__(self, what: str, target: Callable[..., None], args: tuple[Any, ...]) -> None:
         context = multiprocessing.get_context("spawn")
+        self.what = what
         self._ready = context.Event()
-        inboxes = {grid: TOPICS.inbox(officer) for grid, officer in roster.officer_of.items()}
         self._process = context.Process(
-            target=republisher_main,
-            args=(url, protocol, inboxes, self._ready),
-            name="bench-republisher",
-            daemon=True,
+            target=target, args=(*args, self._ready), name=f"bench-{what}", daemon=True
         )
 
     @property
@@ -627,7 +710,7 @@ class Republisher:
         """Start and wait until it is subscribed."""
         self._process.start()
         if not self._ready.wait(timeout):
-            raise BenchError(f"the baseline republisher was not subscribed within {timeout} s")
+            raise BenchError(f"the {self.what} was not subscribed within {timeout} s")
 
     def exit_code(self) -> int | None:
         """None while it runs."""
@@ -640,6 +723,18 @@ class Republisher:
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
+
+
+def republisher(url: str, protocol: int, roster: BenchRoster) -> ChildContender:
+    """Contender A, the naive republisher, not yet started."""
+    inboxes = {grid: TOPICS.inbox(officer) for grid, officer in roster.officer_of.items()}
+    return ChildContender("baseline republisher", republisher_main, (url, protocol, inboxes))
+
+
+def wire_relay(url: str, protocol: int, roster: BenchRoster) -> ChildContender:
+    """Contender W, the wire relay (bench/relay.py), not yet started."""
+    routes = Routes(PREFIX, dict(roster.officer_of), roster.contexts())
+    return ChildContender("wire relay", relay_main, (url, protocol, routes))
 
 
 # --- what the officers and members see ----------------------------------------------------
@@ -787,10 +882,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 class RssSampler:
-    """Samples a process's RSS every 100 ms on a thread; `peak_mb` is the largest seen."""
+    """Samples the RSS of some processes (together) every 100 ms on a thread; `peak_mb` is the
+    largest sum seen."""
 
-    def __init__(self, pid: int) -> None:
-        self._process = psutil.Process(pid)
+    def __init__(self, *pids: int) -> None:
+        self._processes = [psutil.Process(pid) for pid in pids]
         self._stop = threading.Event()
         self.peak = 0
         self.samples: list[tuple[float, int]] = []
@@ -799,8 +895,11 @@ class RssSampler:
     def _run(self) -> None:
         started = time.monotonic()
         while True:
-            with contextlib.suppress(psutil.Error):
-                rss = int(self._process.memory_info().rss)
+            rss = 0
+            for process in self._processes:
+                with contextlib.suppress(psutil.Error):
+                    rss += int(process.memory_info().rss)
+            if rss:
                 self.peak = max(self.peak, rss)
                 self.samples.append((time.monotonic() - started, rss))
             if self._stop.wait(RSS_SAMPLE_S):
@@ -869,6 +968,12 @@ class Settings:
     warmup: int
     workdir: Path
     phase_timeout_s: float
+    grids: int = 10
+    stations: int = 1
+    store: PgServer | None = None
+    """`--store`: the PostgreSQL server of the cluster contenders; None: no such contender."""
+    instances: tuple[int, ...] = ()
+    """`--instances`: one cluster contender per count (with `store`)."""
 
 
 @dataclass
@@ -879,55 +984,89 @@ class Plan:
     roster_path: Path
     phases: dict[str, list[Report]] = field(default_factory=dict)
 
-    def ids(self, phase: str) -> list[str]:
-        """The event ids of a phase, in publishing order."""
-        return [report[0] for report in self.phases[phase]]
+    def ids(self, phase: str, count: int | None = None) -> list[str]:
+        """The event ids of a phase (or of its first `count` reports), in publishing order."""
+        return [report[0] for report in self.phases[phase][:count]]
 
 
 @dataclass(frozen=True)
 class Contender:
-    """A started contender: its pid, how to stop it, whether it still runs (its exit code
-    if not), and its log (for failure messages)."""
+    """A started contender: its processes, how to stop it, whether it still runs (an exit
+    code if not: the first nonzero one of several processes), and its log (for failure
+    messages). A contender on PostgreSQL also names the server's processes that work for it:
+    (its database's backends, the server's background processes), read again at every call."""
 
-    pid: int
+    pids: tuple[int, ...]
     stop: Callable[[], dict[str, Any]]
     exit_code: Callable[[], int | None]
     log: Callable[[], str]
+    store_pids: Callable[[], tuple[list[int], list[int]]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    """What the start measured (a cluster: how long until every station was served, by whom)."""
+    batches: Callable[[], tuple[float, float]] | None = None
+    """etong: (inbound messages committed, store transactions) so far, from every process's
+    /metrics (`etong_batch_size` sum and count)."""
+
+
+def start_child(child: ChildContender) -> Contender:
+    """Start the republisher or the relay."""
+    child.start()
+
+    def stop() -> dict[str, Any]:
+        child.stop()
+        return {}
+
+    return Contender((child.pid,), stop, child.exit_code, lambda: f"(the {child.what} has no log)")
 
 
 def start_baseline(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
     """Start contender A, the naive republisher."""
-    republisher = Republisher(url, settings.protocol, plan.roster)
-    republisher.start()
-
-    def stop() -> dict[str, Any]:
-        republisher.stop()
-        return {}
-
-    return Contender(
-        republisher.pid, stop, republisher.exit_code, lambda: "(the baseline writes no log)"
-    )
+    return start_child(republisher(url, settings.protocol, plan.roster))
 
 
-def start_etong(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
-    """Start contender B, `etong run`, with a fresh store in `round_dir`."""
+def start_relay(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
+    """Start contender W, the wire relay."""
+    return start_child(wire_relay(url, settings.protocol, plan.roster))
+
+
+def etong_config(
+    url: str,
+    settings: Settings,
+    plan: Plan,
+    round_dir: Path,
+    *,
+    instance_id: str = INSTANCE_ID,
+    store: Mapping[str, Any] | None = None,
+    http_listen: str = "",
+) -> dict[str, dict[str, Any]]:
+    """The bench's `etong run` config: an SQLite store in `round_dir`, or `store`."""
     config = local_bridge_config(
         broker_url=url,
         store_path=round_dir / "etong.db",
         roster_path=plan.roster_path,
-        instance_id=INSTANCE_ID,
+        instance_id=instance_id,
         topic_prefix=PREFIX,
         protocol=settings.protocol,
         overrides={
             # Nothing falls due during a round: every push is acked within seconds.
             "delivery": {"ack_timeout_s": 3600, "max_attempts": 3, "backoff_max_s": 3600},
             "limits": {"member_rate_per_min": 1_000_000},
-            "http": {"listen": ""},
+            "http": {"listen": http_listen},
             "log": {"level": "warning", "format": "json"},
+            "store": dict(store or {}),
         },
     )
+    # Every instance of a cluster has the same broker.client_id (partition ids derive from it).
+    config["broker"]["client_id"] = f"{INSTANCE_ID}-bridge"
+    return config
+
+
+def start_etong(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
+    """Start contender B, `etong run`, with a fresh SQLite store in `round_dir`."""
     config_path = round_dir / "etong.toml"
-    config_path.write_text(render_toml(config), encoding="utf-8")
+    port = free_port()
+    config = etong_config(url, settings, plan, round_dir, http_listen=f"127.0.0.1:{port}")
+    config_path.write_text(render_toml(config), "utf-8")
     bridge = LocalBridge(config_path, log_path=round_dir / "etong.log")
     bridge.start()
     try:
@@ -945,7 +1084,160 @@ def start_etong(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Co
         finally:
             bridge.close()
 
-    return Contender(bridge.pid, stop, lambda: bridge.returncode, lambda: bridge.log_tail(30))
+    return Contender(
+        (bridge.pid,),
+        stop,
+        lambda: bridge.returncode,
+        lambda: bridge.log_tail(30),
+        batches=lambda: batch_totals([port]),
+    )
+
+
+def cluster_starter(instances: int) -> Callable[[str, Settings, Plan, Path], Contender]:
+    """The start of contender P`instances`: that many `etong run` on one fresh database."""
+
+    def start(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
+        return start_cluster(url, settings, plan, round_dir, instances)
+
+    return start
+
+
+def start_cluster(
+    url: str, settings: Settings, plan: Plan, round_dir: Path, instances: int
+) -> Contender:
+    """Start `instances` `etong run` processes on a new database and wait until every station
+    is served with balanced shares (`pg_cluster.cluster_served`)."""
+    server = settings.store
+    assert server is not None
+    database = server.create()
+    key_file = round_dir / "pii.key"
+    load_or_create_key(key_file)  # one key for all, before any instance starts (DESIGN §7)
+    bridges: list[LocalBridge] = []
+    ports: list[int] = []
+    for k in range(1, instances + 1):
+        port = free_port()
+        config = etong_config(
+            url,
+            settings,
+            plan,
+            round_dir,
+            instance_id=f"{INSTANCE_ID}-{k}",
+            store={"url": server.url_of(database), "pii_key_file": str(key_file)},
+            http_listen=f"127.0.0.1:{port}",
+        )
+        config_path = round_dir / f"etong-{k}.toml"
+        config_path.write_text(render_toml(config), encoding="utf-8")
+        bridges.append(LocalBridge(config_path, log_path=round_dir / f"etong-{k}.log"))
+        ports.append(port)
+
+    def log() -> str:
+        return "\n".join(f"[{b.instance_id}]\n{b.log_tail(15)}" for b in bridges)
+
+    def exit_code() -> int | None:
+        codes = [b.returncode for b in bridges]
+        exited = [c for c in codes if c is not None]
+        return next((c for c in exited if c != 0), exited[0] if exited else None)
+
+    def stop() -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            # All at once (none takes over what another hands over), and one SIGTERM each: a
+            # second one that lands in the last moments of the interpreter's exit, once Python
+            # has put the default handlers back, ends the process by the signal (exit -15).
+            started_ones = [bridge for bridge in bridges if bridge.pid is not None]
+            with concurrent.futures.ThreadPoolExecutor(max(1, len(started_ones))) as pool:
+                codes = list(pool.map(lambda bridge: bridge.sigterm(timeout=30), started_ones))
+            return {
+                "exit_code": next((c for c in codes if c != 0), 0),
+                "exit_codes": codes,
+                "stop_s": round(time.monotonic() - started, 3),
+            }
+        finally:
+            for bridge in bridges:
+                bridge.close()
+            server.drop(database)
+
+    try:
+        started = time.monotonic()
+        for bridge in bridges:
+            bridge.start()
+        for bridge in bridges:
+            bridge.wait_ready(timeout=60)
+        served = wait_served(
+            server=server,
+            database=database,
+            plan=plan,
+            bridges=bridges,
+            ports=ports,
+            exit_code=exit_code,
+            log=log,
+        )
+        served_s = time.monotonic() - started
+    except BaseException:
+        with contextlib.suppress(Exception):
+            stop()
+        raise
+    pids = tuple(b.pid for b in bridges if b.pid is not None)
+    info = {
+        "served_s": round(served_s, 3),
+        "assignment": served.assignment,
+        "database": database,
+    }
+    return Contender(
+        pids,
+        stop,
+        exit_code,
+        log,
+        lambda: server.store_pids(database),
+        info,
+        batches=lambda: batch_totals(ports),
+    )
+
+
+def wait_served(
+    *,
+    server: PgServer,
+    database: str,
+    plan: Plan,
+    bridges: Sequence[LocalBridge],
+    ports: Sequence[int],
+    exit_code: Callable[[], int | None],
+    log: Callable[[], str],
+    timeout: float = 90.0,
+) -> Served:
+    """Poll the leases and every instance's /readyz until the cluster serves every station."""
+    deadline = time.monotonic() + timeout
+    while True:
+        owners = server.owners(database)
+        ready = {b.instance_id: readiness(port) for b, port in zip(bridges, ports, strict=True)}
+        served = cluster_served(plan.roster.stations, owners, ready)
+        if served is not None:
+            return served
+        code = exit_code()
+        if code is not None:
+            raise BenchError(f"an instance exited with code {code} before serving; {log()}")
+        if time.monotonic() >= deadline:
+            raise BenchError(
+                f"the cluster did not serve every station within {timeout:.0f} s: leases "
+                f"{owners}, /readyz {ready}\n{log()}"
+            )
+        time.sleep(0.2)  # polling the database and /readyz, under the deadline above
+
+
+def batch_totals(ports: Iterable[int]) -> tuple[float, float]:
+    """(inbound messages committed, store transactions) so far, over the etong processes
+    whose /metrics listen on `ports` (`etong_batch_size` sum and count)."""
+    messages = batches = 0.0
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "etong_batch_size_sum":
+                messages += float(value)
+            elif name == "etong_batch_size_count":
+                batches += float(value)
+    return messages, batches
 
 
 def cpu_of(pids: Iterable[int | None]) -> float:
@@ -956,6 +1248,21 @@ def cpu_of(pids: Iterable[int | None]) -> float:
             with contextlib.suppress(psutil.Error):
                 total += cpu_seconds(pid)
     return total
+
+
+class CpuMeter:
+    """The CPU seconds a set of processes used since the meter was made; the set is asked
+    again at the end (a process started meanwhile counts from its start, one that ended
+    meanwhile is lost: the store's connection pools grow under load, and rarely shrink)."""
+
+    def __init__(self, pids: Callable[[], Iterable[int | None]]) -> None:
+        self._pids = pids
+        self._start = {pid: cpu_of([pid]) for pid in pids() if pid is not None}
+
+    def seconds(self) -> float:
+        """Since the meter was made."""
+        now = {pid for pid in self._pids() if pid is not None} | set(self._start)
+        return sum(max(0.0, cpu_of([pid]) - self._start.get(pid, 0.0)) for pid in now)
 
 
 def machine_busy_seconds() -> float:
@@ -971,10 +1278,9 @@ class ForeignLoad:
     a round where it did is not comparable, and the table says so.
     """
 
-    def __init__(self, ours: Sequence[int | None]) -> None:
-        self._ours = ours
+    def __init__(self, ours: Callable[[], Iterable[int | None]]) -> None:
         self._busy0 = machine_busy_seconds()
-        self._ours0 = cpu_of(ours)
+        self._ours = CpuMeter(ours)
         self._t0 = time.monotonic()
 
     def wall(self) -> float:
@@ -984,8 +1290,33 @@ class ForeignLoad:
     def share(self) -> float:
         """Their CPU seconds over the phase's wall time times the cpu count (0..1)."""
         wall = self.wall()
-        theirs = (machine_busy_seconds() - self._busy0) - (cpu_of(self._ours) - self._ours0)
+        theirs = (machine_busy_seconds() - self._busy0) - self._ours.seconds()
         return max(0.0, theirs) / (wall * (os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One contender of the run: its key in the JSON, its letter in round names, its column
+    in the table, whether it sends receipts (then its lifecycle is measured), how it starts."""
+
+    key: str
+    letter: str
+    label: str
+    receipts: bool
+    start: Callable[[str, Settings, Plan, Path], Contender]
+
+
+def kinds(settings: Settings) -> list[Kind]:
+    """The contenders of a run, in the order each round runs them."""
+    out = [
+        Kind("baseline", "A", "A: naive republisher", False, start_baseline),
+        Kind("relay", "W", "W: wire relay", True, start_relay),
+        Kind("etong", "B", "B: etong, SQLite", True, start_etong),
+    ]
+    if settings.store is not None:
+        for n in settings.instances:
+            out.append(Kind(f"pg{n}", f"P{n}", f"P{n}: etong, PG x{n}", True, cluster_starter(n)))
+    return out
 
 
 @dataclass
@@ -993,7 +1324,7 @@ class Round:
     """The processes of one round, wired together."""
 
     name: str
-    is_etong: bool
+    receipts: bool
     settings: Settings
     plan: Plan
     terminals: Terminals
@@ -1001,19 +1332,27 @@ class Round:
     contender: Contender
     broker_pid: int | None
 
-    @property
+    def store_pids(self) -> list[int]:
+        """The PostgreSQL server's processes working for the contender now ([] on SQLite)."""
+        if self.contender.store_pids is None:
+            return []
+        backends, background = self.contender.store_pids()
+        return backends + background
+
     def our_pids(self) -> list[int | None]:
-        """Every process of the round: contender, broker, this process, the publisher."""
-        return [self.contender.pid, self.broker_pid, os.getpid(), self.publisher.pid]
+        """Every process of the round: contender, broker, this process, the publisher, and
+        the PostgreSQL server's for a contender on it."""
+        own = [self.broker_pid, os.getpid(), self.publisher.pid]
+        return [*self.contender.pids, *own, *self.store_pids()]
 
     def why(self) -> str:
         """What was seen, for a failure message."""
         return f"{self.terminals.describe()}\n--- contender log tail ---\n{self.contender.log()}"
 
     def wait_for(self, phase: str, ids: Sequence[str], timeout: float) -> None:
-        """Wait until every report of `phase` was pushed (and, for etong, received)."""
+        """Wait until every report of `phase` was pushed (and, with receipts, received)."""
         waits = [self.terminals.pushes]
-        if self.is_etong:
+        if self.receipts:
             waits.append(self.terminals.received)
         deadline = time.monotonic() + timeout
         for arrivals in waits:
@@ -1041,10 +1380,13 @@ class Round:
     def throughput(self) -> dict[str, Any]:
         """N reports at once: throughput, lifecycle throughput, CPU per report."""
         timeout = self.settings.phase_timeout_s
-        harness = (os.getpid(), self.publisher.pid)
-        cpu0 = cpu_of([self.contender.pid])
-        broker0 = cpu_of([self.broker_pid])
-        harness0 = cpu_of(harness)
+        contender = CpuMeter(lambda: self.contender.pids)
+        broker = CpuMeter(lambda: [self.broker_pid])
+        harness = CpuMeter(lambda: [os.getpid(), self.publisher.pid])
+        store = self.contender.store_pids
+        backends = CpuMeter(lambda: store()[0] if store else [])
+        background = CpuMeter(lambda: store()[1] if store else [])
+        batches0 = self.contender.batches() if self.contender.batches else None
         foreign = ForeignLoad(self.our_pids)
         sent_at, last_puback = self.publisher.run("throughput", None, timeout)
         ids = self.plan.ids("throughput")
@@ -1052,52 +1394,88 @@ class Round:
         n = len(ids)
         first_send = min(sent_at)
         last_push = max(self.terminals.pushes.first[e] for e in ids)
-        ours = cpu_of([self.contender.pid]) - cpu0 + cpu_of([self.broker_pid]) - broker0
-        ours += cpu_of(harness) - harness0
+        cpu = {
+            "cpu_ms_per_event": contender.seconds(),
+            "broker_cpu_ms_per_event": broker.seconds(),
+            "harness_cpu_ms_per_event": harness.seconds(),
+        }
+        if store is not None:
+            cpu["pg_backends_cpu_ms_per_event"] = backends.seconds()
+            cpu["pg_background_cpu_ms_per_event"] = background.seconds()
+        wall = foreign.wall()
         out = {
             "events_per_s": n / (last_push - first_send),
-            "cpu_ms_per_event": (cpu_of([self.contender.pid]) - cpu0) * 1000 / n,
-            "broker_cpu_ms_per_event": (cpu_of([self.broker_pid]) - broker0) * 1000 / n,
-            "harness_cpu_ms_per_event": (cpu_of(harness) - harness0) * 1000 / n,
+            **{key: seconds * 1000 / n for key, seconds in cpu.items()},
             "publish_events_per_s": n / (last_puback - first_send),
             "throughput_s": last_push - first_send,
             "foreign_cpu_share": foreign.share(),
-            # Contender, broker and load generator together, over the phase's wall time and
-            # every core: near 1.0, the machine itself is the limit, not one process.
-            "machine_busy_share": ours / (foreign.wall() * (os.cpu_count() or 1)),
+            # Contender, broker, load generator (and the PostgreSQL server) together, over the
+            # phase's wall time and every core: near 1.0, the machine itself is the limit.
+            "machine_busy_share": sum(cpu.values()) / (wall * (os.cpu_count() or 1)),
         }
-        if self.is_etong:
+        if self.receipts:
             last_received = max(self.terminals.received.first[e] for e in ids)
             out["lifecycle_events_per_s"] = n / (last_received - first_send)
+        if batches0 is not None:
+            out["mean_batch_messages"] = self.mean_batch(batches0)
         return out
 
-    def latency(self) -> dict[str, Any]:
-        """Reports paced at `--rate`: publish-to-push latency percentiles."""
-        timeout = self.settings.latency_s + self.settings.phase_timeout_s
+    def mean_batch(self, before: tuple[float, float]) -> float:
+        """Inbound messages (reports and acks) per store transaction since `before`."""
+        assert self.contender.batches is not None
+        messages, batches = self.contender.batches()
+        return (messages - before[0]) / max(1.0, batches - before[1])
+
+    def latency(self, phase: str, rate: float, count: int | None = None) -> dict[str, Any]:
+        """Reports paced at `rate`: publish-to-push (and to `received`) latency percentiles.
+        Keys as for `--rate`, prefixed `half_` for the phase at half the throughput."""
+        timeout = count / rate if count else self.settings.latency_s
+        timeout += self.settings.phase_timeout_s
+        batches0 = self.contender.batches() if self.contender.batches else None
         foreign = ForeignLoad(self.our_pids)
-        sent_at, _ = self.publisher.run("latency", self.settings.rate, timeout)
-        ids = self.plan.ids("latency")
-        self.wait_for("latency", ids, timeout)
+        sent_at, _ = self.publisher.run(phase, rate, timeout, count)
+        ids = self.plan.ids(phase, count)
+        self.wait_for(phase, ids, timeout)
         foreign_share = foreign.share()
         pushes = self.terminals.pushes.first
         latencies = [(pushes[e] - t) * 1000 for e, t in zip(ids, sent_at, strict=True)]
+        paced_s = max(1e-9, max(sent_at) - min(sent_at))
         out = {
             "p50_ms": percentile(latencies, 50),
             "p99_ms": percentile(latencies, 99),
             "max_ms": max(latencies),
-            "paced_events_per_s": len(ids) / max(1e-9, max(sent_at) - min(sent_at)),
-            "latency_foreign_cpu_share": foreign_share,
+            "paced_events_per_s": len(ids) / paced_s,
+            "foreign_cpu_share": foreign_share,
         }
-        if self.is_etong:
+        if self.receipts:
             received = self.terminals.received.first
             lifecycle = [(received[e] - t) * 1000 for e, t in zip(ids, sent_at, strict=True)]
             out["received_p50_ms"] = percentile(lifecycle, 50)
             out["received_p99_ms"] = percentile(lifecycle, 99)
-        return out
+        if batches0 is not None:
+            out["mean_batch_messages"] = self.mean_batch(batches0)
+        if phase == "latency":
+            out["latency_foreign_cpu_share"] = out.pop("foreign_cpu_share")
+            if "mean_batch_messages" in out:
+                out["latency_mean_batch_messages"] = out.pop("mean_batch_messages")
+            return out
+        out["rate_events_per_s"] = rate
+        out["paced_s"] = paced_s
+        return {f"half_{key}": value for key, value in out.items()}
+
+    def half_load(self, throughput: Mapping[str, Any]) -> dict[str, Any]:
+        """Latency at half the throughput this contender just measured (its lifecycle's, when
+        it sends receipts): the same load relative to what it can take, on any machine. The
+        phase lasts `--latency-s`, or until it used its `--events` reports (so at most twice
+        the throughput phase), whichever comes first."""
+        rate = 0.5 * throughput["lifecycle_events_per_s" if self.receipts else "events_per_s"]
+        pool = len(self.plan.phases["half"])
+        count = min(pool, max(1, round(rate * self.settings.latency_s)))
+        return self.latency("half", rate, count)
 
 
-def run_round(name: str, kind: str, settings: Settings, plan: Plan) -> dict[str, Any]:
-    """One round of one contender (`baseline` or `etong`) on a fresh broker."""
+def run_round(name: str, kind: Kind, settings: Settings, plan: Plan) -> dict[str, Any]:
+    """One round of one contender on a fresh broker."""
     round_dir = settings.workdir / name
     round_dir.mkdir(parents=True)
     stop_info: dict[str, Any] = {}
@@ -1111,12 +1489,12 @@ def run_round(name: str, kind: str, settings: Settings, plan: Plan) -> dict[str,
         publisher = Publisher(broker.url, settings.protocol, settings.publishers, plan.phases)
         stack.callback(publisher.stop)
         publisher.start()
-        start = start_etong if kind == "etong" else start_baseline
-        contender = start(broker.url, settings, plan, round_dir)
+        load_before = os.getloadavg()[0]
+        contender = kind.start(broker.url, settings, plan, round_dir)
         stack.callback(lambda: stop_info.update(contender.stop()))
         bench_round = Round(
             name,
-            kind == "etong",
+            kind.receipts,
             settings,
             plan,
             terminals,
@@ -1124,12 +1502,20 @@ def run_round(name: str, kind: str, settings: Settings, plan: Plan) -> dict[str,
             contender,
             mosquitto_pid(broker),
         )
-        with RssSampler(contender.pid) as rss:
+        with RssSampler(*contender.pids) as rss:
             bench_round.warm_up()
-            result = {"round": name, **bench_round.throughput(), **bench_round.latency()}
+            throughput = bench_round.throughput()
+            result = {
+                "round": name,
+                **contender.info,
+                **throughput,
+                **bench_round.latency("latency", settings.rate),
+                **bench_round.half_load(throughput),
+            }
         result["rss_mb"] = rss.peak_mb
         result["repeated_pushes"] = terminals.pushes.repeats
         result["receipts"] = dict(terminals.statuses)
+        result["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     result.update(stop_info)
     return result
 
@@ -1149,13 +1535,34 @@ BASELINE_KEYS = (
     "foreign_cpu_share",
     "latency_foreign_cpu_share",
     "machine_busy_share",
+    "half_rate_events_per_s",
+    "half_p50_ms",
+    "half_p99_ms",
+    "half_max_ms",
+    "half_foreign_cpu_share",
 )
-ETONG_KEYS = (
+RELAY_KEYS = (
     *BASELINE_KEYS,
     "lifecycle_events_per_s",
     "received_p50_ms",
     "received_p99_ms",
+    "half_received_p50_ms",
+    "half_received_p99_ms",
 )
+ETONG_KEYS = (
+    *RELAY_KEYS,
+    "mean_batch_messages",
+    "latency_mean_batch_messages",
+    "half_mean_batch_messages",
+)
+CLUSTER_KEYS = (
+    *ETONG_KEYS,
+    "pg_backends_cpu_ms_per_event",
+    "pg_background_cpu_ms_per_event",
+    "served_s",
+)
+PG_LIFECYCLE_GOAL = 0.7  # issue 11: PostgreSQL lifecycle throughput >= 0.7 x SQLite's
+CLUSTER_CPU_GOAL = 1.15  # issue 11: CPU per report of 3 instances <= 1.15 x one instance's
 
 
 def summarise(rounds: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
@@ -1173,7 +1580,7 @@ def summarise(rounds: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[
 
 def make_plan(settings: Settings, seed: int) -> Plan:
     """Write the roster and generate every report of the run."""
-    roster = bench_roster()
+    roster = bench_roster(settings.grids, settings.stations)
     roster_path = settings.workdir / "roster.toml"
     roster_path.write_text(render_toml(roster.document), encoding="utf-8")
     rng = random.Random(seed)
@@ -1182,64 +1589,174 @@ def make_plan(settings: Settings, seed: int) -> Plan:
     plan.phases["throughput"] = make_reports(roster, settings.events, rng)
     latency_count = max(1, round(settings.rate * settings.latency_s))
     plan.phases["latency"] = make_reports(roster, latency_count, rng)
+    plan.phases["half"] = make_reports(roster, settings.events, rng)
     return plan
 
 
+def ratio(
+    a: Mapping[str, Any], b: Mapping[str, Any], key: str, b_key: str | None = None
+) -> dict[str, Any]:
+    """b / a for `key` (of b: `b_key`): of the medians, and per round pair (round i of each)."""
+    b_key = b_key or key
+    pairs = zip(a["rounds"], b["rounds"], strict=False)
+    return {
+        "ratio": round(b[b_key] / a[key], 3),
+        "per_round": [round(rb[b_key] / ra[key], 3) for ra, rb in pairs],
+    }
+
+
+def cluster_total_cpu(summary: Mapping[str, Any]) -> float:
+    """CPU per report of the instances and of the PostgreSQL server's processes together."""
+    return float(
+        summary["cpu_ms_per_event"]
+        + summary["pg_backends_cpu_ms_per_event"]
+        + summary["pg_background_cpu_ms_per_event"]
+    )
+
+
+def comparisons(summaries: Mapping[str, Mapping[str, Any]], settings: Settings) -> dict[str, Any]:
+    """etong against the wire relay, PostgreSQL against SQLite, N instances against one."""
+    etong, relay = summaries["etong"], summaries["relay"]
+    out: dict[str, Any] = {
+        "etong_vs_relay": {
+            "events_per_s": ratio(relay, etong, "events_per_s"),
+            "lifecycle_events_per_s": ratio(relay, etong, "lifecycle_events_per_s"),
+            "cpu_ms_per_event": ratio(relay, etong, "cpu_ms_per_event"),
+        }
+    }
+    pg = {n: summaries[f"pg{n}"] for n in settings.instances if f"pg{n}" in summaries}
+    if 1 in pg:
+        out["pg_vs_sqlite"] = {
+            "lifecycle_events_per_s": ratio(etong, pg[1], "lifecycle_events_per_s"),
+            "events_per_s": ratio(etong, pg[1], "events_per_s"),
+            "cpu_ms_per_event": ratio(etong, pg[1], "cpu_ms_per_event"),
+            "p99_ms": {"sqlite": etong["p99_ms"], "postgres": pg[1]["p99_ms"]},
+            "half_p99_ms": {"sqlite": etong["half_p99_ms"], "postgres": pg[1]["half_p99_ms"]},
+        }
+        out["cluster_cpu"] = {
+            str(n): {
+                "cpu_ms_per_event": ratio(pg[1], summary, "cpu_ms_per_event"),
+                "with_postgres_server": round(
+                    cluster_total_cpu(summary) / cluster_total_cpu(pg[1]), 3
+                ),
+            }
+            for n, summary in pg.items()
+            if n != 1
+        }
+    return out
+
+
+def goals(
+    summaries: Mapping[str, Mapping[str, Any]], compared: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The goals of issues #5 and 11 against this run's figures (those it measured)."""
+    ratio_now = summaries["etong"]["events_per_s"] / summaries["baseline"]["events_per_s"]
+    out: dict[str, Any] = {
+        "ratio_min": RATIO_GOAL,
+        "p99_ms_max": P99_GOAL_MS,
+        "ratio_met": ratio_now >= RATIO_GOAL,
+        "p99_met": summaries["etong"]["p99_ms"] <= P99_GOAL_MS,
+    }
+    if "pg_vs_sqlite" in compared:
+        pg_ratio = compared["pg_vs_sqlite"]["lifecycle_events_per_s"]["ratio"]
+        out["pg_lifecycle_ratio_min"] = PG_LIFECYCLE_GOAL
+        out["pg_lifecycle_ratio"] = pg_ratio
+        out["pg_lifecycle_ratio_met"] = pg_ratio >= PG_LIFECYCLE_GOAL
+    cluster = compared.get("cluster_cpu", {})
+    if cluster:
+        most = max(cluster, key=int)  # the largest cluster measured (3 in issue 11's goal)
+        cpu_ratio = cluster[most]["cpu_ms_per_event"]["ratio"]
+        out["cluster_cpu_instances"] = int(most)
+        out["cluster_cpu_ratio_max"] = CLUSTER_CPU_GOAL
+        out["cluster_cpu_ratio"] = cpu_ratio
+        out["cluster_cpu_ratio_met"] = cpu_ratio <= CLUSTER_CPU_GOAL
+    return out
+
+
 def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
-    """Every round, alternating A and B; returns the JSON document."""
+    """Every round, each running every contender in turn; returns the JSON document."""
     started = datetime.now(UTC)
     t0 = time.monotonic()
+    load_start = os.getloadavg()
     plan = make_plan(settings, seed)
+    contenders = kinds(settings)
+    if settings.store is not None:
+        for name in settings.store.drop_leftovers():
+            print(f"dropped {name}, left by a bench run that is gone", flush=True)
     print(
         f"generated {sum(len(p) for p in plan.phases.values())} reports in "
-        f"{time.monotonic() - t0:.1f} s; {settings.rounds} rounds of A (baseline), B (etong)",
+        f"{time.monotonic() - t0:.1f} s; {settings.rounds} rounds of "
+        + ", ".join(k.label for k in contenders),
         flush=True,
     )
-    results: dict[str, list[dict[str, Any]]] = {"baseline": [], "etong": []}
+    results: dict[str, list[dict[str, Any]]] = {k.key: [] for k in contenders}
     for i in range(1, settings.rounds + 1):
-        for kind in ("baseline", "etong"):
-            name = f"{i}{'A' if kind == 'baseline' else 'B'}-{kind}"
+        # Each round starts one contender later, so none always runs first (or right after
+        # the same other one) while the machine's other load drifts.
+        shift = (i - 1) % len(contenders)
+        for kind in contenders[shift:] + contenders[:shift]:
+            name = f"{i}{kind.letter}-{kind.key}"
             result = run_round(name, kind, settings, plan)
-            results[kind].append(result)
+            results[kind.key].append(result)
             print(f"  round {name}: {round_line(result)}", flush=True)
-    baseline = summarise(results["baseline"], BASELINE_KEYS)
-    etong = summarise(results["etong"], ETONG_KEYS)
-    ratio = etong["events_per_s"] / baseline["events_per_s"]
+    summaries: dict[str, dict[str, Any]] = {}
+    for kind in contenders:
+        keys = {"baseline": BASELINE_KEYS, "relay": RELAY_KEYS, "etong": ETONG_KEYS}.get(
+            kind.key, CLUSTER_KEYS
+        )
+        summaries[kind.key] = summarise(results[kind.key], keys)
+    baseline, etong = summaries["baseline"], summaries["etong"]
     paired = [
         b["events_per_s"] / a["events_per_s"]
         for a, b in zip(results["baseline"], results["etong"], strict=True)
     ]
-    return {
+    compared = comparisons(summaries, settings)
+    doc: dict[str, Any] = {
         "events": settings.events,
         "baseline": baseline,
         "etong": etong,
-        "ratio": round(ratio, 3),
+        "ratio": round(etong["events_per_s"] / baseline["events_per_s"], 3),
         "ratio_per_round_pair": [round(r, 3) for r in paired],
-        "cpu_budget": cpu_budget(baseline, etong),
-        "goals": {
-            "ratio_min": RATIO_GOAL,
-            "p99_ms_max": P99_GOAL_MS,
-            "ratio_met": ratio >= RATIO_GOAL,
-            "p99_met": etong["p99_ms"] <= P99_GOAL_MS,
-        },
-        "settings": {
-            "rate": settings.rate,
-            "latency_s": settings.latency_s,
-            "rounds": settings.rounds,
-            "protocol": settings.protocol,
-            "publisher_clients": settings.publishers,
-            "warmup_events": settings.warmup,
-            "grids": len(plan.roster.officer_of),
-            "members": len(plan.roster.members),
-            "officer_terminals": len(plan.roster.officers),
-            "order": "A,B alternating; a fresh mosquitto per round; a fresh store for each B",
-            "etong_config": "ack_timeout_s 3600, member_rate_per_min 1000000, log warning/json",
-        },
-        "machine": machine_info(settings.workdir),
-        "code": code_info(),
-        "started_at": started.isoformat(timespec="seconds"),
-        "duration_s": round(time.monotonic() - t0, 1),
+        "relay": summaries["relay"],
     }
+    if settings.store is not None:
+        doc["postgres"] = {str(n): summaries[f"pg{n}"] for n in settings.instances}
+    doc.update(compared)
+    doc["cpu_budget"] = cpu_budget(baseline, etong)
+    doc["goals"] = goals(summaries, compared)
+    doc["settings"] = {
+        "rate": settings.rate,
+        "latency_s": settings.latency_s,
+        "rounds": settings.rounds,
+        "protocol": settings.protocol,
+        "publisher_clients": settings.publishers,
+        "warmup_events": settings.warmup,
+        "stations": len(plan.roster.stations),
+        "grids": len(plan.roster.officer_of),
+        "members": len(plan.roster.members),
+        "officer_terminals": len(plan.roster.officers),
+        "contenders": [{"key": k.key, "column": k.label} for k in contenders],
+        "order": "every contender once per round, round i starting with contender i of "
+        "`contenders` (rotating); a fresh mosquitto per round; a fresh store (SQLite file, "
+        "PostgreSQL database) for each etong",
+        "etong_config": "ack_timeout_s 3600, member_rate_per_min 1000000, log warning/json, "
+        "http on 127.0.0.1 (/metrics for the batch sizes; /readyz for a cluster's); "
+        "on PostgreSQL: cluster.lease_s default",
+        "half_load": "paced at half the contender's own throughput of the round (lifecycle "
+        "for those with receipts), for latency_s or until `events` reports were published",
+    }
+    if settings.store is not None:
+        doc["settings"]["instances"] = list(settings.instances)
+        doc["settings"]["postgres"] = {
+            "server": settings.store.version(),
+            **settings.store.settings(),
+        }
+    doc["machine"] = machine_info(settings.workdir)
+    doc["code"] = code_info()
+    doc["load_average"] = {"start": list(load_start), "end": list(os.getloadavg())}
+    doc["started_at"] = started.isoformat(timespec="seconds")
+    doc["duration_s"] = round(time.monotonic() - t0, 1)
+    return doc
 
 
 def cpu_budget(baseline: Mapping[str, Any], etong: Mapping[str, Any]) -> dict[str, float]:
@@ -1272,10 +1789,14 @@ def round_line(r: Mapping[str, Any]) -> str:
     text = f"{r['events_per_s']:.0f} ev/s"
     if "lifecycle_events_per_s" in r:
         text += f" (lifecycle {r['lifecycle_events_per_s']:.0f})"
+    if "served_s" in r:
+        text += f", served in {r['served_s']:.1f} s"
     return (
-        text + f", p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+        text + f", p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; at "
+        f"{r['half_rate_events_per_s']:.0f}/s p99 {r['half_p99_ms']:.1f} ms; "
         f"cpu {r['cpu_ms_per_event']:.3f} ms/ev, rss {r['rss_mb']:.1f} MiB, other processes "
-        f"{r['foreign_cpu_share']:.0%} / {r['latency_foreign_cpu_share']:.0%} of the machine"
+        f"{r['foreign_cpu_share']:.0%} / {r['latency_foreign_cpu_share']:.0%} / "
+        f"{r['half_foreign_cpu_share']:.0%} of the machine"
     )
 
 
@@ -1356,46 +1877,109 @@ def _cell(summary: Mapping[str, Any], key: str, digits: int) -> str:
 TABLE_ROWS = (
     ("throughput, events/s", "events_per_s", 0),
     ("lifecycle (to `received`), events/s", "lifecycle_events_per_s", 0),
-    ("latency p50, ms", "p50_ms", 1),
-    ("latency p99, ms", "p99_ms", 1),
-    ("latency max, ms", "max_ms", 1),
+    ("latency p50 at --rate, ms", "p50_ms", 1),
+    ("latency p99 at --rate, ms", "p99_ms", 1),
+    ("latency max at --rate, ms", "max_ms", 1),
+    ("`received` p99 at --rate, ms", "received_p99_ms", 1),
+    ("half load: rate, events/s", "half_rate_events_per_s", 0),
+    ("half load: latency p50, ms", "half_p50_ms", 1),
+    ("half load: latency p99, ms", "half_p99_ms", 1),
+    ("half load: `received` p99, ms", "half_received_p99_ms", 1),
+    ("messages per transaction, throughput", "mean_batch_messages", 1),
+    ("messages per transaction, at --rate", "latency_mean_batch_messages", 1),
+    ("messages per transaction, half load", "half_mean_batch_messages", 1),
     ("contender CPU, ms/event", "cpu_ms_per_event", 3),
+    ("PostgreSQL backends CPU, ms/event", "pg_backends_cpu_ms_per_event", 3),
+    ("PostgreSQL background CPU, ms/event", "pg_background_cpu_ms_per_event", 3),
     ("contender peak RSS, MiB", "rss_mb", 1),
     ("mosquitto CPU, ms/event", "broker_cpu_ms_per_event", 3),
     ("load generator CPU, ms/event", "harness_cpu_ms_per_event", 3),
     ("publish rate (to PUBACK), events/s", "publish_events_per_s", 0),
+    ("start to every station served, s", "served_s", 1),
     ("others' CPU, throughput phase, share", "foreign_cpu_share", 2),
     ("others' CPU, latency phase, share", "latency_foreign_cpu_share", 2),
-    ("machine busy (all three), throughput, share", "machine_busy_share", 2),
+    ("others' CPU, half-load phase, share", "half_foreign_cpu_share", 2),
+    ("machine busy (all of ours), throughput", "machine_busy_share", 2),
 )
+
+
+def contender_sections(doc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(column heading, summary) of every contender of the run, in the run's order."""
+    out: list[tuple[str, Mapping[str, Any]]] = []
+    for entry in doc["settings"]["contenders"]:
+        key = entry["key"]
+        summary = doc["postgres"][key[2:]] if key.startswith("pg") else doc[key]
+        out.append((entry["column"], summary))
+    return out
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
 
 
 def render_table(doc: Mapping[str, Any]) -> str:
     """The result as a readable table: medians with (min-max) over the rounds."""
     s, m = doc["settings"], doc["machine"]
+    sections = contender_sections(doc)
+    width = max(22, *(len(head) for head, _ in sections))
     lines = [
         f"etong e2e benchmark: {doc['events']} events x {s['rounds']} rounds per contender "
-        f"(A,B alternating), MQTT {s['protocol']}, latency at {s['rate']:g}/s for "
-        f"{s['latency_s']:g} s",
+        f"(interleaved), MQTT {s['protocol']}, latency at {s['rate']:g}/s and at half of each "
+        f"contender's throughput, {s['latency_s']:g} s each; {s['stations']} stations, "
+        f"{s['grids']} grids, {s['members']} members",
         f"machine: {m['cpu_count']} x {m['cpu_model']}, {m['memory_gb']} GiB, Python "
         f"{m['python']}, mosquitto {m['mosquitto']}, paho-mqtt {m['paho_mqtt']}, "
-        f"store on {m['store_filesystem']}",
+        f"store on {m['store_filesystem']}; load average (1 min) "
+        f"{doc['load_average']['start'][0]:.2f} at the start, "
+        f"{doc['load_average']['end'][0]:.2f} at the end",
         "",
-        f"{'median (min-max)':38} {'A: naive republisher':>26} {'B: etong':>26}",
+        f"{'median (min-max)':40}" + "".join(f" {head:>{width}}" for head, _ in sections),
     ]
     for label, key, digits in TABLE_ROWS:
-        base = _cell(doc["baseline"], key, digits)
-        etong = _cell(doc["etong"], key, digits)
-        lines.append(f"{label:38} {base:>26} {etong:>26}")
+        if all(key not in summary for _, summary in sections):
+            continue
+        cells = "".join(f" {_cell(summary, key, digits):>{width}}" for _, summary in sections)
+        lines.append(f"{label:40}{cells}")
     goals = doc["goals"]
     pairs = ", ".join(f"{r:.2f}" for r in doc["ratio_per_round_pair"])
     lines += [
         "",
         f"ratio etong/baseline events/s: {doc['ratio']:.3f} (per round pair: {pairs}); "
-        f"goal >= {goals['ratio_min']}: {'met' if goals['ratio_met'] else 'NOT met'}",
+        f"goal >= {goals['ratio_min']}: {_verdict(goals['ratio_met'])}",
         f"etong p99 at {s['rate']:g}/s: {doc['etong']['p99_ms']:.1f} ms; goal <= "
-        f"{goals['p99_ms_max']:g} ms: {'met' if goals['p99_met'] else 'NOT met'}",
+        f"{goals['p99_ms_max']:g} ms: {_verdict(goals['p99_met'])}",
     ]
+    relay = doc["etong_vs_relay"]
+    lines.append(
+        f"etong/wire relay: throughput {relay['events_per_s']['ratio']:.3f}, lifecycle "
+        f"{relay['lifecycle_events_per_s']['ratio']:.3f} (per round "
+        + ", ".join(f"{r:.2f}" for r in relay["lifecycle_events_per_s"]["per_round"])
+        + f"), CPU per report {relay['cpu_ms_per_event']['ratio']:.2f}x"
+    )
+    if "pg_vs_sqlite" in doc:
+        pg = doc["pg_vs_sqlite"]
+        lines.append(
+            f"PostgreSQL (1 instance)/SQLite lifecycle: {goals['pg_lifecycle_ratio']:.3f} "
+            "(per round "
+            + ", ".join(f"{r:.2f}" for r in pg["lifecycle_events_per_s"]["per_round"])
+            + f"); goal >= {goals['pg_lifecycle_ratio_min']}: "
+            f"{_verdict(goals['pg_lifecycle_ratio_met'])}; p99 at {s['rate']:g}/s "
+            f"{pg['p99_ms']['sqlite']:.1f} / {pg['p99_ms']['postgres']:.1f} ms, at half load "
+            f"{pg['half_p99_ms']['sqlite']:.1f} / {pg['half_p99_ms']['postgres']:.1f} ms"
+        )
+    for n, scaling in doc.get("cluster_cpu", {}).items():
+        per_round = ", ".join(f"{r:.2f}" for r in scaling["cpu_ms_per_event"]["per_round"])
+        line = (
+            f"CPU per report, {n} instances / 1: {scaling['cpu_ms_per_event']['ratio']:.3f} "
+            f"(per round {per_round}; with the PostgreSQL server's "
+            f"{scaling['with_postgres_server']:.3f})"
+        )
+        if goals.get("cluster_cpu_instances") == int(n):
+            line += (
+                f"; goal <= {goals['cluster_cpu_ratio_max']}: "
+                f"{_verdict(goals['cluster_cpu_ratio_met'])}"
+            )
+        lines.append(line)
     budget = doc["cpu_budget"]
     lines.append(
         f"cpu budget: the ratio goal ({budget['goal_events_per_s']:.0f}/s) leaves etong "
@@ -1418,6 +2002,17 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def instance_counts(text: str) -> tuple[int, ...]:
+    """`--instances`: `3`, or several counts, `1,2,3` (one contender each)."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or a list of numbers: {text!r}") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"distinct counts of 1 or more, not {text!r}")
+    return counts
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -1426,11 +2021,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="write the result here")
     parser.add_argument("--rate", type=float, default=1000.0, help="paced reports/s (latency)")
-    parser.add_argument("--latency-s", type=float, default=10.0, help="length of the paced phase")
+    parser.add_argument("--latency-s", type=float, default=10.0, help="length of each paced phase")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per contender")
     parser.add_argument("--protocol", type=int, choices=(3, 5), default=5, help="MQTT version")
     parser.add_argument("--publishers", type=int, default=4, help="publishing MQTT clients")
     parser.add_argument("--warmup", type=int, default=200, help="untimed reports per round")
+    parser.add_argument("--grids", type=int, default=10, help="grids in the roster")
+    parser.add_argument(
+        "--stations", type=int, default=1, help="stations (partitions) the grids are dealt over"
+    )
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="a PostgreSQL server, postgresql://user@host:port/db (db: where to connect to "
+        "create and drop a fresh database for each round of the cluster contenders)",
+    )
+    parser.add_argument(
+        "--instances",
+        type=instance_counts,
+        default=(1,),
+        metavar="N[,N...]",
+        help="with --store: a contender of N `etong run` instances on the store, per N (default 1)",
+    )
     parser.add_argument(
         "--phase-timeout-s",
         type=float,
@@ -1441,6 +2053,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.events < 1 or args.rounds < 1 or args.rate <= 0 or args.latency_s <= 0:
         parser.error("--events, --rounds, --rate and --latency-s must be positive")
+    if not 1 <= args.stations <= args.grids:
+        parser.error("--stations must be from 1 to --grids")
+    if args.store is not None and max(args.instances) > args.stations:
+        parser.error("--instances: no more instances than --stations (a station has one owner)")
     return args
 
 
@@ -1455,20 +2071,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             workdir = Path(tempfile.mkdtemp(prefix="etong-bench-"))
             stack.callback(shutil.rmtree, workdir, True)
-        settings = Settings(
-            events=args.events,
-            rate=args.rate,
-            latency_s=args.latency_s,
-            rounds=args.rounds,
-            protocol=args.protocol,
-            publishers=args.publishers,
-            warmup=args.warmup,
-            workdir=workdir,
-            phase_timeout_s=args.phase_timeout_s or 60 + args.events / 500,
-        )
         try:
+            settings = Settings(
+                events=args.events,
+                rate=args.rate,
+                latency_s=args.latency_s,
+                rounds=args.rounds,
+                protocol=args.protocol,
+                publishers=args.publishers,
+                warmup=args.warmup,
+                workdir=workdir,
+                phase_timeout_s=args.phase_timeout_s or 60 + args.events / 500,
+                grids=args.grids,
+                stations=args.stations,
+                store=PgServer(args.store) if args.store else None,
+                instances=args.instances if args.store else (),
+            )
             doc = run(settings)
-        except BenchError as exc:
+        except (BenchError, PgBenchError) as exc:
             print(f"benchmark FAILED: {exc}", file=sys.stderr)
             if args.workdir is None:
                 print("(rerun with --workdir DIR to keep the logs)", file=sys.stderr)

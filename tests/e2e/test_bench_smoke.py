@@ -6,6 +6,7 @@ speed: the numbers of a tiny run on a busy CI machine mean nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,7 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+
+from tests.postgres import ADMIN_URL
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +34,9 @@ def _run(script: str, args: list[str], timeout: float) -> subprocess.CompletedPr
     )
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
     return result
+
+
+LIFECYCLE_KEYS = ("events_per_s", "lifecycle_events_per_s", "p99_ms", "cpu_ms_per_event")
 
 
 def _positive(section: Mapping[str, Any], keys: tuple[str, ...]) -> None:
@@ -69,6 +76,15 @@ def test_e2e_bench_writes_every_contract_key_with_positive_numbers(tmp_path: Pat
     assert doc["ratio"] == pytest.approx(
         doc["etong"]["events_per_s"] / doc["baseline"]["events_per_s"], rel=0.01
     )
+    _positive(doc["relay"], (*LIFECYCLE_KEYS, "half_rate_events_per_s", "half_p99_ms"))
+    _positive(
+        doc["etong"],
+        ("half_rate_events_per_s", "half_p99_ms", "half_received_p99_ms", "mean_batch_messages"),
+    )
+    # The half-load phase is paced at half the lifecycle throughput the same round measured.
+    first = doc["etong"]["rounds"][0]
+    assert first["half_rate_events_per_s"] == pytest.approx(first["lifecycle_events_per_s"] / 2)
+    _positive(doc["etong_vs_relay"]["cpu_ms_per_event"], ("ratio",))
     _positive(
         doc["cpu_budget"],
         ("goal_events_per_s", "broker_and_load_cpu_ms_per_event", "etong_cpu_ms_per_event_now"),
@@ -79,6 +95,54 @@ def test_e2e_bench_writes_every_contract_key_with_positive_numbers(tmp_path: Pat
     assert doc["etong"]["rounds"][0]["exit_code"] == 0  # the daemon stopped cleanly
     assert "ratio etong/baseline" in result.stdout  # the table was printed
     assert "cpu budget" in result.stdout
+    assert "etong/wire relay" in result.stdout
+
+
+@pytest.mark.timeout(90)
+def test_e2e_bench_runs_two_instances_on_postgresql_once_every_station_is_served(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "e2e-pg.json"
+
+    result = _run(
+        "e2e.py",
+        [
+            *("--events", "300", "--rounds", "1", "--latency-s", "1", "--rate", "200"),
+            *("--warmup", "20", "--stations", "2", "--grids", "4"),
+            *("--store", ADMIN_URL, "--instances", "2", "--json", str(out)),
+        ],
+        timeout=60,
+    )
+
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    two = doc["postgres"]["2"]
+    _positive(
+        two,
+        (
+            *LIFECYCLE_KEYS,
+            *("half_p99_ms", "pg_backends_cpu_ms_per_event", "served_s", "mean_batch_messages"),
+        ),
+    )
+    (turn,) = two["rounds"]
+    # Measured only once both instances served a station each, and both stopped cleanly.
+    assert sorted(map(len, turn["assignment"].values())) == [1, 1]
+    assert turn["exit_codes"] == [0, 0]
+    # Every report accepted and received; none rejected or taken for a duplicate.
+    assert set(turn["receipts"]) == {"accepted", "received"}
+    assert turn["receipts"]["accepted"] == turn["receipts"]["received"]
+    assert "P2: etong, PG x2" in result.stdout
+    assert not _database_exists(turn["database"])  # the bench dropped the database it made
+
+
+def _database_exists(name: str) -> bool:
+    async def exists() -> bool:
+        conn = await asyncpg.connect(ADMIN_URL, timeout=10)
+        try:
+            return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+        finally:
+            await conn.close()
+
+    return asyncio.run(exists())
 
 
 @pytest.mark.timeout(60)
