@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from etong.store.postgres_connect import Conn
+from etong.store.rows import TRACE_DEAD_LETTER, TRACE_DELIVERY, TRACE_EVENT
 
 
 def _affected(status: str) -> int:
@@ -30,15 +31,6 @@ async def counts(conn: Conn) -> dict[str, int]:
     return out
 
 
-# What `etong trace` shows of each table, in the order selected (as the SQLite store's).
-_TRACE_EVENT = ("event_id", "type", "grid_id", "member_id", "status", "duplicate_of", "received_at")
-_TRACE_DELIVERY = (
-    "delivery_id", "chain", "step", "attempt", "state", "next_due", "acked_by", "created_at",
-    "updated_at",
-)  # fmt: skip
-_TRACE_DEAD_LETTER = ("id", "kind", "reason", "created_at", "replayed_at")
-
-
 async def _rows_of(
     conn: Conn, columns: Sequence[str], table: str, event_id: str, order: str
 ) -> list[dict[str, Any]]:
@@ -55,9 +47,9 @@ async def trace(conn: Conn, event_id: str) -> dict[str, Any]:
         event_id,
     )
     return {
-        "events": await _rows_of(conn, _TRACE_EVENT, "events", event_id, "event_id"),
+        "events": await _rows_of(conn, TRACE_EVENT, "events", event_id, "event_id"),
         "deliveries": await _rows_of(
-            conn, _TRACE_DELIVERY, "deliveries", event_id, "created_at, seq"
+            conn, TRACE_DELIVERY, "deliveries", event_id, "created_at, seq"
         ),
         "receipts": [
             {
@@ -68,7 +60,7 @@ async def trace(conn: Conn, event_id: str) -> dict[str, Any]:
             }
             for r in receipts
         ],
-        "dead_letters": await _rows_of(conn, _TRACE_DEAD_LETTER, "dead_letters", event_id, "id"),
+        "dead_letters": await _rows_of(conn, TRACE_DEAD_LETTER, "dead_letters", event_id, "id"),
     }
 
 

@@ -25,7 +25,12 @@ from etong.core.records import (
 )
 from etong.errors import StoreConflictError
 from etong.store.postgres_connect import Conn
-from etong.store.rows import DELIVERY_COLUMNS, DELIVERY_COLUMNS_D, delivery_from_row
+from etong.store.rows import (
+    DELIVERY_COLUMNS,
+    DELIVERY_COLUMNS_D,
+    delivery_from_row,
+    new_delivery_row,
+)
 
 
 def station_filter(station: str | None, column: str, n: int) -> tuple[str, list[Any]]:
@@ -188,22 +193,7 @@ async def _insert_persons_and_deliveries(
             *_columns(batch.event_persons, 4),
         )
     if batch.new_deliveries:
-        rows = [
-            (
-                d.delivery_id,
-                d.event_id,
-                d.grid_id,
-                d.member_id,
-                orjson.dumps(d.chain).decode(),
-                d.step,
-                d.attempt,
-                d.state,
-                d.next_due,
-                d.context,
-                d.acked_by,
-            )
-            for d in batch.new_deliveries
-        ]
+        rows = [new_delivery_row(d) for d in batch.new_deliveries]
         await conn.execute(
             "INSERT INTO deliveries (delivery_id, event_id, grid_id, member_id, chain, step, "
             "attempt, state, next_due, context, acked_by, station, created_at, updated_at) "

@@ -1,7 +1,9 @@
-"""What every store implementation reads the same way: the delivery columns and their record.
+"""What every store implementation reads and writes the same way: the delivery columns, their
+record, a new delivery's row, and what `etong trace` shows of each table.
 
-Both stores keep the same `deliveries` columns under the same names, so one column list and
-one row-to-`Delivery` function serve the SQLite and the PostgreSQL queries alike.
+Both stores keep the same columns under the same names, so one column list, one
+row-to-`Delivery` function and one `Delivery`-to-row function serve the SQLite and the
+PostgreSQL queries alike.
 """
 
 from __future__ import annotations
@@ -46,3 +48,30 @@ def delivery_from_row(row: Row) -> Delivery:
         acked_by=row[11],
         payload=bytes(row[12]) if len(row) > 12 else b"",
     )
+
+
+def new_delivery_row(d: Delivery) -> tuple[Any, ...]:
+    """A new delivery's row for the INSERT: delivery_id, event_id, grid_id, member_id, chain,
+    step, attempt, state, next_due, context, acked_by (the store adds its own columns after)."""
+    return (
+        d.delivery_id,
+        d.event_id,
+        d.grid_id,
+        d.member_id,
+        orjson.dumps(d.chain).decode(),
+        d.step,
+        d.attempt,
+        d.state,
+        d.next_due,
+        d.context,
+        d.acked_by,
+    )
+
+
+# What `etong trace` shows of each table, in the order selected.
+TRACE_EVENT = ("event_id", "type", "grid_id", "member_id", "status", "duplicate_of", "received_at")
+TRACE_DELIVERY = (
+    "delivery_id", "chain", "step", "attempt", "state", "next_due", "acked_by", "created_at",
+    "updated_at",
+)  # fmt: skip
+TRACE_DEAD_LETTER = ("id", "kind", "reason", "created_at", "replayed_at")

@@ -20,7 +20,12 @@ from etong.core.records import (
     HistoryEntry,
     KnownEvent,
 )
-from etong.store.rows import DELIVERY_COLUMNS, DELIVERY_COLUMNS_D, delivery_from_row
+from etong.store.rows import (
+    DELIVERY_COLUMNS,
+    DELIVERY_COLUMNS_D,
+    delivery_from_row,
+    new_delivery_row,
+)
 
 
 def _chunks(items: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
@@ -150,24 +155,7 @@ def _insert_reports(db: sqlite3.Connection, batch: BatchWrite, now: float) -> No
             "INSERT INTO deliveries (delivery_id, event_id, grid_id, member_id, chain, "
             "step, attempt, state, next_due, context, acked_by, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    d.delivery_id,
-                    d.event_id,
-                    d.grid_id,
-                    d.member_id,
-                    orjson.dumps(d.chain).decode(),
-                    d.step,
-                    d.attempt,
-                    d.state,
-                    d.next_due,
-                    d.context,
-                    d.acked_by,
-                    now,
-                    now,
-                )
-                for d in batch.new_deliveries
-            ],
+            [(*new_delivery_row(d), now, now) for d in batch.new_deliveries],
         )
 
 
