@@ -110,9 +110,14 @@ class Daemon:
     @property
     def _brokers(self) -> list[Broker]:
         """Every broker connection of this instance now."""
-        runners = [self.runner] if self.runner else self.cluster.runners() if self.cluster else []
         status = [self._status] if self._status is not None else []
-        return status + [b for runner in runners for b in runner.brokers]
+        return status + [b for runner in self._runners() for b in runner.brokers]
+
+    def _runners(self) -> list[BridgeRunner]:
+        """The bridges in service now: the one runner, or the held partitions' runners."""
+        if self.runner is not None:
+            return [self.runner]
+        return self.cluster.runners() if self.cluster is not None else []
 
     def request_stop(self) -> None:
         """Ask for a graceful stop, as SIGTERM does (tests of the lifecycle call it)."""
@@ -335,8 +340,7 @@ class Daemon:
         return readiness(self._brokers, self._store, self.cluster)
 
     def _render_metrics(self) -> bytes:
-        runners = [self.runner] if self.runner else self.cluster.runners() if self.cluster else []
-        refresh_gauges(self.metrics, self._brokers, self._store, runners)
+        refresh_gauges(self.metrics, self._brokers, self._store, self._runners())
         return self.metrics.render()
 
     # ---- the roster and the broker's ACL ---------------------------------------------------

@@ -104,7 +104,6 @@ class BridgeRunner:
         self._subscriptions = subscriptions
         self.connections = make_connections(settings, broker_factory, metrics, identity)
         self.listeners = self.connections.listeners
-        self.brokers = self.connections.listeners + self.connections.publishers
         publishers = self.connections.publishers
         self.bridge = Bridge(
             settings,
@@ -154,17 +153,9 @@ class BridgeRunner:
             await listener.set_subscriptions(topics)
 
     @property
-    def connected(self) -> bool:
-        """True while every connection is up (and the listeners subscribed)."""
-        return all(b.connected for b in self.brokers)
-
-    def disconnected(self) -> list[str]:
-        """The connections that are down, each with its last connect error (for /readyz)."""
-        return [
-            f"{b.name} ({b.last_error})" if b.last_error else b.name
-            for b in self.brokers
-            if not b.connected
-        ]
+    def brokers(self) -> list[Broker]:
+        """Every connection: the listeners, then the publishers."""
+        return self.connections.listeners + self.connections.publishers
 
     @property
     def unconfirmed(self) -> int:

@@ -308,7 +308,12 @@ class ClusterManager:
     # ---- what the daemon drives ----------------------------------------------------------
 
     async def stop(self, deadline: float) -> None:
-        """SIGTERM: hand every partition over (drained, released), then leave the cluster."""
+        """SIGTERM: hand every partition over (drained, released), then leave the cluster.
+
+        Idempotent: the daemon calls it on its way out, and its exit stack again after a stop
+        during start-up; the second call does nothing."""
+        if self._stopping:
+            return
         self._stopping = True
         for partition in list(self.held):
             await self._hand_over(partition, reason="stopping", deadline=deadline)
@@ -332,12 +337,10 @@ class ClusterManager:
                 held.runner.bridge.replace_roster(roster)
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready while the store answers and every held partition is connected."""
+        """Ready while the store answers and every held partition has started serving (the
+        daemon's `health.readiness` checks the partitions' broker connections first)."""
         if self._state.last_tick_ok is None or self._state.last_error is not None:
             return False, f"store unreachable: {self._state.last_error or 'no lease tick yet'}"
-        down = [name for held in self.held.values() for name in held.runner.disconnected()]
-        if down:
-            return False, "broker disconnected: " + ", ".join(down)
         starting = sorted(p for p, held in self.held.items() if not held.serving)
         if starting:
             return False, "partitions starting: " + ", ".join(starting)

@@ -7,10 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from etong.store.postgres_connect import Conn
-from etong.store.rows import TRACE_DEAD_LETTER, TRACE_DELIVERY, TRACE_EVENT
+from etong.store.rows import TRACE_DEAD_LETTER, TRACE_DELIVERY, TRACE_EVENT, trace_receipt
 
 
 def _affected(status: str) -> int:
@@ -51,15 +49,7 @@ async def trace(conn: Conn, event_id: str) -> dict[str, Any]:
         "deliveries": await _rows_of(
             conn, TRACE_DELIVERY, "deliveries", event_id, "created_at, seq"
         ),
-        "receipts": [
-            {
-                "status": r[0],
-                "created_at": r[1],
-                "published": bool(r[2]),
-                "receipt": orjson.loads(r[3]),
-            }
-            for r in receipts
-        ],
+        "receipts": [trace_receipt(r) for r in receipts],
         "dead_letters": await _rows_of(conn, TRACE_DEAD_LETTER, "dead_letters", event_id, "id"),
     }
 

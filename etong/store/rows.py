@@ -75,3 +75,14 @@ TRACE_DELIVERY = (
     "updated_at",
 )  # fmt: skip
 TRACE_DEAD_LETTER = ("id", "kind", "reason", "created_at", "replayed_at")
+
+
+def trace_receipt(row: Row) -> dict[str, Any]:
+    """A receipt as `etong trace` shows it, from a row of (status, created_at, published,
+    payload)."""
+    return {
+        "status": row[0],
+        "created_at": row[1],
+        "published": bool(row[2]),
+        "receipt": orjson.loads(row[3]),
+    }

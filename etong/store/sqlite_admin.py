@@ -8,9 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiosqlite
-import orjson
 
-from etong.store.rows import TRACE_DEAD_LETTER, TRACE_DELIVERY, TRACE_EVENT
+from etong.store.rows import TRACE_DEAD_LETTER, TRACE_DELIVERY, TRACE_EVENT, trace_receipt
 from etong.store.sqlite_batch import _placeholders
 
 # `SqliteStore._transaction`: BEGIN IMMEDIATE ... COMMIT, one at a time.
@@ -52,15 +51,7 @@ async def trace(conn: aiosqlite.Connection, event_id: str) -> dict[str, Any]:
     return {
         "events": await _rows_of(conn, TRACE_EVENT, "events", event_id, "event_id"),
         "deliveries": await _rows_of(conn, TRACE_DELIVERY, "deliveries", event_id, "created_at"),
-        "receipts": [
-            {
-                "status": r[0],
-                "created_at": r[1],
-                "published": bool(r[2]),
-                "receipt": orjson.loads(r[3]),
-            }
-            for r in receipts
-        ],
+        "receipts": [trace_receipt(r) for r in receipts],
         "dead_letters": await _rows_of(conn, TRACE_DEAD_LETTER, "dead_letters", event_id, "id"),
     }
 
