@@ -189,6 +189,15 @@ class ReportStream:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), f"only {self._sent} reports sent in {timeout} s"
 
+    def finish(self) -> None:
+        """Stop sending; from now on the stream is the reports sent so far. A test that
+        disrupts the cluster streams until it is done disrupting, however long that takes on
+        this machine, then accounts for exactly what was sent."""
+        self.stop()
+        assert not self._thread.is_alive(), "the report stream did not stop"
+        del self.plan[self._sent :]
+        del self.event_ids[self._sent :]
+
     def stop(self) -> None:
         """Stop sending (teardown)."""
         self._stop.set()

@@ -27,7 +27,7 @@ def test_a_live_metrics_endpoint_passes_promtool_check_metrics(
 ) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.fail("promtool not found: apt-get install prometheus (scripts/install-test-deps does it)")
+        pytest.fail("promtool not found: apt-get install prometheus (scripts/install-test-deps)")
     port = free_port()
     start_bridge(http={"listen": f"127.0.0.1:{port}"})
     # Traffic that fills the labelled series: a push acked, a push left pending, a rejection.

@@ -42,7 +42,7 @@ def nats_mqtt_url(tmp_path: Path) -> Iterator[str]:
     """mqtt://127.0.0.1:PORT of a private nats-server's MQTT listener (it needs JetStream)."""
     exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
     if not Path(exe).exists():
-        pytest.fail("nats-server not found: apt-get install nats-server (scripts/install-test-deps does it)")
+        pytest.fail("nats-server not found: apt-get install nats-server (install-test-deps)")
     mqtt_port = free_port()
     config = tmp_path / "nats.conf"
     config.write_text(

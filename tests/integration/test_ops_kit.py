@@ -39,7 +39,7 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
     """Run promtool; a missing promtool fails the test with how to get it."""
     exe = shutil.which("promtool")
     if exe is None:
-        pytest.fail("promtool not found: apt-get install prometheus (scripts/install-test-deps does it)")
+        pytest.fail("promtool not found: apt-get install prometheus (scripts/install-test-deps)")
     return subprocess.run(
         [exe, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
     )
