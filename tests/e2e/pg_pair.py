@@ -32,7 +32,22 @@ import asyncpg
 
 from etong.devkit.mosquitto import free_port
 
-BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _server_binaries() -> Path:
+    """The newest PostgreSQL server's binaries Debian installed (/usr/lib/postgresql/N/bin)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if not found:
+        raise AssertionError(
+            "PostgreSQL's server binaries are not installed: apt-get install postgresql "
+            "(scripts/install-test-deps)"
+        )
+    return found[-1].parent
+
+
+BIN = _server_binaries()
 
 
 def _as_server_user(command: list[str]) -> list[str]:

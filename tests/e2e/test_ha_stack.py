@@ -24,13 +24,14 @@ import contextlib
 import statistics
 import time
 from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.cluster_parts import LEASE_S, Cluster, held_by
-from tests.e2e.cluster_traffic import ReportStream, Traffic
+from tests.e2e.cluster_traffic import FIRST_RECEIPTS, Ledger, ReportStream, Traffic
 from tests.e2e.helpers import write_roster
 from tests.e2e.nats_cluster import NatsCluster
 from tests.e2e.pg_pair import PgPair
@@ -198,12 +199,34 @@ def test_the_stack_loses_nothing_when_a_broker_node_the_database_primary_and_an_
     with contextlib.suppress(AssertionError):  # the ledger names what is missing
         traffic.wait_answered(stream.event_ids, len(stream.event_ids), timeout=SETTLE_S)
     ledger = traffic.monitor.ledger(stream.event_ids)
+    watcher_missed = trust_the_handhelds(ledger, stream)
     resends = sum(member.resends for member in traffic.members)
     with capsys.disabled():
         print("\n" + "\n".join(lines))
-        print(f"HA_LEDGER {ledger.summary()} handheld_resends={resends}")
+        print(
+            f"HA_LEDGER {ledger.summary()} handheld_resends={resends} "
+            f"receipts_only_the_watcher_missed={watcher_missed}"
+        )
     problems = ledger.problems()
     assert problems == {}, (problems, what_each_side_saw(traffic, stream, problems))
+
+
+def trust_the_handhelds(ledger: Ledger, stream: ReportStream) -> int:
+    """Take a receipt the watcher missed as answered when the report's own handheld got it;
+    how many were. The watcher is one more MQTT session on the cluster: the node's death
+    that the test causes can cost it a message too (its own subscription's consumer moves),
+    while the receipt's addressee, the handheld, got it. What the contract promises is the
+    handheld's view (DESIGN §2, end to end)."""
+    member_of = {str(event["event_id"]): member for member, event in stream.plan}
+
+    def handheld_got(event_id: str, statuses: AbstractSet[str]) -> bool:
+        return bool(statuses & set(member_of[event_id].statuses(event_id)))
+
+    missed_first = [e for e in ledger.no_first_receipt if handheld_got(e, FIRST_RECEIPTS)]
+    missed_received = [e for e in ledger.no_received_receipt if handheld_got(e, {"received"})]
+    ledger.no_first_receipt = [e for e in ledger.no_first_receipt if e not in missed_first]
+    ledger.no_received_receipt = [e for e in ledger.no_received_receipt if e not in missed_received]
+    return len(missed_first) + len(missed_received)
 
 
 def what_each_side_saw(
