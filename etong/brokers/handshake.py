@@ -19,6 +19,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from etong.brokers.nodes import BrokerNodes
 from etong.brokers.tls import describe_closed_before_connack, describe_tls_error
 from etong.config import BrokerSettings
 from etong.errors import BrokerError
@@ -42,6 +43,24 @@ def connect_properties(settings: BrokerSettings) -> Properties | None:
     return props
 
 
+def point_at(client: mqtt.Client, settings: BrokerSettings, host: str, port: int) -> None:
+    """Make `host:port` the node paho's next (re)connect goes to, with our CONNECT options.
+
+    paho keeps the target of its last `connect_async` and refuses its `host` setter once a
+    connection was attempted, so a move to another node of the broker goes through here.
+    """
+    client.connect_async(
+        host,
+        port,
+        keepalive=settings.keepalive_s,
+        # MQTT 5: a persistent session, with its Session Expiry Interval in the properties
+        # (DESIGN §6: paho's default clean-start-first-only would wipe it at every start).
+        # 3.1.1: the session is the constructor's clean_session=False; this is ignored.
+        clean_start=False if settings.protocol == 5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+        properties=connect_properties(settings),
+    )
+
+
 class Handshake:
     """Turns paho's connect and (un)subscribe callbacks into futures for one client.
 
@@ -61,6 +80,7 @@ class Handshake:
         self._name = name
         self._v5 = settings.protocol == 5
         self._on_link_up = on_link_up
+        self.nodes = BrokerNodes(settings.nodes)
         self._connack: asyncio.Future[bool] | None = None
         # By mid: the answer awaited (SUBACK or UNSUBACK) and its future.
         self._acks: dict[int, tuple[str, asyncio.Future[None]]] = {}
@@ -74,6 +94,21 @@ class Handshake:
         Returns the CONNACK's session-present flag; raises `TransientConnectError` for what
         is worth retrying, `BrokerError` for a refusal.
         """
+        try:
+            return await self._connect_to(*self.nodes.current)
+        except TransientConnectError:
+            self.nodes.failed()  # the next attempt tries the broker's next node, if any
+            raise
+
+    @property
+    def node_url(self) -> str:
+        """The URL of the node this connection uses (or tries next)."""
+        return self._settings.node_url(self.nodes.current)
+
+    async def _connect_to(self, host: str, port: int) -> bool:
+        url = self._settings.node_url((host, port))
+        if (self._client.host, self._client.port) != (host, port):
+            point_at(self._client, self._settings, host, port)
         loop = asyncio.get_running_loop()
         self._connack = loop.create_future()
         try:
@@ -81,16 +116,16 @@ class Handshake:
         except ssl.SSLError as exc:
             # Reached, but the TLS handshake failed: say why (an OSError, but not "cannot reach").
             description = describe_tls_error(exc, self._settings)
-            raise TransientConnectError(f"{self._settings.url}: {description}") from exc
+            raise TransientConnectError(f"{url}: {description}") from exc
         except (TimeoutError, OSError) as exc:
-            raise TransientConnectError(f"cannot reach {self._settings.url}: {exc}") from exc
+            raise TransientConnectError(f"cannot reach {url}: {exc}") from exc
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise TransientConnectError(f"connect failed: {mqtt.error_string(rc)}")
+            raise TransientConnectError(f"connect to {url} failed: {mqtt.error_string(rc)}")
         try:
             return await asyncio.wait_for(self._connack, CONNECT_TIMEOUT_S)
         except TimeoutError as exc:
             self._client.disconnect()
-            raise TransientConnectError("no CONNACK within 10 s") from exc
+            raise TransientConnectError(f"no CONNACK from {url} within 10 s") from exc
 
     async def subscribe(self, topics: list[str]) -> None:
         """SUBSCRIBE `topics` at QoS 1 in one packet and wait for the SUBACK."""

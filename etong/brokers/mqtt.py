@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from etong.brokers.base import InboundMessage, OnMessage, OnPublished, PublishOptions
-from etong.brokers.handshake import Handshake, TransientConnectError, connect_properties
+from etong.brokers.handshake import Handshake, TransientConnectError, point_at
 from etong.brokers.loop_io import LoopIO
 from etong.brokers.publish_properties import PrepackedPublishProperties
 from etong.brokers.reconnect import Reconnector
@@ -162,14 +162,7 @@ class MqttBroker:
         """Connect, subscribe and publish `online`; returns once ready (see module docstring)."""
         self._on_message = on_message
         self._subscriptions.want(subscriptions)
-        s = self._settings
-        self._client.connect_async(
-            s.host,
-            s.port,
-            keepalive=s.keepalive_s,
-            clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=connect_properties(s),
-        )
+        point_at(self._client, self._settings, *self._handshake.nodes.current)
         self._io.start()
         await self._reconnector.connect_with_retry()
         self._reconnector.start_supervising()
@@ -188,7 +181,7 @@ class MqttBroker:
         log.info(
             "broker_connected",
             broker=self.name,
-            url=self._settings.url,
+            url=self._handshake.node_url,
             protocol=self._settings.protocol,
             session_present=self.session_present,
         )

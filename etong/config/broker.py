@@ -38,6 +38,35 @@ def parse_broker_url(url: str) -> tuple[bool, str, int]:
     return tls, parts.hostname, port if port is not None else (8883 if tls else 1883)
 
 
+def parse_broker_urls(url: str) -> list[tuple[bool, str, int]]:
+    """The nodes of a broker URL: one `scheme://host[:port]`, or several separated by commas
+    (the nodes of one broker cluster, tried in turn: docs/SCALING.md). Every node must use
+    the same scheme, so TLS is on for all of them or for none. ValueError naming the node
+    at fault."""
+    pieces = [piece.strip() for piece in url.split(",")]
+    if any(not piece for piece in pieces):
+        raise ValueError("has an empty node between commas")
+    nodes: list[tuple[bool, str, int]] = []
+    for number, piece in enumerate(pieces, start=1):
+        try:
+            nodes.append(parse_broker_url(piece))
+        except ValueError as exc:
+            if len(pieces) == 1:
+                raise
+            raise ValueError(f"node {number} ({piece}) {exc}") from None
+    if len({tls for tls, _, _ in nodes}) > 1:
+        raise ValueError("mixes mqtt:// and mqtts:// nodes; use one scheme for every node")
+    if len(set(nodes)) < len(nodes):
+        raise ValueError("names the same node twice")
+    return nodes
+
+
+def node_url(tls: bool, host: str, port: int) -> str:
+    """One node's URL, as logs and messages name it."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'mqtts' if tls else 'mqtt'}://{shown}:{port}"
+
+
 def read_password_file(path: Path) -> str:
     """The first line of `path` ("" for an empty file); ConfigError when it cannot be read."""
     try:

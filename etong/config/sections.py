@@ -23,7 +23,12 @@ from pydantic import (
     model_validator,
 )
 
-from etong.config.broker import load_tls_context, parse_broker_url, read_password_file
+from etong.config.broker import (
+    load_tls_context,
+    node_url,
+    parse_broker_urls,
+    read_password_file,
+)
 from etong.config.problems import raise_problems
 from etong.core.ids import ID_PATTERN  # instance, station, officer, grid and member ids
 
@@ -113,7 +118,11 @@ class BrokerSettings(_Section):
 
     url: str = Field(
         default="mqtt://127.0.0.1:1883",
-        description="mqtt://host[:port] or mqtts://host[:port] (TLS); default ports 1883 / 8883.",
+        description=(
+            "mqtt://host[:port] or mqtts://host[:port] (TLS); default ports 1883 / 8883. The "
+            "nodes of a broker cluster: several, separated by commas, tried in turn when the "
+            "one in use cannot be reached (the session resumes on the next)."
+        ),
     )
     client_id: str = Field(
         default="etong-bridge-1",
@@ -165,7 +174,7 @@ class BrokerSettings(_Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        parse_broker_url(value)
+        parse_broker_urls(value)
         return value
 
     @model_validator(mode="after")
@@ -185,17 +194,27 @@ class BrokerSettings(_Section):
     @property
     def tls(self) -> bool:
         """True for mqtts:// URLs."""
-        return parse_broker_url(self.url)[0]
+        return parse_broker_urls(self.url)[0][0]
 
     @property
     def host(self) -> str:
-        """The broker's host name or address (IPv6 without brackets)."""
-        return parse_broker_url(self.url)[1]
+        """The (first) broker node's host name or address (IPv6 without brackets)."""
+        return parse_broker_urls(self.url)[0][1]
 
     @property
     def port(self) -> int:
-        """The broker's port; 1883 for mqtt://, 8883 for mqtts:// when the URL names none."""
-        return parse_broker_url(self.url)[2]
+        """The (first) broker node's port; 1883 for mqtt://, 8883 for mqtts:// when the URL
+        names none."""
+        return parse_broker_urls(self.url)[0][2]
+
+    @property
+    def nodes(self) -> list[tuple[str, int]]:
+        """(host, port) of every node the URL names, in the order they are tried."""
+        return [(host, port) for _, host, port in parse_broker_urls(self.url)]
+
+    def node_url(self, node: tuple[str, int]) -> str:
+        """One node's URL, for logs and messages."""
+        return node_url(self.tls, *node)
 
     def read_password(self) -> str | None:
         """Return the password from `password_file` (first line), or None when none is set.

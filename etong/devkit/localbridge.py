@@ -161,6 +161,7 @@ class LocalBridge:
         settings = load_settings(self.config_path, environ=self.env)
         self.broker_url = settings.broker.url
         self.monitor_url = monitor_url or self.broker_url
+        self.protocol = settings.broker.protocol
         self.monitor_login = monitor_login
         self.instance_id = settings.bridge.instance_id
         self.topics = Topics(settings.bridge.topic_prefix)
@@ -199,7 +200,10 @@ class LocalBridge:
         if self._monitor is None:
             # Subscribe before spawning, so the fresh `online` cannot slip past unseen.
             self._monitor = MonitorClient(
-                self.monitor_url, [self.status_topic], login=self.monitor_login
+                self.monitor_url,
+                [self.status_topic],
+                protocol=self.protocol,
+                login=self.monitor_login,
             )
             self._monitor.connect()
         self.stopped_by_us = False

@@ -69,6 +69,8 @@ class GridMemberTerminal(MqttClient):
         self.sent_at: dict[str, float] = {}
         self.sent: list[bytes] = []
         self.outbox = HandheldOutbox(resend_after_s) if resend_after_s else None
+        self.resends = 0
+        """Reports published again by the outbox rule (no receipt in time)."""
         self._resender: threading.Thread | None = None
         self._closing = False
         super().__init__(
@@ -126,6 +128,7 @@ class GridMemberTerminal(MqttClient):
                     continue
             for _event_id, payload in due:
                 self.send_raw(payload)
+                self.resends += 1
 
     def close(self) -> None:
         """Stop re-sending, then disconnect (safe to call twice)."""

@@ -36,40 +36,68 @@ STATEMENT_TIMEOUT_MS = 60_000
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where the store is: the URL (no password: the config refuses one) and its parts."""
+    """Where the store is: the URL (no password: the config refuses one) and its parts.
+
+    The URL may name several servers, libpq's way (`postgresql://etong@db1:5432,db2:5432/etong
+    ?target_session_attrs=read-write`): the primary and its standbys. The driver then connects
+    to the first that answers as asked, so after a failover the pool's new connections reach
+    the promoted standby (docs/SCALING.md, "A PostgreSQL failover").
+    """
 
     url: str
-    host: str
-    port: int
+    hosts: tuple[tuple[str, int], ...]
     database: str
     user: str
 
     @classmethod
     def from_url(cls, url: str) -> Target:
-        """The parts of a `postgresql://user@host:port/database` URL (libpq's defaults)."""
+        """The parts of a `postgresql://user@host:port[,host:port...]/database` URL (libpq's
+        defaults)."""
         parts = urlsplit(url)
-        user = unquote(parts.username or "") or "postgres"
-        try:
-            port = parts.port or DEFAULT_PORT
-        except ValueError as exc:
-            raise StoreError(f"store.url has a bad port: {exc}") from exc
+        netloc = parts.netloc.rpartition("@")
+        user = unquote(netloc[0].partition(":")[0]) or "postgres"
+        hosts = tuple(_host_and_port(piece) for piece in netloc[2].split(","))
         return cls(
             url=url,
-            host=parts.hostname or "localhost",
-            port=port,
+            hosts=hosts,
             database=unquote(parts.path.lstrip("/")) or user,
             user=user,
         )
 
     @property
+    def host(self) -> str:
+        """The first server's host (the one the URL names first)."""
+        return self.hosts[0][0]
+
+    @property
+    def port(self) -> int:
+        """The first server's port."""
+        return self.hosts[0][1]
+
+    @property
+    def servers(self) -> str:
+        """`host:port`, or `host:port,host:port` for several, for messages."""
+        return ",".join(f"{host}:{port}" for host, port in self.hosts)
+
+    @property
     def where(self) -> str:
         """`database on host:port`, for messages."""
-        return f"database {self.database} on {self.host}:{self.port}"
+        return f"database {self.database} on {self.servers}"
 
     @property
     def path(self) -> Path:
         """The `Store.path` of this store: `host:port/database` (for messages and metrics)."""
-        return Path(f"{self.host}:{self.port}/{self.database}")
+        return Path(f"{self.servers}/{self.database}")
+
+
+def _host_and_port(piece: str) -> tuple[str, int]:
+    """One `host[:port]` of the URL's host list (an IPv6 address in brackets)."""
+    parsed = urlsplit(f"//{piece}")
+    try:
+        port = parsed.port or DEFAULT_PORT
+    except ValueError as exc:
+        raise StoreError(f"store.url has a bad port in {piece!r}: {exc}") from exc
+    return parsed.hostname or "localhost", port
 
 
 async def create_pool(
@@ -98,7 +126,7 @@ async def create_pool(
         ) from exc
     except asyncpg.InvalidAuthorizationSpecificationError as exc:
         raise StoreError(
-            f"the PostgreSQL server at {target.host}:{target.port} refused user {target.user} "
+            f"the PostgreSQL server at {target.servers} refused user {target.user} "
             f"for database {target.database} ({exc}); check store.url and store.password_file"
         ) from exc
     except (OSError, TimeoutError, asyncpg.PostgresConnectionError) as exc:

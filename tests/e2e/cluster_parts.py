@@ -109,8 +109,12 @@ class Database:
         self._pool = loop.run(connect())
 
     async def leases_async(self) -> list[LeaseRow]:
-        """The lease rows (on the loop)."""
-        rows = await self._pool.fetch(_LEASES)
+        """The lease rows (on the loop). Asked again once when the pool's connection was
+        lost (a failover of the database under test: the next one reaches the new primary)."""
+        try:
+            rows = await self._pool.fetch(_LEASES)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            rows = await self._pool.fetch(_LEASES)
         return [LeaseRow(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
 
     def leases(self) -> list[LeaseRow]:
@@ -340,6 +344,10 @@ class Cluster:
     instances: dict[str, Instance] = field(default_factory=dict)
     loop: LoopThread = field(default_factory=LoopThread)
     database: Database | None = None
+    protocol: int = 5
+    """`broker.protocol` of every instance (3 for a NATS cluster: MQTT 3.1.1 only)."""
+    monitor_url: str | None = None
+    """Where the test watches each instance's status (default: `broker_url`)."""
 
     def __post_init__(self) -> None:
         try:
@@ -368,6 +376,7 @@ class Cluster:
             roster_path=self.roster_path,
             instance_id=instance_id,
             topic_prefix=TOPICS.prefix,
+            protocol=self.protocol,
             overrides={
                 "broker": {"client_id": CLIENT_ID},
                 "store": {
@@ -383,8 +392,8 @@ class Cluster:
         config_path = folder / "etong.toml"
         config_path.write_text(render_toml(config), encoding="utf-8")
         log_path = folder / "etong.log"
-        instance = Instance(instance_id, LocalBridge(config_path, log_path=log_path),
-                            InstanceLog(log_path), proxy)  # fmt: skip
+        bridge = LocalBridge(config_path, log_path=log_path, monitor_url=self.monitor_url)
+        instance = Instance(instance_id, bridge, InstanceLog(log_path), proxy)
         self.instances[instance_id] = instance
         return instance
 

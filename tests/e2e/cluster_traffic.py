@@ -34,7 +34,7 @@ class TrafficMonitor(MqttClient):
     the officer's ack" is a comparison of arrival positions on it.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, protocol: int = 5) -> None:
         self.delivery_ids: dict[str, set[str]] = {}
         self.event_of: dict[str, str] = {}
         self.first_ack: dict[str, int] = {}  # delivery id -> position of its first `received`
@@ -44,6 +44,7 @@ class TrafficMonitor(MqttClient):
             url,
             f"etong-cluster-watch-{os.getpid()}",
             subscriptions=[TOPICS.inbox("+"), TOPICS.acks("+"), TOPICS.receipts("+", "+")],
+            protocol=protocol,
         )
 
     def _handle(self, message: Received) -> list[tuple[str, bytes]]:
@@ -208,11 +209,17 @@ class Traffic:
     """The members and officers of a roster document, and the watcher, all connected."""
 
     def __init__(
-        self, broker_url: str, roster: Mapping[str, Any], *, officers: bool = True
+        self,
+        broker_url: str,
+        roster: Mapping[str, Any],
+        *,
+        officers: bool = True,
+        protocol: int = 5,
     ) -> None:
         self.broker_url = broker_url
         self.roster = roster
-        self.monitor = TrafficMonitor(broker_url)
+        self.protocol = protocol
+        self.monitor = TrafficMonitor(broker_url, protocol)
         self.monitor.connect()
         self._clients: list[MqttClient] = [self.monitor]
         self.officers: list[OfficerTerminal] = []
@@ -221,7 +228,12 @@ class Traffic:
         self.members = [
             self._connected(
                 GridMemberTerminal(
-                    broker_url, g["id"], m, topics=TOPICS, resend_after_s=RESEND_AFTER_S
+                    broker_url,
+                    g["id"],
+                    m,
+                    topics=TOPICS,
+                    protocol=protocol,
+                    resend_after_s=RESEND_AFTER_S,
                 )
             )
             for g in roster["grids"]
@@ -232,7 +244,9 @@ class Traffic:
     def connect_officers(self) -> None:
         """Connect every officer of the roster (each acks every push it gets)."""
         self.officers = [
-            self._connected(OfficerTerminal(self.broker_url, o["id"], topics=TOPICS))
+            self._connected(
+                OfficerTerminal(self.broker_url, o["id"], topics=TOPICS, protocol=self.protocol)
+            )
             for o in self.roster["officers"]
         ]
 
