@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,18 @@ from etong.brokers.buffered_socket import BufferedSocket
 
 # paho calls it with (client, userdata, socket).
 SocketCallback = Callable[[Any, Any, Any], None]
+
+
+def set_nodelay(sock: Any) -> None:
+    """Turn Nagle's algorithm off on a broker connection (paho 2.x never does).
+
+    We already write once per loop turn (BufferedSocket), so Nagle has nothing left to
+    coalesce; it only holds a small packet (a PUBACK, a push) back until the peer's delayed
+    ACK, up to 40 ms on Linux, on every exchange that waits for an answer (mosquitto #433).
+    A socket that has no TCP layer (a Unix socket) keeps its defaults.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class LoopIO:
@@ -89,6 +102,7 @@ class LoopIO:
         if sock.fileno() < 0:
             return  # closed again before this deferred callback ran (connect failed)
         self._fd = sock.fileno()
+        set_nodelay(sock)
         # paho reads and writes through whatever `_sock` is; see BufferedSocket for why.
         self._buffered = BufferedSocket(sock)
         self._client._sock = self._buffered  # private, but paho has no public hook for this

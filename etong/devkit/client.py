@@ -28,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from etong.brokers.loop_io import set_nodelay
 from etong.brokers.tls import describe_tls_error
 from etong.config import BrokerSettings
 from etong.errors import BrokerError, ConfigError
@@ -173,6 +174,9 @@ class MqttClient:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
+        # Nagle off, as on the bridge's own connections (brokers/loop_io.py): a terminal's
+        # ack or report must not wait out the broker's delayed ACK.
+        client.on_socket_open = lambda _client, _userdata, sock: set_nodelay(sock)
         # paho's default of 20 unacknowledged QoS 1 messages throttles bursts for no benefit.
         client.max_inflight_messages_set(1000)
         client.reconnect_delay_set(min_delay=1, max_delay=2)
