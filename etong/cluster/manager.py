@@ -198,9 +198,15 @@ class ClusterManager:
 
     async def check_broker_reach(self) -> None:
         """Give up the partitions this instance cannot reach the broker for (cluster/reach.py)."""
+        was_aside = self.reach.standing_aside
         reach = self.reach.look({p: held.runner.brokers for p, held in self.held.items()})
         for partition in reach.give_up:
             await self._give_up(partition)
+        if reach.stand_aside and not was_aside:
+            # Out of the live set now, not at the next tick: the others' next tick counts
+            # this instance out and claims what it gave up.
+            with contextlib.suppress(StoreError, OSError, TimeoutError):
+                await self._db(self._leases.leave(self.me))
 
     # ---- leases --------------------------------------------------------------------------
 
