@@ -199,7 +199,11 @@ class ClusterManager:
     async def check_broker_reach(self) -> None:
         """Give up the partitions this instance cannot reach the broker for (cluster/reach.py)."""
         was_aside = self.reach.standing_aside
-        reach = self.reach.look({p: held.runner.brokers for p, held in self.held.items()})
+        # A partition still starting is judged by the instance's own connection only: its
+        # connections are being made, and a session with a backlog takes time to subscribe.
+        reach = self.reach.look(
+            {p: held.runner.brokers if held.serving else [] for p, held in self.held.items()}
+        )
         for partition in reach.give_up:
             await self._give_up(partition)
         if reach.stand_aside and not was_aside:

@@ -17,7 +17,10 @@ report or push one, and nobody else takes the station. So:
   `lease_s/2`, claimed by another instance at its next tick (at most `lease_s/4` later), its
   sessions and what queued in them taken over at once.
 - **Every partition is given up** when the instance's own connection has been down that long:
-  the instance, not one session, is cut off.
+  the instance, not one session, is cut off. A partition still starting (claimed, its
+  sessions being made) is judged this way only: a session with a large backlog can take
+  longer than the bound to subscribe, and giving it up would pass it from instance to
+  instance (seen under load after a broker outage).
 - **The instance stands aside** (it leaves the cluster's live set and claims nothing) while its
   own connection is down past the bound, and for one lease after it gave a partition up: the
   others then count one instance fewer, so their fair share grows and the next of them to
