@@ -34,7 +34,9 @@ class TrafficMonitor(MqttClient):
     the officer's ack" is a comparison of arrival positions on it.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, persistent: bool = False) -> None:
+        """`persistent`: the broker keeps the watcher's session across a restart of its own,
+        so what was published while the watcher reconnected is still seen."""
         self.delivery_ids: dict[str, set[str]] = {}
         self.event_of: dict[str, str] = {}
         self.first_ack: dict[str, int] = {}  # delivery id -> position of its first `received`
@@ -44,6 +46,7 @@ class TrafficMonitor(MqttClient):
             url,
             f"etong-cluster-watch-{os.getpid()}",
             subscriptions=[TOPICS.inbox("+"), TOPICS.acks("+"), TOPICS.receipts("+", "+")],
+            persistent=persistent,
         )
 
     def _handle(self, message: Received) -> list[tuple[str, bytes]]:
@@ -199,11 +202,16 @@ class Traffic:
     """The members and officers of a roster document, and the watcher, all connected."""
 
     def __init__(
-        self, broker_url: str, roster: Mapping[str, Any], *, officers: bool = True
+        self,
+        broker_url: str,
+        roster: Mapping[str, Any],
+        *,
+        officers: bool = True,
+        persistent_monitor: bool = False,
     ) -> None:
         self.broker_url = broker_url
         self.roster = roster
-        self.monitor = TrafficMonitor(broker_url)
+        self.monitor = TrafficMonitor(broker_url, persistent=persistent_monitor)
         self.monitor.connect()
         self._clients: list[MqttClient] = [self.monitor]
         self.officers: list[OfficerTerminal] = []

@@ -58,6 +58,16 @@ def traffic(mosquitto: LocalMosquitto, roster_document: dict[str, Any]) -> Itera
 
 
 @pytest.fixture
+def lasting_traffic(
+    mosquitto: LocalMosquitto, roster_document: dict[str, Any]
+) -> Iterator[Traffic]:
+    """`traffic` whose watcher keeps its session across a broker restart (the terminals do)."""
+    made = Traffic(mosquitto.url, roster_document, persistent_monitor=True)
+    yield made
+    made.close()
+
+
+@pytest.fixture
 def cluster(
     tmp_path: Path, mosquitto: LocalMosquitto, pg_url: str, roster_document: dict[str, Any]
 ) -> Iterator[Cluster]:
@@ -196,12 +206,12 @@ def test_a_paused_owner_resumed_after_a_takeover_does_not_take_its_sessions_back
 @pytest.mark.timeout(240)
 def test_every_connection_is_back_within_seconds_of_a_long_broker_outage(
     cluster: Cluster,
-    traffic: Traffic,
+    lasting_traffic: Traffic,
     mosquitto: LocalMosquitto,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     cluster.start()
-    stream = begin_stream(traffic, 1500, seed=8)
+    stream = begin_stream(lasting_traffic, 1500, seed=8)
     rows = cluster.wait_balanced()
     stopped_at = time.time()
     mosquitto.stop()  # SIGTERM: it saves its sessions and what queued in them
@@ -243,7 +253,7 @@ def test_every_connection_is_back_within_seconds_of_a_long_broker_outage(
         served_back.append(first - back_at)
     cluster.wait_balanced(timeout=60)
 
-    ledger = account(traffic, stream)
+    ledger = account(lasting_traffic, stream)
     report(
         capsys,
         f"BROKER_RETURN down {down_s:.1f}s; instance connections back "
