@@ -240,7 +240,9 @@ class Daemon:
         """An instance of a cluster: the status connection, then a first share of partitions."""
         key = load_or_create_key(self.settings.store.resolved_pii_key_file)
         store = await open_cluster_store(
-            self.settings.store, application_name=f"etong/{self.settings.bridge.instance_id}"
+            self.settings.store,
+            application_name=f"etong/{self.settings.bridge.instance_id}",
+            lease_s=self.settings.cluster.lease_s,  # a paused owner's write cannot block a takeover
         )
         stack.push_async_callback(store.close)
         self._store = store
@@ -255,6 +257,8 @@ class Daemon:
             broker_factory=self._broker_factory,
             metrics=self.metrics,
             cluster_metrics=cluster_metrics,
+            # The status connection tells whether this instance reaches the broker at all.
+            broker_up=lambda: self._status is not None and self._status.connected,
         )
         await self._start_http(stack)
         self._stage = "brokers"

@@ -7,9 +7,10 @@ manager one per partition it owns (DESIGN §7). Either way the order is the same
     … → stop taking batches → finish the one in hand → commit and ack what is queued →
     record the PUBACKs that arrive → disconnect (the sessions persist at the broker)
 
-`abandon` is the other way out, for a partition whose lease is lost: stop at once, commit
-nothing more (a write would be fenced off anyway), disconnect. What was not acknowledged
-waits in the partition's session at the broker for the next owner.
+`abandon` is the other way out, for a partition whose lease is lost or that is given up:
+disconnect at once (every connection's reconnect stopped first), then stop the tasks; commit
+nothing more (a write would be fenced off anyway). What was not acknowledged waits in the
+partition's session at the broker for the next owner.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from etong.brokers.base import Broker, BrokerFactory
 from etong.config import Settings
 from etong.core.keys import Keyer
 from etong.errors import ConfigError
+from etong.logging import get_logger
 from etong.metrics import Metrics
 from etong.roster import Roster
 from etong.store import Store
 from etong.tasks import TaskSet
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,8 @@ class Identity:
     """Appended to connection names in logs and metrics, e.g. "-s1" for station s1."""
     client_ids: dict[str, str] | None = None
     status_topic: str | None = None
+    may_reconnect: Callable[[], bool] | None = None
+    """A partition's: whether its sessions may be taken again after a drop (its lease held)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,7 @@ def make_connections(
                     publisher=publisher,
                     client_id=None if client_id is None else client_id + suffix,
                     on_session_taken_over=metrics.session_taken_over.labels(name).inc,
+                    may_reconnect=identity.may_reconnect,
                 )
             except ConfigError as exc:
                 # A password or TLS file that cannot be read: name the section it belongs to.
@@ -193,7 +200,16 @@ class BridgeRunner:
                 await broker.stop()
 
     async def abandon(self) -> None:
-        """The lease is lost: stop at once, acknowledge nothing more, disconnect."""
+        """The lease is lost or the partition given up: disconnect at once, then stop the tasks.
+
+        The connections first, all together: a connection the next owner's CONNECT just
+        ended must not be made again under the partition's client id while the tasks wind
+        down, which would end the next owner's session in turn (issue #17: the reconnector
+        did so within 10 ms while `abandon` awaited the tasks).
+        """
         self.bridge.stop_accepting()
+        stops = await asyncio.gather(*(b.stop() for b in self.brokers), return_exceptions=True)
+        for broker, result in zip(self.brokers, stops, strict=True):
+            if isinstance(result, Exception):
+                log.warning("broker_stop_failed", broker=broker.name, error=repr(result))
         await self.tasks.cancel_all()
-        await self.stop_brokers()

@@ -119,11 +119,13 @@ class BrokerFactory(Protocol):
         publisher: bool = False,
         client_id: str | None = None,
         on_session_taken_over: Callable[[], None] | None = None,
+        may_reconnect: Callable[[], bool] | None = None,
     ) -> Broker:
         """A connection, not yet started; `ConfigError` if its files cannot be read.
 
         `client_id` None: `settings.client_id`, with `-pub` appended for a publisher.
         `status_topic` None: no last will and no `online`/`offline` status on this connection
-        (a publisher never has them).
+        (a publisher never has them). `may_reconnect` (a partition's): asked after a drop,
+        before the session is taken again; False holds the reconnect (brokers/reconnect.py).
         """
         ...

@@ -157,6 +157,10 @@ class FakeBroker:
         """True after start() until stop()."""
         return self._connected
 
+    def drop(self) -> None:
+        """The connection went down (the broker out of reach): not connected until `start`."""
+        self._connected = False
+
     async def stop(self) -> None:
         """Disconnect."""
         self._connected = False
@@ -183,6 +187,7 @@ class FakeBrokers:
         publisher: bool = False,
         client_id: str | None = None,
         on_session_taken_over: object = None,
+        may_reconnect: object = None,
     ) -> FakeBroker:
         """A new FakeBroker named `name`, remembered for the test.
 

@@ -71,6 +71,7 @@ class MqttBroker:
         publisher: bool = False,
         client_id: str | None = None,
         on_session_taken_over: Callable[[], None] | None = None,
+        may_reconnect: Callable[[], bool] | None = None,
     ) -> None:
         """A connection, not yet started.
 
@@ -78,7 +79,8 @@ class MqttBroker:
         wait behind inbound reports, so the listener can pause reading without stalling our
         own publishes. It has no will and no status of its own, and its client id is
         `settings.client_id + "-pub"` unless `client_id` says otherwise. With `status_topic`
-        None a listener has no will and publishes no status either.
+        None a listener has no will and publishes no status either. `may_reconnect`: see
+        `Reconnector`.
         """
         self.name = name
         self._settings = settings
@@ -102,6 +104,7 @@ class MqttBroker:
             name=name,
             client_id=self._client_id,
             on_session_taken_over=on_session_taken_over,
+            may_reconnect=may_reconnect,
         )
         self.session_present = False
 

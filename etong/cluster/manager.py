@@ -14,6 +14,12 @@ In each case the partition's runner is abandoned (no more acks, sessions dropped
 loss is logged as `lease_lost`; what was not acknowledged waits in the partition's session
 at the broker for the next owner.
 
+A lease held is not a partition served: an owner that cannot reach the broker gives the
+partition up (`core/broker_reach.py`: a connection down for `lease_s/2`, watched by
+`cluster/reach.py`), logged as `partition_given_up`: its sessions are dropped and its lease
+released at once, and the instance stands aside (no heartbeat, no claim) until its own
+connection is back, so another instance takes the partition at its next tick.
+
 Every time a lease is judged by is the database's clock; this module's deadlines are its own
 monotonic clock, measured from the *start* of the renewal that succeeded, which is earlier
 than the database's instant for it, so the local deadline always falls first.
@@ -30,6 +36,7 @@ from typing import TypeVar
 
 from etong.brokers.base import BrokerFactory
 from etong.cluster.metrics import ClusterMetrics
+from etong.cluster.reach import ReachWatch
 from etong.config import Settings
 from etong.core.balance import plan
 from etong.core.keys import Keyer
@@ -84,7 +91,9 @@ class ClusterManager:
         metrics: Metrics,
         cluster_metrics: ClusterMetrics,
         monotonic: Callable[[], float] = time.monotonic,
+        broker_up: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`broker_up` says whether the instance's own (status) connection is up now."""
         self.settings = settings
         self.me = settings.bridge.instance_id
         self.lease_s = settings.cluster.lease_s
@@ -95,6 +104,7 @@ class ClusterManager:
         self._metrics = metrics
         self._cm = cluster_metrics
         self._monotonic = monotonic
+        self.reach = ReachWatch(self.lease_s, broker_up=broker_up, monotonic=monotonic)
         self._topics = Topics(settings.bridge.topic_prefix)
         self.held: dict[str, _Held] = {}
         self._state = _State()
@@ -126,7 +136,7 @@ class ClusterManager:
     async def tick(self) -> None:
         """Heartbeat, renew, then claim or hand over as `plan` says."""
         try:
-            self._state.live = await self._db(self._leases.heartbeat(self.me, self.lease_s))
+            self._state.live = await self._heartbeat()
             await self._renew_all()
             rows = await self._db(self._leases.leases())
             now = await self._db(self._leases.database_now())
@@ -143,6 +153,8 @@ class ClusterManager:
             return
         for gone in [p for p in self.held if p not in stations]:
             await self._hand_over(gone, reason="station removed from the roster")
+        if self.reach.standing_aside:
+            return  # cut off from the broker: claim nothing (core/broker_reach.py)
         todo = plan(
             rows, me=self.me, live=self._state.live, owned=list(self.held), now=now,
             lease_s=self.lease_s,
@@ -158,6 +170,7 @@ class ClusterManager:
         while True:
             await asyncio.sleep(self.lease_s / WATCH_STEPS_PER_LEASE)
             await self.check_held()
+            await self.check_broker_reach()
 
     async def check_held(self) -> None:
         """Abandon each partition unrenewed for lease_s * 3/4 or whose write was fenced off;
@@ -183,7 +196,31 @@ class ClusterManager:
                 log.error("task_failed", task=failed.get_name(), error=repr(exc))
                 raise EtongError(f"partition {partition}: {failed.get_name()} failed: {exc!r}")
 
+    async def check_broker_reach(self) -> None:
+        """Give up the partitions this instance cannot reach the broker for (cluster/reach.py)."""
+        was_aside = self.reach.standing_aside
+        # A partition still starting is judged by the instance's own connection only: its
+        # connections are being made, and a session with a backlog takes time to subscribe.
+        reach = self.reach.look(
+            {p: held.runner.brokers if held.serving else [] for p, held in self.held.items()}
+        )
+        for partition in reach.give_up:
+            await self._give_up(partition)
+        if reach.stand_aside and not was_aside:
+            # Out of the live set now, not at the next tick: the others' next tick counts
+            # this instance out and claims what it gave up.
+            with contextlib.suppress(StoreError, OSError, TimeoutError):
+                await self._db(self._leases.leave(self.me))
+
     # ---- leases --------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> list[str]:
+        """Record this instance alive, or, standing aside, leave the live set so that the
+        others' fair share counts it out (core/broker_reach.py). The live instances."""
+        if self.reach.standing_aside:
+            await self._db(self._leases.leave(self.me))
+            return await self._db(self._leases.live_instances())
+        return await self._db(self._leases.heartbeat(self.me, self.lease_s))
 
     async def _db(self, call: Awaitable[T]) -> T:
         """A store call bounded by a quarter lease: a hung database must not hold the loop."""
@@ -198,6 +235,15 @@ class ClusterManager:
             else:
                 held.renewed_at = started
                 self._cm.renewals.inc()
+
+    def still_held(self, fence: Fence) -> bool:
+        """Whether `fence` is held and renewed recently enough to serve (UNRENEWED_LIMIT):
+        a partition's connections reconnect only then (brokers/reconnect.py)."""
+        held = self.held.get(fence.partition)
+        limit = self.lease_s * UNRENEWED_LIMIT
+        return (
+            held is not None and held.fence == fence and self._monotonic() - held.renewed_at < limit
+        )
 
     async def _claim(self, partition: str, before: Lease) -> None:
         started = self._monotonic()
@@ -234,6 +280,7 @@ class ClusterManager:
             label=f"-{station}",
             client_ids={side: partition_client_id(cid, station) for side, cid in sides.items()},
             status_topic=None,  # the instance's status connection carries status and will
+            may_reconnect=lambda: self.still_held(fence),
         )
         topics = self._topics
 
@@ -297,6 +344,25 @@ class ClusterManager:
         with contextlib.suppress(LeaseLostError):
             await held.runner.drain_and_stop_tasks(until)
         await held.runner.stop_brokers()
+        await self._release(held, reason)
+
+    async def _give_up(self, partition: str) -> None:
+        """The broker is out of reach: drop the sessions at once (nothing can be acked or
+        pushed anyway), then free the lease for an instance that can serve it."""
+        held = self.held.pop(partition, None)
+        if held is None:
+            return
+        self._cm.partitions_owned.set(len(self.held))
+        down_s = round(self.reach.down_for(partition), 3)
+        log.warning("partition_given_up", partition=partition, epoch=held.fence.epoch,
+                    reason="broker unreachable", down_s=down_s)  # fmt: skip
+        await _cancel(held.start)
+        await held.runner.abandon()
+        await self._release(held, "broker unreachable")
+
+    async def _release(self, held: _Held, reason: str) -> None:
+        """Free the lease `held` had (its sessions already dropped), for the next owner."""
+        partition = held.fence.partition
         try:
             released = await self._db(self._leases.release(held.fence))
         except (StoreError, OSError, TimeoutError) as exc:

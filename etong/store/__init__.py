@@ -23,6 +23,7 @@ from etong.config import StoreSettings
 from etong.store.base import ClusterStore, LeaseStore, Store
 from etong.store.files import backup_store, lock_file_of, refuse_vanished_store
 from etong.store.postgres import PostgresStore
+from etong.store.postgres_leases import idle_in_transaction_ms
 from etong.store.sqlite import SqliteStore
 from etong.store.sqlite_schema import SCHEMA_VERSION
 
@@ -69,12 +70,17 @@ async def open_store(
 
 
 async def open_cluster_store(
-    settings: StoreSettings, *, application_name: str = "etong"
+    settings: StoreSettings,
+    *,
+    application_name: str = "etong",
+    lease_s: float | None = None,
 ) -> ClusterStore:
     """Open the PostgreSQL store `[store] url` names, shared by a cluster (DESIGN §7).
 
     `application_name` names the connections in `pg_stat_activity` (the daemon passes
     `etong/<instance_id>`, so an operator sees which instance holds which connection).
+    With `lease_s` (the daemon's `cluster.lease_s`), the server ends a connection left idle
+    inside a transaction for a quarter lease (`postgres_leases.idle_in_transaction_ms`).
     """
     if settings.url is None:
         raise ValueError("open_cluster_store needs [store] url")
@@ -83,4 +89,5 @@ async def open_cluster_store(
         password=settings.read_password(),
         check_integrity=True,
         application_name=application_name,
+        idle_in_transaction_ms=None if lease_s is None else idle_in_transaction_ms(lease_s),
     )

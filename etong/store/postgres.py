@@ -75,17 +75,24 @@ class PostgresStore:
         pool_size: int = DEFAULT_POOL_SIZE,
         application_name: str = "etong",
         check_integrity: bool = False,
+        idle_in_transaction_ms: int | None = None,
     ) -> PostgresStore:
         """Connect to the database `url` names and migrate it (under an advisory lock, so
         instances starting at once migrate it once).
 
+        `idle_in_transaction_ms`: the server ends a connection idle inside a transaction
+        that long (a paused owner's fenced write; see `postgres_leases`); None: never.
         `check_integrity` (the daemon): refuse (`StoreRefusedError`, exit 3) a database
         whose schema is not this etong's. Raises `StoreError` naming the server and database
         when it cannot be reached or does not exist (`StoreUnavailableError` for the former).
         """
         target = Target.from_url(url)
         pool = await create_pool(
-            target, password, max_size=pool_size, application_name=application_name
+            target,
+            password,
+            max_size=pool_size,
+            application_name=application_name,
+            idle_in_transaction_ms=idle_in_transaction_ms,
         )
         store = cls(pool, target)
         try:

@@ -101,9 +101,23 @@ def _host_and_port(piece: str) -> tuple[str, int]:
 
 
 async def create_pool(
-    target: Target, password: str | None, *, max_size: int, application_name: str
+    target: Target,
+    password: str | None,
+    *,
+    max_size: int,
+    application_name: str,
+    idle_in_transaction_ms: int | None = None,
 ) -> Pool:
-    """A pool of connections to `target`; raises `StoreError` saying why it cannot be had."""
+    """A pool of connections to `target`; raises `StoreError` saying why it cannot be had.
+
+    `idle_in_transaction_ms`: PostgreSQL's `idle_in_transaction_session_timeout` on every
+    connection (None: the server's own, off by default)."""
+    settings = {
+        "application_name": application_name,
+        "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+    }
+    if idle_in_transaction_ms is not None:
+        settings["idle_in_transaction_session_timeout"] = str(idle_in_transaction_ms)
     try:
         pool: Pool = await asyncpg.create_pool(
             target.url,
@@ -113,10 +127,7 @@ async def create_pool(
             timeout=CONNECT_TIMEOUT_S,
             # The pool's health check: a connection the server closed is replaced on acquire.
             max_inactive_connection_lifetime=300.0,
-            server_settings={
-                "application_name": application_name,
-                "statement_timeout": str(STATEMENT_TIMEOUT_MS),
-            },
+            server_settings=settings,
         )
     except asyncpg.InvalidCatalogNameError as exc:
         raise StoreError(

@@ -7,6 +7,16 @@ renew and release are each one UPDATE: the row lock it takes orders it against e
 claim and against the fenced writes, which hold the row FOR SHARE until their COMMIT. So a
 takeover's UPDATE waits for the deposed owner's batch in hand, and any batch that starts after
 the takeover finds another owner or epoch and commits nothing.
+
+A batch in hand is milliseconds, unless its process is paused (SIGSTOP, a frozen VM) inside
+the transaction: the row would then stay held FOR SHARE, and the takeover wait, for as long as
+the pause. So a cluster instance's connections carry `idle_in_transaction_session_timeout` =
+a quarter lease (`idle_in_transaction_ms`): the server ends the paused owner's connection,
+which rolls its batch back (nothing of it was acked) and frees the row. Why a quarter: the
+owner writes only within `lease_s * 3/4` of its last renewal (`cluster/manager.py`), so a
+write paused at the latest instant is ended by the time the lease expires, and the takeover,
+which claims only then, never waits. Between two statements of a live batch the connection is
+idle for the event loop's turns (milliseconds; 750 ms at the smallest lease, 3 s, is far off).
 """
 
 from __future__ import annotations
@@ -22,6 +32,14 @@ from etong.store.postgres_connect import Conn
 # The lease row as a `Lease`: expiry as unix seconds on the database's clock.
 _LEASE = "partition, owner, epoch, extract(epoch FROM expires_at)::float8"
 _UNTIL = "clock_timestamp() + make_interval(secs => $3::float8)"
+IDLE_IN_TRANSACTION_OF_LEASE = 0.25
+
+
+def idle_in_transaction_ms(lease_s: float) -> int:
+    """The server-side bound on a transaction left idle, for `lease_s` (module docstring)."""
+    return max(1, round(lease_s * IDLE_IN_TRANSACTION_OF_LEASE * 1000))
+
+
 # Where the next receipt's id starts (the identity's sequence; nothing taken yet: 1).
 RECEIPT_FLOOR = "COALESCE(pg_sequence_last_value(pg_get_serial_sequence('receipts', 'id')), 0) + 1"
 

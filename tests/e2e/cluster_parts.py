@@ -16,7 +16,7 @@ import json
 import math
 import subprocess
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -365,13 +365,16 @@ class Cluster:
         assert self.database is not None
         return self.database
 
-    def add(self, instance_id: str, *, through_proxy: bool = False) -> Instance:
-        """Write an instance's config (its own folder, log and HTTP port) and make it."""
+    def add(
+        self, instance_id: str, *, through_proxy: bool = False, broker_url: str | None = None
+    ) -> Instance:
+        """Write an instance's config (its own folder, log and HTTP port) and make it;
+        `broker_url` another way to the broker than the cluster's (a `TcpProxy`)."""
         folder = self.directory / instance_id
         folder.mkdir()
         proxy = DbProxy(self.database_url, self.loop) if through_proxy else None
         config = local_bridge_config(
-            broker_url=self.broker_url,
+            broker_url=broker_url or self.broker_url,
             store_path=Path("unused.db"),
             roster_path=self.roster_path,
             instance_id=instance_id,
@@ -397,18 +400,28 @@ class Cluster:
         self.instances[instance_id] = instance
         return instance
 
-    def configure(self, *, through_proxy: Iterable[str] = ()) -> None:
+    def configure(
+        self, *, through_proxy: Iterable[str] = (), broker_urls: Mapping[str, str] | None = None
+    ) -> None:
         """Write the three instances' configs; those named in `through_proxy` reach the
-        database through a `DbProxy` of their own."""
+        database through a `DbProxy` of their own, those in `broker_urls` the broker by
+        the URL given."""
         proxied = set(through_proxy)
+        urls = broker_urls or {}
         for instance_id in INSTANCE_IDS:
-            self.add(instance_id, through_proxy=instance_id in proxied)
+            self.add(
+                instance_id,
+                through_proxy=instance_id in proxied,
+                broker_url=urls.get(instance_id),
+            )
 
-    def start(self, *, through_proxy: Iterable[str] = ()) -> None:
+    def start(
+        self, *, through_proxy: Iterable[str] = (), broker_urls: Mapping[str, str] | None = None
+    ) -> None:
         """Start the three instances at once (they race for the first claims), wait until
         each is ready, and until each serves one partition (configured first if need be)."""
         if not self.instances:
-            self.configure(through_proxy=through_proxy)
+            self.configure(through_proxy=through_proxy, broker_urls=broker_urls)
         for instance in self.instances.values():
             instance.bridge.start()
         for instance in self.instances.values():

@@ -34,7 +34,9 @@ class TrafficMonitor(MqttClient):
     the officer's ack" is a comparison of arrival positions on it.
     """
 
-    def __init__(self, url: str, protocol: int = 5) -> None:
+    def __init__(self, url: str, protocol: int = 5, *, persistent: bool = False) -> None:
+        """`persistent`: the broker keeps the watcher's session across a restart of its own,
+        so what was published while the watcher reconnected is still seen."""
         self.delivery_ids: dict[str, set[str]] = {}
         self.event_of: dict[str, str] = {}
         self.first_ack: dict[str, int] = {}  # delivery id -> position of its first `received`
@@ -45,6 +47,7 @@ class TrafficMonitor(MqttClient):
             f"etong-cluster-watch-{os.getpid()}",
             subscriptions=[TOPICS.inbox("+"), TOPICS.acks("+"), TOPICS.receipts("+", "+")],
             protocol=protocol,
+            persistent=persistent,
         )
 
     def _handle(self, message: Received) -> list[tuple[str, bytes]]:
@@ -215,11 +218,12 @@ class Traffic:
         *,
         officers: bool = True,
         protocol: int = 5,
+        persistent_monitor: bool = False,
     ) -> None:
         self.broker_url = broker_url
         self.roster = roster
         self.protocol = protocol
-        self.monitor = TrafficMonitor(broker_url, protocol)
+        self.monitor = TrafficMonitor(broker_url, protocol, persistent=persistent_monitor)
         self.monitor.connect()
         self._clients: list[MqttClient] = [self.monitor]
         self.officers: list[OfficerTerminal] = []

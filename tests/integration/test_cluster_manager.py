@@ -60,6 +60,7 @@ class Instance:
         self.metrics = Metrics()
         self.cluster_metrics = ClusterMetrics(self.metrics.registry)
         self.monotonic = Monotonic()
+        self.broker_is_up = True  # the instance's own (status) connection
         self.manager = ClusterManager(
             self.settings,
             leases,
@@ -69,6 +70,7 @@ class Instance:
             metrics=self.metrics,
             cluster_metrics=self.cluster_metrics,
             monotonic=self.monotonic,
+            broker_up=lambda: self.broker_is_up,
         )
 
     @property
@@ -192,6 +194,98 @@ async def test_an_instance_that_cannot_renew_stops_before_its_lease_expires(
     assert a.held == []
     assert all(not b.connected for b in a.brokers.made.values())
     assert a.cluster_metrics.leases_lost.labels("unrenewed")._value.get() == 3
+
+
+async def test_an_owner_cut_off_the_broker_gives_every_partition_up_and_stands_aside(
+    instances: Any, shared: MemoryLeases
+) -> None:
+    a, b = instances("i1"), instances("i2")
+    await a.manager.first_tick()
+    await a.serving()
+    await b.manager.first_tick()  # alive, holding nothing: a holds its share and more
+    assert (a.held, b.held) == (["s1", "s2", "s3"], [])
+    # a's connections to the broker drop; its database stays up.
+    a.broker_is_up = False
+    for broker in a.brokers.made.values():
+        broker.drop()
+    await a.manager.check_broker_reach()
+    a.monotonic.now += LEASE_S / 2 - 0.5
+    await a.manager.check_broker_reach()  # half a lease has not passed yet
+    assert a.held == ["s1", "s2", "s3"]
+    a.monotonic.now += 0.5
+    await a.manager.check_broker_reach()
+    assert a.held == []
+    assert all(row.owner is None for row in shared.rows.values())  # released, not left to expire
+    await a.manager.tick()  # standing aside: out of the live set, claims nothing
+    assert a.held == [] and await shared.live_instances() == ["i2"]
+    await b.manager.tick()  # alone now: its share is every partition, and no expiry to wait
+    assert b.held == ["s1", "s2", "s3"]
+    # The broker comes back: a rejoins, and balancing hands it its share.
+    a.broker_is_up = True
+    a.monotonic.now += LEASE_S
+    await a.manager.check_broker_reach()
+    for _ in range(4):
+        await a.manager.tick()
+        await b.manager.tick()
+    assert (len(a.held), len(b.held)) == (1, 2)
+
+
+async def test_a_partition_whose_connection_stays_down_is_given_up_and_not_claimed_back(
+    instances: Any, shared: MemoryLeases
+) -> None:
+    a, b = instances("i1"), instances("i2")
+    await a.manager.first_tick()
+    await a.serving()
+    await b.manager.first_tick()
+    a.brokers["grid-s2-pub"].drop()  # one connection of one partition (a second broker, say)
+    await a.manager.check_broker_reach()
+    a.monotonic.now += LEASE_S / 2
+    await a.manager.check_broker_reach()
+    assert a.held == ["s1", "s3"]
+    assert a.cluster_metrics.releases._value.get() == 1
+    await a.manager.tick()  # s2 is free and a is under its share, but a stands aside
+    assert a.held == ["s1", "s3"]
+    await b.manager.tick()
+    assert b.held == ["s2"]
+
+
+async def test_a_lost_partition_stops_its_connections_before_its_tasks(
+    instances: Any, shared: MemoryLeases
+) -> None:
+    """So that no reconnect under the partition's client id can end the next owner's session
+    while the tasks wind down (issue #17)."""
+    a = instances("i1")
+    await a.manager.first_tick()
+    await a.serving()
+    runner = a.manager.held["s2"].runner
+    listener = a.brokers["grid-s2"]
+    tasks_running_at_stop: list[bool] = []
+
+    async def stop() -> None:
+        tasks_running_at_stop.append(any(not t.done() for t in runner.tasks.tasks))
+        listener.drop()
+
+    listener.stop = stop
+    row = shared.rows["s2"]
+    shared.rows["s2"] = type(row)("s2", "i9", row.epoch + 1, shared.clock.now + LEASE_S)
+    await a.manager.tick()
+    assert a.held == ["s1", "s3"]
+    assert tasks_running_at_stop == [True]
+    assert all(t.done() for t in runner.tasks.tasks)
+
+
+async def test_a_partitions_sessions_may_be_taken_again_only_while_its_lease_is_fresh(
+    instances: Any,
+) -> None:
+    a = instances("i1")
+    await a.manager.first_tick()
+    fence = a.manager.held["s1"].fence
+    assert a.manager.still_held(fence)
+    a.monotonic.now += LEASE_S * 3 / 4  # a pause: no renewal for 3/4 of a lease
+    assert not a.manager.still_held(fence)
+    await a.manager.tick()  # renewed again
+    assert a.manager.still_held(fence)
+    assert not a.manager.still_held(type(fence)("s1", "i1", fence.epoch + 1))
 
 
 async def test_a_fenced_write_abandons_the_partition_and_acks_nothing(

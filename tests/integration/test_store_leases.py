@@ -26,11 +26,13 @@ from etong.core.records import (
 from etong.errors import LeaseLostError, StoreUnavailableError
 from etong.store import PostgresStore, postgres, postgres_batch
 from etong.store.base import Fence, Lease
+from etong.store.postgres_leases import idle_in_transaction_ms
 from etong.store.postgres_partition import PartitionStore
 from tests.waiting import wait_until_async
 
 SHORT_S = 0.3  # a lease that runs out within the test
 LONG_S = 60.0  # one that does not
+TAKEOVER_DEADLINE_S = 10.0  # for a claim that must not wait on a paused owner
 
 
 @pytest.fixture
@@ -358,3 +360,31 @@ async def test_a_batch_chosen_as_a_deadlocks_victim_is_written_again(
     [delivery] = (await store.trace("E0001"))["deliveries"]
     assert delivery["state"] == "received" and delivery["acked_by"] == "o"
     assert [type(a) for a in attempts] == [asyncpg.DeadlockDetectedError, type(None)]
+
+
+async def test_a_write_paused_inside_its_transaction_is_ended_by_the_server_not_waited_for(
+    pg_url: str, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A paused owner (SIGSTOP, a frozen VM) holding the lease row FOR SHARE: with a
+    cluster's `idle_in_transaction_session_timeout` (a quarter lease) the server ends its
+    connection, so the takeover does not wait for the pause (issue #17); compare
+    `test_a_takeover_waits_for_the_fenced_write_in_hand`, where the write is not paused."""
+    bounded = await PostgresStore.open(
+        pg_url, idle_in_transaction_ms=idle_in_transaction_ms(SHORT_S)
+    )
+    try:
+        old = await _view(bounded, "north", "i-1", SHORT_S)
+        started, proceed = _pause_writes(monkeypatch)
+        in_hand = asyncio.create_task(old.write(_report(1), now=1.0))
+        await started.wait()  # the lease row is held FOR SHARE, and the owner pauses
+        await _expired(store, (await store.leases())[0])
+        # A deadline for the event, far above the bound: without it the claim waits forever.
+        taken = await asyncio.wait_for(store.claim("north", "i-2", LONG_S), TAKEOVER_DEADLINE_S)
+        assert taken is not None and (taken.owner, taken.epoch) == ("i-2", 2)
+        assert not in_hand.done()  # still paused: the takeover did not wait for it
+        proceed.set()
+        with pytest.raises(StoreUnavailableError):
+            await in_hand  # resumed: its connection is gone, nothing of the batch kept
+        assert (await store.counts())["events"] == 0
+    finally:
+        await bounded.close()

@@ -16,11 +16,17 @@ from etong.brokers.mqtt import MqttBroker
 from etong.brokers.reconnect import (
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_S,
+    RETRY_FIRST_S,
+    RETRY_JITTER_S,
+    RETRY_MAX_S,
     SESSION_TAKEN_OVER,
+    Reconnector,
+    connect_retry_wait_s,
     reconnect_backoff_s,
 )
 from etong.config import BrokerSettings
 from etong.metrics import Metrics
+from tests.waiting import wait_until
 
 NORMAL_DISCONNECT = 0x00
 SERVER_SHUTTING_DOWN = 0x8B
@@ -171,3 +177,40 @@ def test_a_socket_callback_from_a_collected_client_after_the_loop_closed_is_igno
     callback = broker._io.threadsafe(ran.append)
     callback(None, None, object())
     assert ran == []
+
+
+def test_a_failed_connect_is_retried_at_most_three_seconds_apart_however_long_the_outage() -> None:
+    """A broker away for minutes is used again within RETRY_MAX_S + RETRY_JITTER_S of its
+    return by every connection (issue #17: the publisher came back 13.6 s after its listener)."""
+    waits = [connect_retry_wait_s(n, jitter=0.0) for n in range(1, 200)]
+    assert waits[:4] == [RETRY_FIRST_S, 2 * RETRY_FIRST_S, 4 * RETRY_FIRST_S, 8 * RETRY_FIRST_S]
+    assert waits == sorted(waits)
+    assert max(waits) == RETRY_MAX_S
+    assert connect_retry_wait_s(10_000, jitter=0.999) < RETRY_MAX_S + RETRY_JITTER_S <= 3.0
+    assert connect_retry_wait_s(1, jitter=0.5) == RETRY_FIRST_S + 0.5 * RETRY_JITTER_S
+
+
+async def test_a_reconnect_is_held_while_the_session_may_not_be_taken_again() -> None:
+    """A partition's connection after a pause: dropped by the next owner's CONNECT, it must
+    not take the session back while its lease is in doubt (issue #17)."""
+    attempts: list[int] = []
+    allowed = False
+
+    async def connect_once() -> None:
+        attempts.append(1)
+        reconnector.disconnected.clear()  # connected again, as MqttBroker's does
+
+    reconnector = Reconnector(
+        connect_once, name="grid-s1", client_id="etong-s1", may_reconnect=lambda: allowed
+    )
+    reconnector.start_supervising()
+    try:
+        reconnector.disconnected.set()  # a drop
+        await wait_until(lambda: reconnector.reconnects == 1, "the supervisor to see the drop")
+        for _ in range(5):  # several loop turns and a hold check: still held
+            await asyncio.sleep(0)
+        assert attempts == []
+        allowed = True
+        await wait_until(lambda: attempts == [1], "the reconnect once allowed")
+    finally:
+        await reconnector.stop()
