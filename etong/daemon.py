@@ -38,7 +38,8 @@ from etong.cluster.metrics import ClusterMetrics
 from etong.config import Settings
 from etong.core.keys import Keyer, key_fingerprint, load_or_create_key
 from etong.core.partitions import cross_station_problems, instance_client_id
-from etong.errors import ConfigError, EtongError
+from etong.errors import ConfigError
+from etong.failures import FatalError, classify
 from etong.health import readiness, refresh_gauges
 from etong.housekeeping import Gauges, purge_loop
 from etong.http import HttpServer
@@ -313,15 +314,29 @@ class Daemon:
         self._raise_if_stopped()
 
     async def _until_stop_or_failure(self, tasks: TaskSet) -> None:
-        """Return on SIGTERM/SIGINT; raise if a task dies first (systemd then restarts us)."""
+        """Return on SIGTERM/SIGINT; raise `FatalError` as soon as a task fails first (its
+        group has cancelled the others; the exit code is `etong.failures`' row for it)."""
         stop_wait = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait({stop_wait, *tasks.tasks}, return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
-        failed = [t for t in done if t is not stop_wait and not t.cancelled() and t.exception()]
-        if failed:
-            exc = failed[0].exception()
-            log.error("task_failed", task=failed[0].get_name(), error=repr(exc))
-            raise EtongError(f"task {failed[0].get_name()} failed: {exc!r}") from exc
+        failure = asyncio.create_task(tasks.failure())
+        try:
+            await asyncio.wait({stop_wait, failure}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            failure.cancel()
+        if not failure.done() or failure.cancelled():
+            return
+        failed = failure.result()
+        exc = failed.exception()
+        assert exc is not None  # a failure, by the group's definition
+        fatal = exc if isinstance(exc, FatalError) else FatalError(f"task {failed.get_name()}", exc)
+        log.error(
+            "task_failed",
+            task=failed.get_name(),
+            error=repr(fatal.error),
+            kind=classify(fatal.error).kind.value,
+            exit_code=fatal.exit_code,
+        )
+        raise fatal
 
     async def _shutdown(self, tasks: TaskSet) -> None:
         """Stop taking batches, finish and acknowledge what is in hand, record PUBACKs."""

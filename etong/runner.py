@@ -25,10 +25,13 @@ from etong.brokers.base import Broker, BrokerFactory
 from etong.config import Settings
 from etong.core.keys import Keyer
 from etong.errors import ConfigError
+from etong.logging import get_logger
 from etong.metrics import Metrics
 from etong.roster import Roster
 from etong.store import Store
 from etong.tasks import TaskSet
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,21 +165,34 @@ class BridgeRunner:
         """Publishes still waiting for their PUBACK, over every connection."""
         return sum(b.unconfirmed for b in self.brokers)
 
+    async def ended(self) -> BaseException:
+        """Wait until a task of this runner fails; return its error (the other task is
+        cancelled by then). Ingest and the scheduler retry transient failures themselves
+        (`etong.failures`), so this is a lost lease or a fatal error."""
+        failed = await self.tasks.failure()
+        exc = failed.exception()
+        assert exc is not None  # a failure, by the group's definition
+        return exc
+
     async def drain_and_stop_tasks(self, deadline: float) -> None:
         """Stop taking batches, finish and acknowledge what is in hand, record PUBACKs.
 
         `deadline` is a `time.monotonic()` instant; what is left by then stays unacked at
-        the broker, which sends it again to the next run or owner.
+        the broker, which sends it again to the next run or owner. When the ingest task has
+        already failed (a lost lease, a fatal error) its error is raised, after every task
+        of the runner is stopped: no scheduler is left running for a partition no one owns.
         """
         bridge = self.bridge
         bridge.stop_accepting()
-        if self._ingest is not None:
-            # Let the ingest task finish the batch in hand, then commit and ack the queue.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.shield(self._ingest), max(0.1, deadline - time.monotonic())
-                )
-        await self.tasks.cancel_all()
+        try:
+            if self._ingest is not None:
+                # Let the ingest task finish the batch in hand, then commit and ack the queue.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(self._ingest), max(0.1, deadline - time.monotonic())
+                    )
+        finally:
+            await self.tasks.cancel_all()
         await bridge.drain(deadline)
         # Give the broker a moment to confirm what we just published, and record it, so a
         # restart does not publish it again.
@@ -187,13 +203,21 @@ class BridgeRunner:
         await bridge.drain(deadline + 1)
 
     async def stop_brokers(self) -> None:
-        """Disconnect every connection, listeners first (no new reports while publishing)."""
+        """Disconnect every connection, listeners first (no new reports while publishing).
+
+        Each connection is stopped even when another fails to; a failure is logged."""
         for broker in sorted(self.brokers, key=lambda b: b not in self.listeners):
-            with contextlib.suppress(Exception):
+            try:
                 await broker.stop()
+            except Exception as exc:  # noqa: BLE001 - the others must still be stopped
+                log.warning("broker_stop_failed", broker=broker.name, error=repr(exc))
 
     async def abandon(self) -> None:
-        """The lease is lost: stop at once, acknowledge nothing more, disconnect."""
+        """The lease is lost: stop at once, acknowledge nothing more, disconnect.
+
+        The connections go first, reconnector and all, so that no session of the partition
+        is taken back from its new owner (and no PUBACK or re-sent publish leaves) while the
+        tasks wind down; then the tasks are cancelled."""
         self.bridge.stop_accepting()
-        await self.tasks.cancel_all()
         await self.stop_brokers()
+        await self.tasks.cancel_all()

@@ -34,7 +34,13 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
-from etong.errors import StoreCorruptError, StoreError, StoreFullError
+from etong.errors import (
+    StoreBusyError,
+    StoreCorruptError,
+    StoreError,
+    StoreFailedError,
+    StoreFullError,
+)
 from etong.store import sqlite_admin, sqlite_schedule
 from etong.store.files import (
     _create_private,
@@ -143,12 +149,24 @@ class SqliteStore:
                 raise
             self.full = None
 
-    def _write_failed(self, exc: sqlite3.Error) -> Exception:
-        """The error to raise for a failed write transaction; remembers a full store."""
+    def _write_failed(self, exc: sqlite3.Error) -> StoreError:
+        """The error to raise for a failed write transaction; remembers a full store.
+
+        No sqlite3 exception leaves the store: a full disk is `StoreFullError`, the write
+        lock held by another process past the busy timeout (an `etong purge`, a backup) is
+        `StoreBusyError`, both retried by the daemon (`etong.failures`); anything else (a
+        failing disk, a violated constraint) is `StoreFailedError`, which stops it.
+        """
         translated = _translate_write_error(self.path, exc)
         if isinstance(translated, StoreFullError):
             self.full = translated
-        return translated
+            return translated
+        code = getattr(exc, "sqlite_errorcode", None)
+        base = code & 0xFF if isinstance(code, int) else None
+        if base in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            name = "SQLITE_BUSY" if base == sqlite3.SQLITE_BUSY else "SQLITE_LOCKED"
+            return StoreBusyError(f"store {self.path}: {exc}", code=name)
+        return StoreFailedError(f"store {self.path}: a write failed: {exc}")
 
     @property
     def closed(self) -> bool:
