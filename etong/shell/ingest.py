@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from etong.brokers.base import Broker, InboundMessage
+from etong.core.admission import Admitted
 from etong.failures import Backoff, classify
 from etong.shell.scheduler import StoreStateReporter
 
@@ -29,7 +30,8 @@ MAX_UNCONFIRMED_PUBLISHES = 5000
 MAX_QUEUED_INBOUND = 2000
 IDLE_FLUSH_S = 0.5
 
-ProcessBatch = Callable[[list[InboundMessage]], Awaitable[None]]
+Admit = Callable[[list[InboundMessage]], list[Admitted]]
+ProcessBatch = Callable[[list[InboundMessage], list[Admitted]], Awaitable[None]]
 
 
 class Ingest:
@@ -39,21 +41,23 @@ class Ingest:
         self,
         *,
         batch_max: int,
+        admit: Admit,
         process_batch: ProcessBatch,
         unconfirmed: Callable[[], int],
         has_unrecorded_pubacks: Callable[[], bool],
         report_store_state: StoreStateReporter,
-        on_retry: Callable[[], None],
-        on_retry_over: Callable[[], None],
     ) -> None:
         self.queue: deque[InboundMessage] = deque()
         self._batch_max = batch_max
+        self._admit = admit
         self._process_batch = process_batch
         self._unconfirmed = unconfirmed
         self._has_unrecorded = has_unrecorded_pubacks
         self._report_store_state = report_store_state
-        # Around a retried batch: the member rate limit is charged once (TokenBuckets.mark/undo).
-        self._before_try, self._after_failed_try = on_retry, on_retry_over
+        # Each message's admission until its batch commits: a batch taken again (a retry,
+        # the drain after a stop cut a retry short) is not admitted, nor rate-charged, twice.
+        # Keyed by identity: the message objects stay referenced by the queue meanwhile.
+        self._admitted: dict[int, Admitted] = {}
         self._wake = asyncio.Event()
         self._accepting = True
         self._stopping = asyncio.Event()  # set by stop_accepting; ends a store-full wait
@@ -114,15 +118,14 @@ class Ingest:
         lost lease or a fatal error ends the task (nothing of the batch was acknowledged).
         """
         backoff = Backoff()
+        admitted = self._admission(batch)  # once, outside the retry
         while True:
-            self._before_try()
             try:
-                await self._process_batch(batch)
+                await self._process_batch(batch, admitted)
             except Exception as exc:
                 # A full store, a lost database, a deadlock victim, a lost event-id race:
                 # nothing was kept, and what the write did is unknown, so the batch is decided
                 # again from a new lookup, never written again as it was.
-                self._after_failed_try()  # the retry parses the batch again: charge it once
                 verdict = classify(exc)
                 if not verdict.transient:
                     raise
@@ -132,8 +135,21 @@ class Ingest:
                     self.queue.extendleft(reversed(batch))
                     return False
                 continue
+            self._committed(batch)
             self._report_store_state()
             return True
+
+    def _admission(self, batch: list[InboundMessage]) -> list[Admitted]:
+        """The batch's admissions: kept ones for messages taken before, new ones for the rest."""
+        fresh = [msg for msg in batch if id(msg) not in self._admitted]
+        if fresh:
+            for msg, item in zip(fresh, self._admit(fresh), strict=True):
+                self._admitted[id(msg)] = item
+        return [self._admitted[id(msg)] for msg in batch]
+
+    def _committed(self, batch: list[InboundMessage]) -> None:
+        for msg in batch:
+            self._admitted.pop(id(msg), None)
 
     async def _wait_unless_stopping(self, seconds: float) -> bool:
         """Sleep `seconds`, or less if a stop is requested; True when not stopping."""
@@ -151,7 +167,7 @@ class Ingest:
         while self.queue and time.monotonic() < deadline:
             batch = self.take_batch()
             try:
-                await self._process_batch(batch)
+                await self._process_batch(batch, self._admission(batch))
             except Exception as exc:
                 verdict = classify(exc)
                 if not verdict.transient:
@@ -160,10 +176,11 @@ class Ingest:
                 if verdict.first_delay_s > 0:
                     self._report_store_state()
                     return
-                # else: decided again at the next turn (a lost event-id race)
+                continue  # decided again at the next turn (a lost event-id race)
+            self._committed(batch)
         if self._has_unrecorded():
             try:  # unrecorded PUBACKs: published again by the next run if this fails
-                await self._process_batch([])
+                await self._process_batch([], [])
             except Exception as exc:
                 if not classify(exc).transient:
                     raise
