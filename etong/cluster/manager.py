@@ -107,6 +107,7 @@ class ClusterManager:
         self.held: dict[str, _Held] = {}
         self._group = TaskSet()
         """The ticks, the deadline watch and each partition's serving task: one group."""
+        self._beats: list[asyncio.Task[None]] = []
         self._state = _State()
         self._stopping = False
 
@@ -122,7 +123,7 @@ class ClusterManager:
     async def run(self) -> None:
         """Tick every lease_s / 4 and watch deadlines between ticks, until cancelled; raise
         `FatalError` as soon as a tick or a partition's task meets a fatal error."""
-        beats = [
+        self._beats = [
             self._group.start(self._ticks(), "cluster-ticks"),
             self._group.start(self._watch(), "cluster-watch"),
         ]
@@ -130,12 +131,16 @@ class ClusterManager:
             failed = await self._group.failure()
         finally:
             # The partitions' serving tasks stay: `stop` hands each partition over first.
-            for beat in beats:
-                beat.cancel()
-            await asyncio.wait(beats)
+            await self._stop_beats()
         exc = failed.exception()
         assert exc is not None
         raise exc if isinstance(exc, FatalError) else FatalError(failed.get_name(), exc)
+
+    async def _stop_beats(self) -> None:
+        for beat in self._beats:
+            beat.cancel()
+        if self._beats:
+            await asyncio.wait(self._beats)
 
     async def _ticks(self) -> None:
         while True:
@@ -349,6 +354,7 @@ class ClusterManager:
         if self._stopping:
             return
         self._stopping = True
+        await self._stop_beats()  # no claim or balancing while the partitions are handed over
         for partition in list(self.held):
             await self._hand_over(partition, reason="stopping", deadline=deadline)
         await self._group.cancel_all()
@@ -377,6 +383,14 @@ class ClusterManager:
                 await held.runner.replace_roster(roster)
             else:
                 held.runner.bridge.replace_roster(roster)
+
+    def start(self, tasks: TaskSet) -> None:
+        """The lease loop (`run`) as a task of the daemon's group (`etong.service.Service`)."""
+        tasks.start(self.run(), "cluster")
+
+    def ready_fields(self) -> dict[str, object]:
+        """For the `bridge_ready` log line: a cluster instance, and what it holds."""
+        return {"cluster": True, "partitions": sorted(self.held)}
 
     def readiness(self) -> tuple[bool, str]:
         """Ready while the store answers and every held partition has started serving (the
