@@ -316,19 +316,23 @@ class ClusterManager:
     async def _hand_over(
         self, partition: str, *, reason: str, deadline: float | None = None
     ) -> None:
-        """Drain the partition, disconnect its sessions, then free its lease for the next."""
+        """Drain the partition, disconnect its sessions, then free its lease for the next.
+
+        A lost lease met while draining ends the drain (nothing more could commit); a fatal
+        error is raised once the partition is handed over (`FatalError`: the daemon stops)."""
         held = self.held.pop(partition, None)
         if held is None:
             return
         self._cm.partitions_owned.set(len(self.held))
         await _cancel(held.start)
         until = deadline if deadline is not None else time.monotonic() + self.lease_s / 2
+        fatal: FatalError | None = None
         try:
             await held.runner.drain_and_stop_tasks(until)
-        except Exception as exc:  # noqa: BLE001 - handing over goes on; the error is logged
-            # A lost lease: nothing more could commit anyway. A fatal error: the partition
-            # is handed over first, and the next batch on another instance meets it again.
+        except Exception as exc:  # noqa: BLE001 - classified; a fatal one is raised below
             verdict = classify(exc)
+            if verdict.kind is Kind.FATAL:
+                fatal = FatalError(f"partition {partition}'s drain", exc)
             log.warning(
                 "partition_drain_failed", partition=partition, error=repr(exc),
                 kind=verdict.kind.value,
@@ -343,6 +347,8 @@ class ClusterManager:
             log.warning("partition_release_failed", partition=partition, error=str(exc))
         self._cm.releases.inc()
         log.info("partition_released", partition=partition, reason=reason, released=released)
+        if fatal is not None:
+            raise fatal
 
     # ---- what the daemon drives ----------------------------------------------------------
 
@@ -355,13 +361,19 @@ class ClusterManager:
             return
         self._stopping = True
         await self._stop_beats()  # no claim or balancing while the partitions are handed over
+        fatal: FatalError | None = None
         for partition in list(self.held):
-            await self._hand_over(partition, reason="stopping", deadline=deadline)
+            try:
+                await self._hand_over(partition, reason="stopping", deadline=deadline)
+            except FatalError as exc:  # every other partition is still handed over
+                fatal = fatal or exc
         await self._group.cancel_all()
         try:
             await self._db(self._leases.leave(self.me))
         except Exception as exc:  # noqa: BLE001 - leaving is a courtesy: the heartbeat ages out
             log.warning("cluster_leave_failed", error=repr(exc))
+        if fatal is not None:
+            raise fatal
 
     async def replace_roster(self, roster: Roster) -> None:
         """Serve a reloaded roster: new stations get lease rows; held partitions re-subscribe.
