@@ -26,7 +26,7 @@ from datetime import datetime
 from etong.brokers.base import Broker, InboundMessage
 from etong.clock import iso_from_unix
 from etong.config import Settings
-from etong.core.admission import Admission, Inbound
+from etong.core.admission import Admission, Admitted, Inbound
 from etong.core.batch import decide_batch, lookup_keys
 from etong.core.budget import RejectionBudget
 from etong.core.context import BatchContext
@@ -114,12 +114,11 @@ class Bridge:
         """The ingest loop and the scheduler, each calling back into this bridge."""
         ingest = Ingest(
             batch_max=self.settings.store.batch_max,
-            process_batch=self.process_batch,
+            admit=self.admit,
+            process_batch=self.process_admitted,
             unconfirmed=self.outbox.unconfirmed,
             has_unrecorded_pubacks=lambda: self.outbox.has_unrecorded,
             report_store_state=self._report_store_state,
-            on_retry=self._buckets.mark,
-            on_retry_over=self._buckets.undo,
         )
         scheduler = Scheduler(
             store,
@@ -164,11 +163,15 @@ class Bridge:
 
     # ---- one batch, one page ---------------------------------------------------------
 
-    async def process_batch(self, batch: list[InboundMessage]) -> None:
-        """The whole pipeline for one batch. See the module docstring for the rules."""
-        ctx = self._context(self.roster)  # one instant, one roster, one day per batch
-        self.ingest.in_hand = len(batch)
-        admitted = [
+    def admit(self, batch: list[InboundMessage]) -> list[Admitted]:
+        """Admission (`core/admission.py`) of each message, at one instant and roster.
+
+        Once per message: the ingest loop keeps the result while it retries the batch's
+        write, so a retry never charges a member's rate limit again (DESIGN §2's limit
+        counts reports, not our retries).
+        """
+        now, roster = self._clock(), self.roster
+        return [
             self._admission.admit(
                 Inbound(
                     msg.topic,
@@ -178,11 +181,21 @@ class Bridge:
                     msg.correlation_data,
                     msg.arrived_monotonic or time.monotonic(),
                 ),
-                ctx.now,
-                ctx.roster,
+                now,
+                roster,
             )
             for msg in batch
         ]
+
+    async def process_batch(self, batch: list[InboundMessage]) -> None:
+        """The whole pipeline for one batch. See the module docstring for the rules."""
+        await self.process_admitted(batch, self.admit(batch))
+
+    async def process_admitted(self, batch: list[InboundMessage], admitted: list[Admitted]) -> None:
+        """Read, decide, write, acknowledge, publish one admitted batch (retried as a whole
+        by the ingest loop while the failure is transient: nothing was kept or acked)."""
+        ctx = self._context(self.roster)  # one instant, one roster, one day per batch
+        self.ingest.in_hand = len(batch)
         async with self._lock:
             keys = lookup_keys(admitted, self.settings.dedup.window_s, ctx.now)
             lookup = await self.store.lookup(keys) if keys is not None else BatchLookup()

@@ -20,12 +20,12 @@ import orjson
 
 from etong import __version__
 from etong.errors import ConfigError, EtongError, StoreCorruptError, StoreRefusedError
+from etong.failures import EXIT_ERROR, EXIT_STORE_REFUSED, EXIT_USAGE, FatalError
 from etong.textsafety import TOPIC_CAP, bounded_topic, for_humans
 
 EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_STORE_REFUSED = 3  # `run`: systemd's RestartPreventExitStatus lists it
+# EXIT_ERROR 1, EXIT_USAGE 2, EXIT_STORE_REFUSED 3 (`run`: systemd's RestartPreventExitStatus
+# lists it) come from etong.failures, whose table maps a failing task's error to them.
 EXIT_NOT_RUNNING = 3  # `status`: LSB init-script convention for "program is not running"
 DEFAULT_CONFIG = Path(os.environ.get("ETONG_CONFIG", "/etc/etong/etong.toml"))
 
@@ -420,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreRefusedError as exc:
         print(f"etong: {for_humans(str(exc))}", file=sys.stderr)
         return EXIT_STORE_REFUSED
+    except FatalError as exc:  # a task of the daemon failed: the failure policy's exit code
+        print(f"etong: {for_humans(str(exc))}", file=sys.stderr)
+        return exc.exit_code
     except EtongError as exc:
         print(f"etong: {for_humans(str(exc))}", file=sys.stderr)
         return EXIT_ERROR

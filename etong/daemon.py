@@ -5,10 +5,12 @@
     → wait for SIGTERM/SIGINT → stop taking batches, finish the one in hand, commit and ack
     what is queued → `offline` → close → exit 0
 
-Two ways to serve (`etong/runner.py` does the serving in both): one instance on an SQLite
-file runs one `BridgeRunner` over the whole roster; on a PostgreSQL store (DESIGN §7) the
-`ClusterManager` runs one per partition this instance holds, and the instance's own
-connection carries its status and last will.
+The daemon drives one `Service` (`etong/service.py`) and keeps only the lifecycle: one
+instance on an SQLite file is a `SingleInstance`, one `BridgeRunner` over the whole roster;
+on a PostgreSQL store (DESIGN §7) the `ClusterManager` runs one per partition this instance
+holds, and the instance's own connection carries its status and last will. Only opening
+differs (`_open_single`, `_open_cluster`); starting, readiness, reloads and the stop go
+through the service. A task that fails stops the daemon at once (`etong.failures`).
 
 Signal handlers only set flags; SIGHUP reloads the roster without touching anything in
 flight. A stop asked for before the loop took the signals over (`etong.stopsignal`) or while
@@ -38,7 +40,8 @@ from etong.cluster.metrics import ClusterMetrics
 from etong.config import Settings
 from etong.core.keys import Keyer, key_fingerprint, load_or_create_key
 from etong.core.partitions import cross_station_problems, instance_client_id
-from etong.errors import ConfigError, EtongError
+from etong.errors import ConfigError
+from etong.failures import FatalError, classify
 from etong.health import readiness, refresh_gauges
 from etong.housekeeping import Gauges, purge_loop
 from etong.http import HttpServer
@@ -47,6 +50,7 @@ from etong.metrics import Metrics
 from etong.roster import Roster, load_roster
 from etong.runner import BridgeRunner, Identity
 from etong.sdnotify import notify, watchdog_interval_s
+from etong.service import Service, SingleInstance
 from etong.stopsignal import STOP_SIGNALS, EarlyStop
 from etong.store import Store, open_cluster_store, open_store, refuse_vanished_store
 from etong.tasks import TaskSet
@@ -95,17 +99,16 @@ class Daemon:
         """The start-up stage in hand, named in the log of a stop during start-up."""
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
-        self.runner: BridgeRunner | None = None
-        """One instance on SQLite: the one bridge in service."""
-        self.cluster: ClusterManager | None = None
-        """On PostgreSQL: the partitions this instance holds (DESIGN §7)."""
+        self.service: Service | None = None
+        """What is served, once opened: a `SingleInstance` on SQLite, the `ClusterManager`
+        on PostgreSQL (the partitions this instance holds, DESIGN §7)."""
         self._status: Broker | None = None  # a cluster instance's status and last will
         self._store: Store | None = None
 
     @property
     def bridge(self) -> Bridge | None:
         """The bridge serving the whole roster (one instance on SQLite), once started."""
-        return self.runner.bridge if self.runner is not None else None
+        return self.service.runner.bridge if isinstance(self.service, SingleInstance) else None
 
     @property
     def _brokers(self) -> list[Broker]:
@@ -115,9 +118,7 @@ class Daemon:
 
     def _runners(self) -> list[BridgeRunner]:
         """The bridges in service now: the one runner, or the held partitions' runners."""
-        if self.runner is not None:
-            return [self.runner]
-        return self.cluster.runners() if self.cluster is not None else []
+        return self.service.runners() if self.service is not None else []
 
     def request_stop(self) -> None:
         """Ask for a graceful stop, as SIGTERM does (tests of the lifecycle call it)."""
@@ -150,29 +151,18 @@ class Daemon:
                 instance_id=self.settings.bridge.instance_id,
                 startup_s=round(time.monotonic() - started, 3),
                 roster=roster.summary(),
-                **self._mode_fields(),
+                **(self.service.ready_fields() if self.service is not None else {}),
             )
             await self._until_stop_or_failure(tasks)
             await self._shutdown(tasks)
-        if self.bridge is not None:
-            log.info("bridge_stopped", processed=self.bridge.processed)
-        else:
-            totals = self.metrics.totals()
-            processed = sum(v for k, v in totals.items() if k.startswith("messages_"))
-            log.info("bridge_stopped", processed=int(processed))
+        totals = self.metrics.totals()
+        processed = sum(v for k, v in totals.items() if k.startswith("messages_"))
+        log.info("bridge_stopped", processed=int(processed))
         return 0
 
-    def _mode_fields(self) -> dict[str, object]:
-        if self.cluster is None:
-            return {}
-        return {"cluster": True, "partitions": sorted(self.cluster.held)}
-
     def _start_tasks(self, tasks: TaskSet, store: Store, reader: Store) -> None:
-        if self.runner is not None:
-            self.runner.tasks = tasks  # the daemon's task set: a failure stops the daemon
-            self.runner.start_tasks()
-        if self.cluster is not None:
-            tasks.start(self.cluster.run(), "cluster")
+        assert self.service is not None  # opened before the tasks start
+        self.service.start(tasks)  # the daemon's task group: a failure stops the daemon
         tasks.start(purge_loop(store, self.settings), "purge")
         tasks.start(self._reload_loop(self._apply_roster), "roster-reload")
         tasks.start(Gauges(reader, self.metrics).loop(), "gauges")
@@ -217,7 +207,7 @@ class Daemon:
         self._store = store
         self._raise_if_stopped()
         topics = Topics(self.settings.bridge.topic_prefix)
-        self.runner = BridgeRunner(
+        runner = BridgeRunner(
             self.settings,
             roster,
             store,
@@ -227,9 +217,10 @@ class Daemon:
             identity=Identity(status_topic=topics.status(self.settings.bridge.instance_id)),
             subscriptions=lambda _roster: [[topics.events_filter], [topics.acks_filter]],
         )
+        self.service = SingleInstance(runner)
         await self._start_http(stack)
         self._stage = "brokers"
-        await self._unless_stopped(self.runner.start_brokers(self._stop_on_exit(stack)))
+        await self._unless_stopped(runner.start_brokers(self._stop_on_exit(stack)))
         # Counting rows scans tables; a second connection (WAL readers never block the
         # writer) keeps that off the connection the per-message path waits on.
         reader = await open_store(store_settings)
@@ -249,7 +240,7 @@ class Daemon:
         await store.check_key_fingerprint(key_fingerprint(key))  # exit 3 when it differs
         self._raise_if_stopped()
         cluster_metrics = ClusterMetrics(self.metrics.registry)
-        self.cluster = ClusterManager(
+        cluster = ClusterManager(
             self.settings,
             store,
             roster,
@@ -260,6 +251,7 @@ class Daemon:
             # The status connection tells whether this instance reaches the broker at all.
             broker_up=lambda: self._status is not None and self._status.connected,
         )
+        self.service = cluster
         await self._start_http(stack)
         self._stage = "brokers"
         status_topic = Topics(self.settings.bridge.topic_prefix).status(
@@ -276,7 +268,6 @@ class Daemon:
         stack.push_async_callback(self._status.stop)
         await self._unless_stopped(self._status.start(lambda message: None, []))
         self._stage = "partitions"
-        cluster = self.cluster
         # Registered before the first claim: a stop hands over whatever was claimed.
         stack.push_async_callback(lambda: cluster.stop(time.monotonic() + GRACEFUL_STOP_S - 2))
         await self._unless_stopped(cluster.first_tick())
@@ -317,31 +308,43 @@ class Daemon:
         self._raise_if_stopped()
 
     async def _until_stop_or_failure(self, tasks: TaskSet) -> None:
-        """Return on SIGTERM/SIGINT; raise if a task dies first (systemd then restarts us)."""
+        """Return on SIGTERM/SIGINT; raise `FatalError` as soon as a task fails first (its
+        group has cancelled the others; the exit code is `etong.failures`' row for it)."""
         stop_wait = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait({stop_wait, *tasks.tasks}, return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
-        failed = [t for t in done if t is not stop_wait and not t.cancelled() and t.exception()]
-        if failed:
-            exc = failed[0].exception()
-            log.error("task_failed", task=failed[0].get_name(), error=repr(exc))
-            raise EtongError(f"task {failed[0].get_name()} failed: {exc!r}") from exc
+        failure = asyncio.create_task(tasks.failure())
+        try:
+            await asyncio.wait({stop_wait, failure}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            failure.cancel()
+        if not failure.done() or failure.cancelled():
+            return
+        failed = failure.result()
+        exc = failed.exception()
+        assert exc is not None  # a failure, by the group's definition
+        fatal = exc if isinstance(exc, FatalError) else FatalError(f"task {failed.get_name()}", exc)
+        log.error(
+            "task_failed",
+            task=failed.get_name(),
+            error=repr(fatal.error),
+            kind=classify(fatal.error).kind.value,
+            exit_code=fatal.exit_code,
+        )
+        raise fatal
 
     async def _shutdown(self, tasks: TaskSet) -> None:
         """Stop taking batches, finish and acknowledge what is in hand, record PUBACKs."""
         notify("STOPPING=1")
         log.info("bridge_stopping")
         deadline = time.monotonic() + GRACEFUL_STOP_S - 2
-        if self.runner is not None:
-            await self.runner.drain_and_stop_tasks(deadline)  # cancels the daemon's tasks too
+        if self.service is not None:
+            await self.service.stop(deadline)  # drain (each partition: and release its lease)
         await tasks.cancel_all()
-        if self.cluster is not None:
-            await self.cluster.stop(deadline)  # drain each partition, release its lease
 
     def _readiness(self) -> tuple[bool, str]:
-        if self.runner is None and self.cluster is None:
+        if self.service is None:
             return False, "starting"
-        return readiness(self._brokers, self._store, self.cluster)
+        return readiness(self._brokers, self._store, self.service)
 
     def _render_metrics(self) -> bytes:
         refresh_gauges(self.metrics, self._brokers, self._store, self._runners())
@@ -357,10 +360,8 @@ class Daemon:
         return roster
 
     async def _apply_roster(self, roster: Roster) -> None:
-        if self.runner is not None:
-            await self.runner.replace_roster(roster)
-        if self.cluster is not None:
-            await self.cluster.replace_roster(roster)
+        if self.service is not None:
+            await self.service.replace_roster(roster)
 
     async def _reload_loop(self, apply: Callable[[Roster], Awaitable[None]]) -> None:
         while True:

@@ -9,13 +9,20 @@
         ├── StoreUnavailableError  the PostgreSQL server cannot be reached, or the connection
         │                          was lost in the middle of a call
         ├── StoreConflictError     a batch lost a race for an event id to another partition
+        ├── StoreFailedError       the database driver raised what etong does not expect (a
+        │                          violated constraint, a bug in our SQL, a failing disk)
+        ├── StoreBusyError         the store rolled a call back to break a lock (deadlock
+        │                          victim, serialization failure, lock or statement timeout,
+        │                          SQLite's write lock held elsewhere); retrying may succeed
         └── StoreRefusedError  the daemon will not run on this store (exit 3)
             ├── StoreCorruptError  it failed its integrity check
             └── StoreMissingError  it vanished where one existed before
 
 A bad *message* is never an exception that escapes: validation turns it into a
 `Rejection` value (see `etong.core.validate`), which becomes a `rejected` receipt.
-Third-party errors are translated where they enter (`raise BrokerError(...) from exc`).
+Third-party errors are translated where they enter (`raise BrokerError(...) from exc`); no
+driver exception (asyncpg's, sqlite3's) leaves `etong.store`. What a loop does with each of
+these is decided in one place: `etong.failures` (transient, lease lost, fatal).
 """
 
 from __future__ import annotations
@@ -98,6 +105,27 @@ class StoreConflictError(StoreError):
             else f"event id {event_ids[0]} stored meanwhile by another partition; nothing of "
             "the batch was kept, run it again from its lookup"
         )
+
+
+class StoreFailedError(StoreError):
+    """The database raised an error etong has no better word for: a violated constraint, an
+    SQL error, a failing disk. Its driver exception is the `__cause__`; the daemon stops on it
+    (`etong.failures`: fatal), as retrying the same statement would fail the same way."""
+
+
+class StoreBusyError(StoreError):
+    """The store gave up a call because of another's locks; nothing of it was kept.
+
+    A deadlock victim (SQLSTATE 40P01), a serialization failure (40001), a lock or statement
+    timeout (55P03, 57014), or SQLite's write lock held by another process past its busy
+    timeout. The same work can run again (`etong.failures` calls this transient).
+    """
+
+    def __init__(self, detail: str, *, code: str = "") -> None:
+        self.detail = detail
+        self.code = code
+        """The SQLSTATE (PostgreSQL) or "SQLITE_BUSY" / "SQLITE_LOCKED"."""
+        super().__init__(f"store busy: {detail}")
 
 
 class StoreRefusedError(StoreError):

@@ -9,17 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from etong.brokers.base import Broker
-from etong.cluster.manager import ClusterManager
 from etong.metrics import Metrics
 from etong.runner import BridgeRunner
+from etong.service import Service
 from etong.store import Store
 
 
 def readiness(
-    brokers: Sequence[Broker], store: Store | None, cluster: ClusterManager | None
+    brokers: Sequence[Broker], store: Store | None, service: Service | None
 ) -> tuple[bool, str]:
-    """Ready, or why not: a broker down (with its last connect error), a full store, or on a
-    cluster the manager's own view (the store unreachable, partitions still starting)."""
+    """Ready, or why not: a broker down (with its last connect error), a full store, or the
+    service's own view (a cluster's: the store unreachable, partitions still starting)."""
     # The last connect error tells the on-call engineer what to fix without the journal
     # (a wrong CA, a refused password); broker errors name no personal data.
     down = [
@@ -29,8 +29,8 @@ def readiness(
         return False, "broker disconnected: " + ", ".join(down)
     if store is not None and (full := store.full) is not None:
         return False, str(full)  # "store full: <path> (no space left)"
-    if cluster is not None:
-        return cluster.readiness()
+    if service is not None:
+        return service.readiness()
     return True, "ready"
 
 

@@ -11,7 +11,7 @@ import asyncio
 import time
 
 from etong.config import Settings
-from etong.errors import StoreError, StoreFullError
+from etong.failures import Backoff, classify
 from etong.logging import get_logger
 from etong.metrics import Metrics
 from etong.store import Store
@@ -25,17 +25,30 @@ SUMMARY_EVERY_TICKS = 4  # one `bridge_summary` a minute
 
 
 async def purge_loop(store: Store, settings: Settings) -> None:
-    """Delete what is older than `retention.days`, once a day (DESIGN §3)."""
+    """Delete what is older than `retention.days`, once a day (DESIGN §3).
+
+    A transient failure (`etong.failures`: a full store, a lost connection, a deadlock with a
+    batch) is retried after a capped backoff, then the daily rhythm resumes; a fatal one ends
+    the task, and the daemon with it.
+    """
     await asyncio.sleep(PURGE_FIRST_AFTER_S)
+    backoff = Backoff()
     while True:
         before = time.time() - settings.retention.days * 86400
         try:
             counts = await store.purge(before)
-        except StoreFullError as exc:
-            # Deleting needs room in the WAL too; the bridge reports the full store.
-            log.warning("retention_purge_failed", error=str(exc), retry_s=PURGE_INTERVAL_S)
-        else:
-            log.info("retention_purge", days=settings.retention.days, deleted=counts)
+        except Exception as exc:
+            verdict = classify(exc)
+            if not verdict.transient:
+                raise
+            delay = backoff.delay(verdict)
+            log.warning(
+                "retention_purge_failed", error=str(exc), reason=verdict.reason, retry_s=delay
+            )
+            await asyncio.sleep(delay)
+            continue
+        backoff.reset()
+        log.info("retention_purge", days=settings.retention.days, deleted=counts)
         await asyncio.sleep(PURGE_INTERVAL_S)
 
 
@@ -49,12 +62,16 @@ class Gauges:
         self._ticks = 0
 
     async def loop(self) -> None:
-        """Refresh forever; a store that cannot answer for a while only delays the gauges."""
+        """Refresh forever; a store that cannot answer for a while (a transient failure,
+        `etong.failures`) only delays the gauges; a fatal failure ends the task."""
         while True:
             try:
                 await self.refresh()
-            except StoreError as exc:
-                log.warning("gauges_unavailable", error=str(exc))
+            except Exception as exc:
+                verdict = classify(exc)
+                if not verdict.transient:
+                    raise
+                log.warning("gauges_unavailable", error=str(exc), reason=verdict.reason)
             await asyncio.sleep(GAUGES_INTERVAL_S)
 
     async def refresh(self) -> None:

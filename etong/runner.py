@@ -169,21 +169,34 @@ class BridgeRunner:
         """Publishes still waiting for their PUBACK, over every connection."""
         return sum(b.unconfirmed for b in self.brokers)
 
+    async def ended(self) -> BaseException:
+        """Wait until a task of this runner fails; return its error (the other task is
+        cancelled by then). Ingest and the scheduler retry transient failures themselves
+        (`etong.failures`), so this is a lost lease or a fatal error."""
+        failed = await self.tasks.failure()
+        exc = failed.exception()
+        assert exc is not None  # a failure, by the group's definition
+        return exc
+
     async def drain_and_stop_tasks(self, deadline: float) -> None:
         """Stop taking batches, finish and acknowledge what is in hand, record PUBACKs.
 
         `deadline` is a `time.monotonic()` instant; what is left by then stays unacked at
-        the broker, which sends it again to the next run or owner.
+        the broker, which sends it again to the next run or owner. When the ingest task has
+        already failed (a lost lease, a fatal error) its error is raised, after every task
+        of the runner is stopped: no scheduler is left running for a partition no one owns.
         """
         bridge = self.bridge
         bridge.stop_accepting()
-        if self._ingest is not None:
-            # Let the ingest task finish the batch in hand, then commit and ack the queue.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.shield(self._ingest), max(0.1, deadline - time.monotonic())
-                )
-        await self.tasks.cancel_all()
+        try:
+            if self._ingest is not None:
+                # Let the ingest task finish the batch in hand, then commit and ack the queue.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(self._ingest), max(0.1, deadline - time.monotonic())
+                    )
+        finally:
+            await self.tasks.cancel_all()
         await bridge.drain(deadline)
         # Give the broker a moment to confirm what we just published, and record it, so a
         # restart does not publish it again.
@@ -194,10 +207,14 @@ class BridgeRunner:
         await bridge.drain(deadline + 1)
 
     async def stop_brokers(self) -> None:
-        """Disconnect every connection, listeners first (no new reports while publishing)."""
+        """Disconnect every connection, listeners first (no new reports while publishing).
+
+        Each connection is stopped even when another fails to; a failure is logged."""
         for broker in sorted(self.brokers, key=lambda b: b not in self.listeners):
-            with contextlib.suppress(Exception):
+            try:
                 await broker.stop()
+            except Exception as exc:  # noqa: BLE001 - the others must still be stopped
+                log.warning("broker_stop_failed", broker=broker.name, error=repr(exc))
 
     async def abandon(self) -> None:
         """The lease is lost or the partition given up: disconnect at once, then stop the tasks.

@@ -14,7 +14,7 @@ from typing import Any
 
 from etong.core.partitions import Fence, Lease
 from etong.core.records import BatchWrite
-from etong.errors import LeaseLostError
+from etong.errors import LeaseLostError, StoreUnavailableError
 from etong.store import Store
 
 
@@ -36,13 +36,14 @@ class MemoryLeases:
         self.clock = clock
         self.rows: dict[str, Lease] = {}
         self.beats: dict[str, float] = {}
-        self.unreachable = False  # True: every call raises, as a cut connection does
+        self.unreachable = False  # True: every call raises what a cut connection raises
         self.calls: list[str] = []
 
     def _check(self, call: str) -> None:
         self.calls.append(call)
         if self.unreachable:
-            raise OSError("connection to the database lost")
+            # What the real store raises (postgres_connect.translate): never the driver's own.
+            raise StoreUnavailableError("lost the connection to the database")
 
     async def database_now(self) -> float:
         self._check("database_now")

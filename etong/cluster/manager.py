@@ -10,9 +10,16 @@ Losing a lease is always safe, and the rules for it are the issue's:
 - No successful renewal for `lease_s * 3/4` (the database is unreachable, or slow): stop
   serving *before* the lease can expire, so no other owner can start while we still ack.
 - A batch whose write is fenced off (`LeaseLostError`): nothing of it was committed or acked.
-In each case the partition's runner is abandoned (no more acks, sessions dropped) and the
-loss is logged as `lease_lost`; what was not acknowledged waits in the partition's session
-at the broker for the next owner.
+  The runner's task that met it fails, its group cancels the other task, and the partition's
+  serving task, which awaits the runner's outcome (`BridgeRunner.ended`), abandons the
+  partition at once.
+In each case the partition's runner is abandoned (connections first, so no session is taken
+back from the next owner; then the tasks) and the loss is logged as `lease_lost`; what was
+not acknowledged waits in the partition's session at the broker for the next owner.
+
+Errors follow `etong.failures`: a transient store error in a tick is logged and the tick
+tried again at the next beat (the unrenewed deadline above bounds what that can cost); a
+fatal one — in a tick or in a partition's task — ends `run`, and the daemon with it.
 
 A lease held is not a partition served: an owner that cannot reach the broker gives the
 partition up (`core/broker_reach.py`: a connection down for `lease_s/2`, watched by
@@ -28,7 +35,6 @@ than the database's instant for it, so the local deadline always falls first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,12 +47,14 @@ from etong.config import Settings
 from etong.core.balance import plan
 from etong.core.keys import Keyer
 from etong.core.partitions import Fence, Lease, partition_client_id, station_subscriptions
-from etong.errors import EtongError, LeaseLostError, StoreError, StoreUnavailableError
+from etong.errors import StoreError, StoreUnavailableError
+from etong.failures import FatalError, Kind, classify
 from etong.logging import get_logger
 from etong.metrics import Metrics
 from etong.roster import Roster
 from etong.runner import BridgeRunner, Identity
 from etong.store.base import LeaseStore
+from etong.tasks import TaskSet
 from etong.topics import Topics
 
 log = get_logger(__name__)
@@ -55,7 +63,7 @@ T = TypeVar("T")
 
 RENEWALS_PER_LEASE = 4  # a tick every lease_s / 4
 UNRENEWED_LIMIT = 0.75  # stop serving after lease_s * 3/4 without a renewal
-WATCH_STEPS_PER_LEASE = 20  # deadlines and runner failures checked every lease_s / 20
+WATCH_STEPS_PER_LEASE = 20  # the unrenewed deadline checked every lease_s / 20
 
 
 @dataclass(slots=True)
@@ -107,6 +115,9 @@ class ClusterManager:
         self.reach = ReachWatch(self.lease_s, broker_up=broker_up, monotonic=monotonic)
         self._topics = Topics(settings.bridge.topic_prefix)
         self.held: dict[str, _Held] = {}
+        self._group = TaskSet()
+        """The ticks, the deadline watch and each partition's serving task: one group."""
+        self._beats: list[asyncio.Task[None]] = []
         self._state = _State()
         self._stopping = False
 
@@ -120,18 +131,31 @@ class ClusterManager:
             raise StoreError(f"cluster start: {self._state.last_error}")
 
     async def run(self) -> None:
-        """Tick every lease_s / 4 and watch deadlines between ticks, until cancelled."""
-        watch = asyncio.create_task(self._watch(), name="cluster-watch")
+        """Tick every lease_s / 4 and watch deadlines between ticks, until cancelled; raise
+        `FatalError` as soon as a tick or a partition's task meets a fatal error."""
+        self._beats = [
+            self._group.start(self._ticks(), "cluster-ticks"),
+            self._group.start(self._watch(), "cluster-watch"),
+        ]
         try:
-            while True:
-                await asyncio.sleep(self.lease_s / RENEWALS_PER_LEASE)
-                await self.tick()
-                if watch.done():
-                    watch.result()  # a runner's fatal error: the daemon exits, systemd restarts
+            failed = await self._group.failure()
         finally:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            # The partitions' serving tasks stay: `stop` hands each partition over first.
+            await self._stop_beats()
+        exc = failed.exception()
+        assert exc is not None
+        raise exc if isinstance(exc, FatalError) else FatalError(failed.get_name(), exc)
+
+    async def _stop_beats(self) -> None:
+        for beat in self._beats:
+            beat.cancel()
+        if self._beats:
+            await asyncio.wait(self._beats)
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / RENEWALS_PER_LEASE)
+            await self.tick()
 
     async def tick(self) -> None:
         """Heartbeat, renew, then claim or hand over as `plan` says."""
@@ -140,7 +164,9 @@ class ClusterManager:
             await self._renew_all()
             rows = await self._db(self._leases.leases())
             now = await self._db(self._leases.database_now())
-        except (StoreError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            if not classify(exc).transient:
+                raise
             self._state.last_error = str(exc) or type(exc).__name__
             log.warning("cluster_tick_failed", error=self._state.last_error)
             return
@@ -166,35 +192,19 @@ class ClusterManager:
             await self._claim(partition, before[partition])
 
     async def _watch(self) -> None:
-        """Between ticks: lose what went unrenewed too long; notice runners that failed."""
+        """Between ticks: lose what went unrenewed too long."""
         while True:
             await asyncio.sleep(self.lease_s / WATCH_STEPS_PER_LEASE)
             await self.check_held()
             await self.check_broker_reach()
 
     async def check_held(self) -> None:
-        """Abandon each partition unrenewed for lease_s * 3/4 or whose write was fenced off;
-        raise (the daemon exits, systemd restarts it) when a partition's task failed."""
+        """Abandon each partition unrenewed for lease_s * 3/4 (before its lease can expire
+        on the database's clock, so no other owner starts while this one still acks)."""
         limit = self.lease_s * UNRENEWED_LIMIT
         for partition, held in list(self.held.items()):
             if self._monotonic() - held.renewed_at >= limit:
                 await self._lose(partition, "unrenewed")
-                continue
-            failed = held.runner.tasks.failed()
-            if failed is None and held.start is not None and _failed(held.start):
-                failed = held.start
-            if failed is None:
-                continue
-            exc = failed.exception()
-            if isinstance(exc, LeaseLostError):
-                await self._lose(partition, "fenced")
-            elif isinstance(exc, StoreUnavailableError):
-                # The database went away under a task: serve the partition again from a
-                # fresh start (a claim, the re-publish pass) once it answers.
-                await self._lose(partition, "store_unavailable")
-            else:
-                log.error("task_failed", task=failed.get_name(), error=repr(exc))
-                raise EtongError(f"partition {partition}: {failed.get_name()} failed: {exc!r}")
 
     async def check_broker_reach(self) -> None:
         """Give up the partitions this instance cannot reach the broker for (cluster/reach.py)."""
@@ -209,8 +219,13 @@ class ClusterManager:
         if reach.stand_aside and not was_aside:
             # Out of the live set now, not at the next tick: the others' next tick counts
             # this instance out and claims what it gave up.
-            with contextlib.suppress(StoreError, OSError, TimeoutError):
+            try:
                 await self._db(self._leases.leave(self.me))
+            except Exception as exc:
+                if not classify(exc).transient:
+                    raise
+                # The heartbeat then lapses on its own within a lease.
+                log.warning("leave_live_set_failed", error=str(exc))
 
     # ---- leases --------------------------------------------------------------------------
 
@@ -223,8 +238,13 @@ class ClusterManager:
         return await self._db(self._leases.heartbeat(self.me, self.lease_s))
 
     async def _db(self, call: Awaitable[T]) -> T:
-        """A store call bounded by a quarter lease: a hung database must not hold the loop."""
-        return await asyncio.wait_for(call, self.lease_s / RENEWALS_PER_LEASE)
+        """A store call bounded by a quarter lease: a hung database must not hold the loop
+        (no answer in time is `StoreUnavailableError`, transient like a lost connection)."""
+        bound = self.lease_s / RENEWALS_PER_LEASE
+        try:
+            return await asyncio.wait_for(call, bound)
+        except TimeoutError as exc:
+            raise StoreUnavailableError(f"the store did not answer within {bound:g} s") from exc
 
     async def _renew_all(self) -> None:
         for partition, held in list(self.held.items()):
@@ -249,7 +269,9 @@ class ClusterManager:
         started = self._monotonic()
         try:
             lease = await self._db(self._leases.claim(partition, self.me, self.lease_s))
-        except (StoreError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            if not classify(exc).transient:
+                raise
             log.warning("partition_claim_failed", partition=partition, error=str(exc))
             return
         if lease is None:
@@ -267,7 +289,7 @@ class ClusterManager:
         runner = self._runner(fence)
         held = _Held(fence, runner, renewed_at=started, claimed_at=started)
         self.held[partition] = held
-        held.start = asyncio.create_task(self._serve(held), name=f"start-{partition}")
+        held.start = self._group.start(self._serve(held), f"serve-{partition}")
         self._cm.partitions_owned.set(len(self.held))
 
     def _runner(self, fence: Fence) -> BridgeRunner:
@@ -303,16 +325,28 @@ class ClusterManager:
         )
 
     async def _serve(self, held: _Held) -> None:
-        """Connect the partition's sessions and start its tasks (the broker may be slow)."""
+        """Connect the partition's sessions, start its tasks (the broker may be slow), then
+        await the runner's outcome: a lost lease abandons the partition at once; a fatal
+        error is raised, which ends `run` (and the daemon)."""
+        partition = held.fence.partition
         await held.runner.start_brokers(lambda broker: None)  # runner.stop_brokers stops all
-        held.runner.start_tasks(f"-{held.fence.partition}")
+        held.runner.start_tasks(f"-{partition}")
         held.serving = True
         log.info(
             "partition_serving",
-            partition=held.fence.partition,
+            partition=partition,
             epoch=held.fence.epoch,
             since_claim_s=round(self._monotonic() - held.claimed_at, 3),
         )
+        exc = await held.runner.ended()
+        failed = held.runner.tasks.failed()
+        task = failed.get_name() if failed is not None else f"partition {partition}"
+        if classify(exc).kind is Kind.LEASE_LOST:
+            held.start = None  # this task: `_lose` must not cancel the one running it
+            await self._lose(partition, "fenced")
+            return
+        log.error("task_failed", task=task, error=repr(exc), partition=partition)
+        raise FatalError(task, exc)
 
     async def _lose(self, partition: str, reason: str) -> None:
         held = self.held.pop(partition, None)
@@ -334,17 +368,31 @@ class ClusterManager:
     async def _hand_over(
         self, partition: str, *, reason: str, deadline: float | None = None
     ) -> None:
-        """Drain the partition, disconnect its sessions, then free its lease for the next."""
+        """Drain the partition, disconnect its sessions, then free its lease for the next.
+
+        A lost lease met while draining ends the drain (nothing more could commit); a fatal
+        error is raised once the partition is handed over (`FatalError`: the daemon stops)."""
         held = self.held.pop(partition, None)
         if held is None:
             return
         self._cm.partitions_owned.set(len(self.held))
         await _cancel(held.start)
         until = deadline if deadline is not None else time.monotonic() + self.lease_s / 2
-        with contextlib.suppress(LeaseLostError):
+        fatal: FatalError | None = None
+        try:
             await held.runner.drain_and_stop_tasks(until)
+        except Exception as exc:  # noqa: BLE001 - classified; a fatal one is raised below
+            verdict = classify(exc)
+            if verdict.kind is Kind.FATAL:
+                fatal = FatalError(f"partition {partition}'s drain", exc)
+            log.warning(
+                "partition_drain_failed", partition=partition, error=repr(exc),
+                kind=verdict.kind.value,
+            )  # fmt: skip
         await held.runner.stop_brokers()
         await self._release(held, reason)
+        if fatal is not None:
+            raise fatal
 
     async def _give_up(self, partition: str) -> None:
         """The broker is out of reach: drop the sessions at once (nothing can be acked or
@@ -365,7 +413,9 @@ class ClusterManager:
         partition = held.fence.partition
         try:
             released = await self._db(self._leases.release(held.fence))
-        except (StoreError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            if not classify(exc).transient:
+                raise
             released = False
             log.warning("partition_release_failed", partition=partition, error=str(exc))
         self._cm.releases.inc()
@@ -381,10 +431,20 @@ class ClusterManager:
         if self._stopping:
             return
         self._stopping = True
+        await self._stop_beats()  # no claim or balancing while the partitions are handed over
+        fatal: FatalError | None = None
         for partition in list(self.held):
-            await self._hand_over(partition, reason="stopping", deadline=deadline)
-        with contextlib.suppress(StoreError, OSError, TimeoutError):
+            try:
+                await self._hand_over(partition, reason="stopping", deadline=deadline)
+            except FatalError as exc:  # every other partition is still handed over
+                fatal = fatal or exc
+        await self._group.cancel_all()
+        try:
             await self._db(self._leases.leave(self.me))
+        except Exception as exc:  # noqa: BLE001 - leaving is a courtesy: the heartbeat ages out
+            log.warning("cluster_leave_failed", error=repr(exc))
+        if fatal is not None:
+            raise fatal
 
     async def replace_roster(self, roster: Roster) -> None:
         """Serve a reloaded roster: new stations get lease rows; held partitions re-subscribe.
@@ -394,13 +454,26 @@ class ClusterManager:
         that made them until they are resolved (docs/SCALING.md).
         """
         self.roster = roster
-        with contextlib.suppress(StoreError, OSError, TimeoutError):
+        try:
             await self._db(self._leases.ensure_partitions(roster.stations))
+        except Exception as exc:
+            if not classify(exc).transient:
+                raise
+            # The next reload, or the next start, creates them; the ticks claim what exists.
+            log.warning("partition_rows_not_created", error=str(exc))
         for held in self.held.values():
             if held.serving and held.fence.partition in roster.stations:
                 await held.runner.replace_roster(roster)
             else:
                 held.runner.bridge.replace_roster(roster)
+
+    def start(self, tasks: TaskSet) -> None:
+        """The lease loop (`run`) as a task of the daemon's group (`etong.service.Service`)."""
+        tasks.start(self.run(), "cluster")
+
+    def ready_fields(self) -> dict[str, object]:
+        """For the `bridge_ready` log line: a cluster instance, and what it holds."""
+        return {"cluster": True, "partitions": sorted(self.held)}
 
     def readiness(self) -> tuple[bool, str]:
         """Ready while the store answers and every held partition has started serving (the
@@ -419,12 +492,9 @@ class ClusterManager:
         return [held.runner for held in self.held.values()]
 
 
-def _failed(task: asyncio.Task[None]) -> bool:
-    return task.done() and not task.cancelled() and task.exception() is not None
-
-
 async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel a partition's serving task and wait for it; an error it ended with (other than
+    the cancel) is the task group's to report (`TaskSet`), not lost here."""
     if task is not None and not task.done():
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await asyncio.wait({task})

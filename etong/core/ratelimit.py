@@ -14,31 +14,9 @@ class TokenBuckets:
         self.rate_per_s = per_minute / 60.0
         self.capacity = float(burst if burst is not None else per_minute)
         self._buckets: dict[str, tuple[float, float]] = {}
-        # Each bucket's state before its first change since `mark()`, for `undo()`.
-        self._before_mark: dict[str, tuple[float, float] | None] | None = None
-
-    def mark(self) -> None:
-        """Remember the buckets as they are now, so that `undo()` can put them back.
-
-        The bridge marks before each batch: a batch that could not be committed (a full
-        store) is parsed again when retried, and must not be charged twice (DESIGN §2's
-        limit counts reports, not our retries).
-        """
-        self._before_mark = {}
-
-    def undo(self) -> None:
-        """Put every bucket changed since `mark()` back as it was then."""
-        for key, state in (self._before_mark or {}).items():
-            if state is None:
-                self._buckets.pop(key, None)
-            else:
-                self._buckets[key] = state
-        self._before_mark = None
 
     def allow(self, key: str, now: float) -> bool:
         """Take one token for `key` at monotonic time `now`; False when the bucket is empty."""
-        if self._before_mark is not None and key not in self._before_mark:
-            self._before_mark[key] = self._buckets.get(key)
         tokens, last = self._buckets.get(key, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - last) * self.rate_per_s)
         if tokens < 1.0:

@@ -4,10 +4,11 @@
   reading (TCP and the broker hold the rest) until the queue has drained to a quarter.
 - The loop takes whatever is queued (at most `store.batch_max`) as one batch; while more than
   MAX_UNCONFIRMED_PUBLISHES of our publishes wait for PUBACKs it waits first (backpressure).
-- A batch the store refuses for lack of space, or cannot take because the database is away,
-  is decided and written again, with a capped backoff; nothing of it is acknowledged
-  meanwhile (DESIGN §3: PUBACK only after the commit). One that lost a race for an event id
-  to another partition (PostgreSQL) is decided again at once.
+- A batch the store cannot take now (full, away, a deadlock victim: `etong.failures` calls
+  these transient) is decided and written again, with a capped backoff; nothing of it is
+  acknowledged meanwhile (DESIGN §3: PUBACK only after the commit). One that lost a race for
+  an event id to another partition (PostgreSQL) is decided again at once. A lost lease or a
+  fatal error ends the loop's task.
 """
 
 from __future__ import annotations
@@ -19,12 +20,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from etong.brokers.base import Broker, InboundMessage
-from etong.errors import StoreConflictError, StoreFullError, StoreUnavailableError
-from etong.shell.scheduler import (
-    STORE_FULL_RETRY_FIRST_S,
-    STORE_FULL_RETRY_MAX_S,
-    StoreStateReporter,
-)
+from etong.core.admission import Admitted
+from etong.failures import Backoff, classify
+from etong.shell.scheduler import StoreStateReporter
 
 # Publishes awaiting the broker's PUBACK above which ingest pauses (see _wait_for_outbound).
 MAX_UNCONFIRMED_PUBLISHES = 5000
@@ -32,7 +30,8 @@ MAX_UNCONFIRMED_PUBLISHES = 5000
 MAX_QUEUED_INBOUND = 2000
 IDLE_FLUSH_S = 0.5
 
-ProcessBatch = Callable[[list[InboundMessage]], Awaitable[None]]
+Admit = Callable[[list[InboundMessage]], list[Admitted]]
+ProcessBatch = Callable[[list[InboundMessage], list[Admitted]], Awaitable[None]]
 
 
 class Ingest:
@@ -42,21 +41,23 @@ class Ingest:
         self,
         *,
         batch_max: int,
+        admit: Admit,
         process_batch: ProcessBatch,
         unconfirmed: Callable[[], int],
         has_unrecorded_pubacks: Callable[[], bool],
         report_store_state: StoreStateReporter,
-        on_retry: Callable[[], None],
-        on_retry_over: Callable[[], None],
     ) -> None:
         self.queue: deque[InboundMessage] = deque()
         self._batch_max = batch_max
+        self._admit = admit
         self._process_batch = process_batch
         self._unconfirmed = unconfirmed
         self._has_unrecorded = has_unrecorded_pubacks
         self._report_store_state = report_store_state
-        # Around a retried batch: the member rate limit is charged once (TokenBuckets.mark/undo).
-        self._before_try, self._after_failed_try = on_retry, on_retry_over
+        # Each message's admission until its batch commits: a batch taken again (a retry,
+        # the drain after a stop cut a retry short) is not admitted, nor rate-charged, twice.
+        # Keyed by identity: the message objects stay referenced by the queue meanwhile.
+        self._admitted: dict[int, Admitted] = {}
         self._wake = asyncio.Event()
         self._accepting = True
         self._stopping = asyncio.Event()  # set by stop_accepting; ends a store-full wait
@@ -109,34 +110,46 @@ class Ingest:
             self._resume_reading_if_drained()
 
     async def _commit_batch(self, batch: list[InboundMessage]) -> bool:
-        """`process_batch`, retried with a capped backoff while the store is full.
+        """`process_batch`, retried as `etong.failures` says while the failure is transient.
 
         Returns False when a stop came first; the batch is then back at the head of the
         queue, unacknowledged. Meanwhile later messages queue behind it in arrival order, and
-        past MAX_QUEUED_INBOUND reading pauses: the backlog waits at the broker, unacked.
+        past MAX_QUEUED_INBOUND reading pauses: the backlog waits at the broker, unacked. A
+        lost lease or a fatal error ends the task (nothing of the batch was acknowledged).
         """
-        delay = STORE_FULL_RETRY_FIRST_S
+        backoff = Backoff()
+        admitted = self._admission(batch)  # once, outside the retry
         while True:
-            self._before_try()
             try:
-                await self._process_batch(batch)
-            except StoreConflictError:
-                # Another partition stored one of its event ids after our lookup: nothing
-                # was kept; deciding again from a new lookup answers it as the repeat it is.
-                self._after_failed_try()
-                continue
-            except (StoreFullError, StoreUnavailableError):
-                # No room, or the database went away (what the write did is unknown, so the
-                # batch is decided again from a new lookup, never written again as it was).
-                self._after_failed_try()  # the retry parses the batch again: charge it once
+                await self._process_batch(batch, admitted)
+            except Exception as exc:
+                # A full store, a lost database, a deadlock victim, a lost event-id race:
+                # nothing was kept, and what the write did is unknown, so the batch is decided
+                # again from a new lookup, never written again as it was.
+                verdict = classify(exc)
+                if not verdict.transient:
+                    raise
                 self._report_store_state()
-                if not await self._wait_unless_stopping(delay):
+                delay = backoff.delay(verdict)
+                if delay and not await self._wait_unless_stopping(delay):
                     self.queue.extendleft(reversed(batch))
                     return False
-                delay = min(delay * 2, STORE_FULL_RETRY_MAX_S)
                 continue
+            self._committed(batch)
             self._report_store_state()
             return True
+
+    def _admission(self, batch: list[InboundMessage]) -> list[Admitted]:
+        """The batch's admissions: kept ones for messages taken before, new ones for the rest."""
+        fresh = [msg for msg in batch if id(msg) not in self._admitted]
+        if fresh:
+            for msg, item in zip(fresh, self._admit(fresh), strict=True):
+                self._admitted[id(msg)] = item
+        return [self._admitted[id(msg)] for msg in batch]
+
+    def _committed(self, batch: list[InboundMessage]) -> None:
+        for msg in batch:
+            self._admitted.pop(id(msg), None)
 
     async def _wait_unless_stopping(self, seconds: float) -> bool:
         """Sleep `seconds`, or less if a stop is requested; True when not stopping."""
@@ -147,22 +160,30 @@ class Ingest:
     async def drain(self, deadline: float) -> None:
         """Process what is already queued (graceful stop), until empty or `deadline`.
 
-        A full store ends the drain: what is left stays unacknowledged at the broker, which
-        sends it again to the next run.
+        A transient failure that asks for a wait (a full or unreachable store) ends the
+        drain: what is left stays unacknowledged at the broker, which sends it again to the
+        next run. A lost lease or a fatal error is raised to the caller.
         """
         while self.queue and time.monotonic() < deadline:
             batch = self.take_batch()
             try:
-                await self._process_batch(batch)
-            except StoreConflictError:
-                self.queue.extendleft(reversed(batch))  # decided again at the next turn
-            except (StoreFullError, StoreUnavailableError):
+                await self._process_batch(batch, self._admission(batch))
+            except Exception as exc:
+                verdict = classify(exc)
+                if not verdict.transient:
+                    raise
                 self.queue.extendleft(reversed(batch))
-                self._report_store_state()
-                return
+                if verdict.first_delay_s > 0:
+                    self._report_store_state()
+                    return
+                continue  # decided again at the next turn (a lost event-id race)
+            self._committed(batch)
         if self._has_unrecorded():
-            with contextlib.suppress(StoreFullError):  # unrecorded PUBACKs: published again
-                await self._process_batch([])
+            try:  # unrecorded PUBACKs: published again by the next run if this fails
+                await self._process_batch([], [])
+            except Exception as exc:
+                if not classify(exc).transient:
+                    raise
 
     async def _wait_for_outbound(self) -> None:
         """Backpressure: stop taking reports while the broker is behind on our publishes.

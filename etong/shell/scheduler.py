@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from etong.errors import StoreFullError, StoreUnavailableError
+from etong.failures import Backoff, classify
 from etong.store import Store
 
 SCHEDULER_PAGE = 500
@@ -21,10 +21,6 @@ SCHEDULER_PAGE = 500
 # and officers' terminals (and the broker) should get them as a stream, not a wall.
 RESEND_RATE_PER_S = 500.0
 SCHEDULER_MAX_SLEEP_S = 5.0
-# A write refused for lack of space is retried after 1 s, then 2, 4 ... at most 30 s apart:
-# soon enough to resume promptly when space returns, rare enough to cost nothing meanwhile.
-STORE_FULL_RETRY_FIRST_S = 1.0
-STORE_FULL_RETRY_MAX_S = 30.0
 
 
 class StoreStateReporter(Protocol):
@@ -65,24 +61,25 @@ class Scheduler:
         """Send what is due, then sleep until the next due time (or a nudge). One task.
 
         It starts by publishing again what the last run committed but never saw confirmed,
-        paced like re-sends, so that neither blocks start-up nor floods the officers.
+        paced like re-sends, so that neither blocks start-up nor floods the officers. A
+        transient failure (`etong.failures`) is retried after a capped backoff: nothing was
+        published (publishing follows the commit), so the same deliveries are due again. A
+        lost lease or a fatal error ends the task.
         """
-        pushes, receipts = await self._republish()
-        if pushes or receipts:
-            self._on_republished(pushes, receipts)
+        await self._republish_until_done()
         rate_tokens, last = RESEND_RATE_PER_S, time.monotonic()
-        full_delay = STORE_FULL_RETRY_FIRST_S
+        backoff = Backoff()
         while True:
             try:
                 sent = await self._run_page(SCHEDULER_PAGE)
-            except (StoreFullError, StoreUnavailableError):
-                # Nothing was published (publishing follows the commit): the same deliveries
-                # are due again at the next try.
+            except Exception as exc:
+                verdict = classify(exc)
+                if not verdict.transient:
+                    raise
                 self._report_store_state()
-                await asyncio.sleep(full_delay)
-                full_delay = min(full_delay * 2, STORE_FULL_RETRY_MAX_S)
+                await asyncio.sleep(backoff.delay(verdict))
                 continue
-            full_delay = STORE_FULL_RETRY_FIRST_S
+            backoff.reset()
             self._report_store_state()
             mono = time.monotonic()
             rate_tokens = min(RESEND_RATE_PER_S, rate_tokens + (mono - last) * RESEND_RATE_PER_S)
@@ -94,11 +91,30 @@ class Scheduler:
                 continue
             await self._sleep_until_due()
 
+    async def _republish_until_done(self) -> None:
+        """The re-publish pass, run again from the start after a transient failure (what it
+        published already goes out again with the same delivery ids: at least once)."""
+        backoff = Backoff()
+        while True:
+            try:
+                pushes, receipts = await self._republish()
+            except Exception as exc:
+                verdict = classify(exc)
+                if not verdict.transient:
+                    raise
+                await asyncio.sleep(backoff.delay(verdict))
+                continue
+            if pushes or receipts:
+                self._on_republished(pushes, receipts)
+            return
+
     async def _sleep_until_due(self) -> None:
         try:
             next_due = await self._store.next_due_time()
-        except StoreUnavailableError:
-            next_due = None  # the database is away: look again after the longest sleep
+        except Exception as exc:
+            if not classify(exc).transient:
+                raise
+            next_due = None  # the store cannot answer now: look again after the longest sleep
         now = self._clock()
         self._target = next_due if next_due is not None else now + 3600
         delay = max(0.0, min(self._target - now, SCHEDULER_MAX_SLEEP_S))

@@ -32,11 +32,24 @@ from typing import Any
 import asyncpg
 
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
-from etong.errors import StoreError, StoreFullError, StoreRefusedError
+from etong.errors import (
+    StoreBusyError,
+    StoreError,
+    StoreFailedError,
+    StoreFullError,
+    StoreRefusedError,
+)
 from etong.store import postgres_admin, postgres_leases, postgres_schedule
 from etong.store.base import Fence, Lease
 from etong.store.postgres_batch import read_batch, write_batch
-from etong.store.postgres_connect import Conn, Pool, Target, create_pool, translate
+from etong.store.postgres_connect import (
+    RETRY_AT_ONCE_SQLSTATES,
+    Conn,
+    Pool,
+    Target,
+    create_pool,
+    translate,
+)
 from etong.store.postgres_partition import PartitionStore
 from etong.store.postgres_schema import (
     KEY_FINGERPRINT_KEY,
@@ -97,7 +110,7 @@ class PostgresStore:
         store = cls(pool, target)
         try:
             await store._prepare(check_integrity=check_integrity)
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, StoreFailedError) as exc:
             await store.close()
             raise StoreError(
                 f"cannot prepare the PostgreSQL store ({target.where}): {exc}"
@@ -181,11 +194,12 @@ class PostgresStore:
                     if fence is not None:
                         await postgres_leases.hold_fence(conn, fence)
                     return await write_batch(conn, batch, now, fence.partition if fence else "")
-            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            except StoreBusyError as exc:
                 # The server rolled the whole transaction back to break a lock cycle (with
                 # the daily purge, an operator's replay, another partition's batch): nothing
-                # of it was kept, so the same batch is simply written again.
-                if attempt == WRITE_ATTEMPTS:
+                # of it was kept, so the same batch is simply written again. Past the last
+                # attempt, or after a timeout, the caller's failure policy retries it later.
+                if attempt == WRITE_ATTEMPTS or exc.code not in RETRY_AT_ONCE_SQLSTATES:
                     raise
         raise AssertionError("unreachable")  # the loop returns or raises
 

@@ -2,11 +2,13 @@
 in etong's words (a clear `StoreError` naming the server and database, never the password).
 
 asyncpg was chosen by measurement (docs/BENCHMARKS.md, "PostgreSQL driver"). Its errors are
-translated where they enter: SQLSTATE class 53 (insufficient resources: 53100 disk full and
-its neighbours) is `StoreFullError`, so the shell waits and retries as it does for a full
-SQLite disk; a refused or broken connection is `StoreUnavailableError`. Anything else (a
-constraint violated, a bug in our SQL) is left as the driver raised it, as the SQLite store
-leaves sqlite3's.
+translated where they enter, and none leaves `etong.store`: SQLSTATE class 53 (insufficient
+resources: 53100 disk full and its neighbours) is `StoreFullError`, so the shell waits and
+retries as it does for a full SQLite disk; a refused or broken connection is
+`StoreUnavailableError`; a deadlock victim, a serialization failure, a lock or statement
+timeout is `StoreBusyError` (the server rolled the transaction back: run it again); anything
+else (a constraint violated, a bug in our SQL) is `StoreFailedError`, which stops the daemon
+(`etong.failures` decides what each means to a loop).
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from etong.errors import StoreError, StoreFullError, StoreUnavailableError
+from etong.errors import (
+    StoreBusyError,
+    StoreError,
+    StoreFailedError,
+    StoreFullError,
+    StoreUnavailableError,
+)
 
 # Quoted: asyncpg's classes are generic only in its stubs, not at run time.
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
@@ -151,18 +159,45 @@ async def create_pool(
     return pool
 
 
+# The server gave up the statement or transaction because of another's locks: nothing of it
+# was kept, and running it again may succeed. 40P01 deadlock_detected (the victim of a cycle,
+# e.g. with the daily purge), 40001 serialization_failure, 55P03 lock_not_available
+# (lock_timeout), 57014 query_canceled (statement_timeout).
+_BUSY = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,
+)
+RETRY_AT_ONCE_SQLSTATES = frozenset({"40P01", "40001"})
+"""Busy errors a write runs again at once: the server broke a cycle, nothing waited long."""
+
+
 def translate(target: Target, exc: BaseException) -> BaseException:
-    """The exception to raise for `exc` from a call on the store (the same one if not ours)."""
+    """The etong error to raise for the driver's `exc` from a call on the store (`exc` itself
+    when it is not the driver's: an error of ours raised inside the call)."""
     if isinstance(exc, asyncpg.InsufficientResourcesError):
         # 53100 disk_full is the one a full volume gives; 53000, 53200 out_of_memory, 53300
         # too_many_connections and 53400 configuration_limit_exceeded are the same kind: the
         # server cannot take the write now, it may later, and nothing of it was kept.
         detail = "no space left" if exc.sqlstate == "53100" else "insufficient resources"
         return StoreFullError(target.path, f"{detail}; SQLSTATE {exc.sqlstate}: {exc}")
+    if isinstance(exc, _BUSY):
+        return StoreBusyError(
+            f"the PostgreSQL store ({target.where}) rolled the call back: {exc}",
+            code=str(exc.sqlstate),
+        )
     if _is_lost_connection(exc):
         return StoreUnavailableError(
             f"lost the connection to the PostgreSQL store ({target.where}): {_reason(exc)}; "
             "the pool reconnects at the next call"
+        )
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        code = getattr(exc, "sqlstate", None)
+        return StoreFailedError(
+            f"the PostgreSQL store ({target.where}) failed a call"
+            + (f" (SQLSTATE {code})" if code else "")
+            + f": {exc}"
         )
     return exc
 

@@ -29,14 +29,20 @@ import fcntl
 import math
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
-from etong.errors import StoreCorruptError, StoreError, StoreFullError
+from etong.errors import (
+    StoreBusyError,
+    StoreCorruptError,
+    StoreError,
+    StoreFailedError,
+    StoreFullError,
+)
 from etong.logging import get_logger
 from etong.store import sqlite_admin, sqlite_schedule
 from etong.store.durability import CHECKPOINT_BYTES, WalSyncer
@@ -140,7 +146,10 @@ class SqliteStore:
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception; one at a time."""
         async with self._tx_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            try:  # another process holding the write lock past the busy timeout: busy
+                await self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._write_failed(exc) from exc
             try:
                 yield self._conn
                 await self._conn.execute("COMMIT")
@@ -152,12 +161,32 @@ class SqliteStore:
                 raise
             self.full = None
 
-    def _write_failed(self, exc: sqlite3.Error) -> Exception:
-        """The error to raise for a failed write transaction; remembers a full store."""
+    def _write_failed(self, exc: sqlite3.Error) -> StoreError:
+        """The error to raise for a failed write transaction; remembers a full store.
+
+        No sqlite3 exception leaves the store: a full disk is `StoreFullError`, the write
+        lock held by another process past the busy timeout (an `etong purge`, a backup) is
+        `StoreBusyError`, both retried by the daemon (`etong.failures`); anything else (a
+        failing disk, a violated constraint) is `StoreFailedError`, which stops it.
+        """
         translated = _translate_write_error(self.path, exc)
         if isinstance(translated, StoreFullError):
             self.full = translated
-        return translated
+            return translated
+        code = getattr(exc, "sqlite_errorcode", None)
+        base = code & 0xFF if isinstance(code, int) else None
+        if base in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            name = "SQLITE_BUSY" if base == sqlite3.SQLITE_BUSY else "SQLITE_LOCKED"
+            return StoreBusyError(f"store {self.path}: {exc}", code=name)
+        return StoreFailedError(f"store {self.path}: a write failed: {exc}")
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Around a read: sqlite3's errors in etong's words, as `_write_failed` says."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._write_failed(exc) from exc
 
     @property
     def closed(self) -> bool:
@@ -243,7 +272,8 @@ class SqliteStore:
 
     async def lookup(self, keys: BatchKeys) -> BatchLookup:
         """Everything a batch's decisions need from the store, in one call (see `_run_batch`)."""
-        return await self._run_batch(_read_batch, keys)
+        with self._translated():
+            return await self._run_batch(_read_batch, keys)
 
     # ---- batch write ------------------------------------------------------------------
 
@@ -348,47 +378,55 @@ class SqliteStore:
 
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
         """Pending deliveries due at or before `now`, earliest first, at most `limit`."""
-        return await sqlite_schedule.due_deliveries(self._conn, now, limit)
+        with self._translated():
+            return await sqlite_schedule.due_deliveries(self._conn, now, limit)
 
     async def next_due_time(self) -> float | None:
         """The earliest due time of any pending delivery, or None when nothing is pending."""
-        return await sqlite_schedule.next_due_time(self._conn)
+        with self._translated():
+            return await sqlite_schedule.next_due_time(self._conn)
 
     async def oldest_pending_created_at(self) -> float | None:
         """When the oldest delivery still waiting for an ack was made (None: none waits)."""
-        return await sqlite_schedule.oldest_pending_created_at(self._conn)
+        with self._translated():
+            return await sqlite_schedule.oldest_pending_created_at(self._conn)
 
     async def unpublished_deliveries(
         self, limit: int, after: str = "", *, updated_before: float = math.inf
     ) -> list[Delivery]:
         """Pending deliveries whose current push the broker never PUBACKed (crash recovery)."""
-        return await sqlite_schedule.unpublished_deliveries(
-            self._conn, limit, after, updated_before=updated_before
-        )
+        with self._translated():
+            return await sqlite_schedule.unpublished_deliveries(
+                self._conn, limit, after, updated_before=updated_before
+            )
 
     async def unpublished_receipts(
         self, limit: int, after: int = 0, *, below: int | None = None
     ) -> list[tuple[int, str, bytes]]:
         """Receipts committed but never PUBACKed, oldest first: (id, topic, payload)."""
-        return await sqlite_schedule.unpublished_receipts(self._conn, limit, after, below=below)
+        with self._translated():
+            return await sqlite_schedule.unpublished_receipts(self._conn, limit, after, below=below)
 
     # ---- operations (their SQL is in sqlite_admin.py) -----------------------------------
 
     async def counts(self) -> dict[str, int]:
         """Row counts by table and delivery state, for `etong status` and metrics"""
-        return await sqlite_admin.counts(self._conn)
+        with self._translated():
+            return await sqlite_admin.counts(self._conn)
 
     async def trace(self, event_id: str) -> dict[str, Any]:
         """Everything the store knows about one event: row, deliveries, receipts, dead letters"""
-        return await sqlite_admin.trace(self._conn, event_id)
+        with self._translated():
+            return await sqlite_admin.trace(self._conn, event_id)
 
     async def dead_letters(
         self, *, include_replayed: bool = False, limit: int = 1000
     ) -> list[dict[str, Any]]:
         """Dead letters, newest first; only open ones unless `include_replayed` (all)"""
-        return await sqlite_admin.dead_letters(
-            self._conn, include_replayed=include_replayed, limit=limit
-        )
+        with self._translated():
+            return await sqlite_admin.dead_letters(
+                self._conn, include_replayed=include_replayed, limit=limit
+            )
 
     async def replay_dead_letters(self, ids: Sequence[int] | None, now: float) -> list[str]:
         """Put undeliverable deliveries back at the start of their chain, due now"""

@@ -101,7 +101,7 @@ class Backend:
     url: str | None
     """The test's own PostgreSQL database; None for SQLite (a file in `tmp_path`)."""
     integrity_error: type[Exception]
-    """What the driver raises for a violated constraint (the stores leave it untranslated)."""
+    """What the driver raises for a violated constraint (the store's `StoreFailedError` cause)."""
     opened: list[SqliteStore | PostgresStore]
 
     async def open(self) -> SqliteStore | PostgresStore:

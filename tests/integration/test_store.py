@@ -19,7 +19,7 @@ from etong.core.records import (
     PersonSighting,
     ReceiptRecord,
 )
-from etong.errors import StoreError
+from etong.errors import StoreError, StoreFailedError
 from etong.store import SCHEMA_VERSION, SqliteStore
 from tests.integration.conftest import Backend
 
@@ -138,8 +138,10 @@ async def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_commits(
     bad.events = [_event_row(1, 2.0)]
     bad.new_deliveries = [_delivery(0, 6.0)]  # the same delivery id again: a primary-key clash
     bad.receipts = [ReceiptRecord("E000001", "t", "accepted", b"{}")]
-    with pytest.raises(backend.integrity_error):
+    # Translated where it enters: the driver's error is the cause, never what escapes.
+    with pytest.raises(StoreFailedError) as raised:
         await store.write(bad, now=2.0)
+    assert isinstance(raised.value.__cause__, backend.integrity_error)
     assert not (await store.trace("E000001"))["events"]
 
     after = BatchWrite()

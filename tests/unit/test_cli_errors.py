@@ -11,9 +11,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from etong import daemon
 from etong.cli import main
 from etong.devkit.localbridge import local_bridge_config, render_toml
 from etong.devkit.mosquitto import free_port
+from etong.errors import StoreCorruptError, StoreFailedError
+from etong.failures import FatalError
 from etong.store import SqliteStore, backup_store
 
 EXAMPLE_ROSTER = Path(__file__).parents[2] / "config" / "roster.example.toml"
@@ -103,3 +106,39 @@ def test_backup_copies_the_store_and_refuses_to_overwrite(
     out.unlink()
     backup_store(tmp_path / "etong.db", out)  # the function the verb runs, once more
     assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (StoreFailedError("store /s: a write failed: no such table: events"), 1),
+        (StoreCorruptError("store /s failed its integrity check"), 3),
+    ],
+)
+def test_a_task_that_fails_ends_run_with_the_failure_policys_exit_code(
+    error: Exception,
+    code: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`etong run` maps the daemon's `FatalError` to the row of etong/failures.py's table."""
+    config = tmp_path / "etong.toml"
+    config.write_text(
+        render_toml(
+            local_bridge_config(
+                broker_url="mqtt://127.0.0.1:1",
+                store_path=tmp_path / "etong.db",
+                roster_path=EXAMPLE_ROSTER,
+            )
+        ),
+        encoding="utf-8",
+    )
+
+    def fails(*args: object, **kwargs: object) -> int:
+        raise FatalError("task ingest", error)
+
+    monkeypatch.setattr(daemon, "run_daemon", fails)
+    assert main(["run", "--config", str(config)]) == code
+    err = capsys.readouterr().err
+    assert "task ingest failed" in err
