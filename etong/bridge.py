@@ -30,7 +30,7 @@ from etong.core.admission import Admission, Inbound
 from etong.core.batch import decide_batch, lookup_keys
 from etong.core.budget import RejectionBudget
 from etong.core.context import BatchContext
-from etong.core.delivery import Policy
+from etong.core.delivery import DeliveryIds, Policy
 from etong.core.due import decide_due
 from etong.core.keys import Keyer
 from etong.core.outcome import Outcome
@@ -39,6 +39,7 @@ from etong.core.records import BatchLookup
 from etong.logging import get_logger
 from etong.metrics import DEAD_LETTER_DROP_REASONS, Metrics
 from etong.roster import Roster
+from etong.shell.delivery_ids import new_delivery_id
 from etong.shell.ingest import Ingest
 from etong.shell.outbox import Outbox
 from etong.shell.scheduler import RESEND_RATE_PER_S, SCHEDULER_PAGE, Scheduler
@@ -66,6 +67,7 @@ class Bridge:
         officer_broker: Broker,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
+        ids: DeliveryIds = new_delivery_id,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -79,6 +81,7 @@ class Bridge:
             backoff_max_s=settings.delivery.backoff_max_s,
         )
         self._rng = rng or random.Random()
+        self._ids = ids  # new delivery ids; the core draws no randomness of its own
         self._clock = clock  # wall-clock seconds; tests pass a fake to step through re-sends
         self._zone = settings.bridge.zone
         # What this run writes it publishes and tracks itself; the start-up pass that
@@ -231,6 +234,7 @@ class Bridge:
             at=iso_from_unix(now, self._zone),
             day=datetime.fromtimestamp(now, self._zone).date(),
             rng=self._rng,
+            ids=self._ids,
             budgets=self._rejection_budgets,
         )
 

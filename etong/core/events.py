@@ -9,7 +9,7 @@ import orjson
 
 from etong.core import dedup
 from etong.core.context import BatchContext
-from etong.core.delivery import first_push, new_delivery_id, report_state
+from etong.core.delivery import first_push, report_state
 from etong.core.enrich import build_context, event_summary
 from etong.core.keys import EventKeys
 from etong.core.outcome import CcCopy, Outcome, Push
@@ -166,7 +166,7 @@ def _first_delivery(
     """The report's delivery as first pushed: step 0 of `chain`, due again after a timeout."""
     return first_push(
         Delivery(
-            delivery_id=new_delivery_id(ctx.now),
+            delivery_id=ctx.ids(ctx.now),
             event_id=event.event_id,
             grid_id=event.grid_id,
             member_id=event.member_id,
