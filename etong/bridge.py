@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import assert_never
 
 from etong.brokers.base import Broker, InboundMessage
 from etong.clock import iso_from_unix
@@ -33,7 +34,7 @@ from etong.core.context import BatchContext
 from etong.core.delivery import DeliveryIds, Policy
 from etong.core.due import decide_due
 from etong.core.keys import Keyer
-from etong.core.outcome import Outcome
+from etong.core.outcome import DeadLettersDropped, Messages, Note, Outcome, Tally
 from etong.core.ratelimit import TokenBuckets
 from etong.core.records import BatchLookup
 from etong.logging import get_logger
@@ -255,21 +256,24 @@ class Bridge:
         if outcome.write.new_deliveries:
             self.scheduler.nudge(min(d.next_due or now for d in outcome.write.new_deliveries))
         self._count(outcome)
-        for level, event, fields in outcome.notes:
-            getattr(log, level)(event, **fields)
+        for note in outcome.notes:
+            _log_note(note)
 
     def _count(self, outcome: Outcome) -> None:
+        """Each count of the outcome on its metric; every kind of key has one (mypy checks)."""
         m = self.metrics
         for key, n in outcome.counts.items():
-            name, *labels = key
-            if name == "messages":
-                m.messages.labels(*labels).inc(n)
-            elif name == "dead_letters_dropped":
-                m.dead_letters_dropped.labels(*labels).inc(n)
-            elif name == "undeliverable":
-                m.undeliverable.inc(n)
-            elif name == "security_events":
-                m.security_events.inc(n)
+            match key:
+                case Messages(kind, result):
+                    m.messages.labels(kind, result).inc(n)
+                case DeadLettersDropped(reason):
+                    m.dead_letters_dropped.labels(reason).inc(n)
+                case Tally.UNDELIVERABLE:
+                    m.undeliverable.inc(n)
+                case Tally.SECURITY_EVENTS:
+                    m.security_events.inc(n)
+                case _:
+                    assert_never(key)
 
     def _report_store_state(self) -> None:
         """Log and export a change between full and writable: once per change, not per batch."""
@@ -287,3 +291,17 @@ class Bridge:
             )
         else:
             log.info("store_writable", path=str(self.store.path), effect="taking reports again")
+
+
+def _log_note(note: Note) -> None:
+    """Write one log line a decision asked for, at its level (every level mapped; mypy checks)."""
+    level, event, fields = note
+    match level:
+        case "debug":
+            log.debug(event, **fields)
+        case "info":
+            log.info(event, **fields)
+        case "warning":
+            log.warning(event, **fields)
+        case _:
+            assert_never(level)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
-from etong.core.budget import RejectionBudget
+from etong.core.budget import DropReason, RejectionBudget
 from etong.core.delivery import DeliveryIds, Jitter, Policy
 from etong.roster import Roster
 from etong.topics import Topics
@@ -30,4 +30,4 @@ class BatchContext:
     day: date  # the local calendar day of `now`, for officers' absences
     rng: Jitter  # backoff jitter (the shell's `random.Random`)
     ids: DeliveryIds  # new delivery ids (the shell's draws randomness; a test's counts)
-    budgets: Mapping[str, RejectionBudget]  # dead letters a minute, by kind (budget.py)
+    budgets: Mapping[DropReason, RejectionBudget]  # dead letters a minute, by kind (budget.py)
