@@ -137,3 +137,13 @@ def test_persons_of_an_accepted_report_are_recorded_by_keyed_hash() -> None:
         (k, NOW) for k in keys.persons
     ]
     assert len(keys.persons) == 2 and CHAIN[0] == out.pushes[0].delivery.recipient
+
+
+def test_a_retained_report_under_a_new_id_is_answered_even_if_its_household_is_known() -> None:
+    """Only the broker's replay of a report we already hold stays silent; a new id is news."""
+    ev, keys = _parsed(event("EV-00000002"))
+    lookup = BatchLookup(households={keys.household: "EV-00000001"})
+    out = Outcome()
+    decide_event(ev, keys, lookup, context(), out, retained=True)
+    assert [r.status for r in out.write.receipts] == ["duplicate"]
+    assert out.counts == counts(Messages("event", "duplicate"))
