@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import assert_never
 
@@ -34,7 +34,7 @@ from etong.core.context import BatchContext
 from etong.core.delivery import DeliveryIds, Policy
 from etong.core.due import decide_due
 from etong.core.keys import Keyer
-from etong.core.outcome import DeadLettersDropped, Messages, Note, Outcome, Tally
+from etong.core.outcome import CountKey, DeadLettersDropped, Messages, Note, Outcome, Tally
 from etong.core.ratelimit import TokenBuckets
 from etong.core.records import BatchLookup
 from etong.logging import get_logger
@@ -255,25 +255,9 @@ class Bridge:
         self.outbox.publish(outcome, receipt_ids)
         if outcome.write.new_deliveries:
             self.scheduler.nudge(min(d.next_due or now for d in outcome.write.new_deliveries))
-        self._count(outcome)
+        count_outcome(self.metrics, outcome.counts)
         for note in outcome.notes:
             _log_note(note)
-
-    def _count(self, outcome: Outcome) -> None:
-        """Each count of the outcome on its metric; every kind of key has one (mypy checks)."""
-        m = self.metrics
-        for key, n in outcome.counts.items():
-            match key:
-                case Messages(kind, result):
-                    m.messages.labels(kind, result).inc(n)
-                case DeadLettersDropped(reason):
-                    m.dead_letters_dropped.labels(reason).inc(n)
-                case Tally.UNDELIVERABLE:
-                    m.undeliverable.inc(n)
-                case Tally.SECURITY_EVENTS:
-                    m.security_events.inc(n)
-                case _:
-                    assert_never(key)
 
     def _report_store_state(self) -> None:
         """Log and export a change between full and writable: once per change, not per batch."""
@@ -291,6 +275,22 @@ class Bridge:
             )
         else:
             log.info("store_writable", path=str(self.store.path), effect="taking reports again")
+
+
+def count_outcome(metrics: Metrics, counts: Mapping[CountKey, int]) -> None:
+    """Each count of an outcome on its metric; every kind of key has one (mypy checks)."""
+    for key, n in counts.items():
+        match key:
+            case Messages(kind, result):
+                metrics.messages.labels(kind, result).inc(n)
+            case DeadLettersDropped(reason):
+                metrics.dead_letters_dropped.labels(reason).inc(n)
+            case Tally.UNDELIVERABLE:
+                metrics.undeliverable.inc(n)
+            case Tally.SECURITY_EVENTS:
+                metrics.security_events.inc(n)
+            case _:
+                assert_never(key)
 
 
 def _log_note(note: Note) -> None:
