@@ -83,10 +83,10 @@ from pg_cluster import PgBenchError, PgServer, Served, cluster_served, free_port
 from relay import Routes, relay_main
 
 from etong.config import BrokerSettings
-from etong.core.keys import load_or_create_key
 from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
 from etong.devkit.messages import encode, make_event, make_name, now_rfc3339
 from etong.devkit.mosquitto import LocalMosquitto, find_mosquitto
+from etong.keyfile import load_or_create_key
 from etong.topics import Topics
 
 PREFIX = "etong/v1"

@@ -36,8 +36,9 @@ from etong.brokers.base import InboundMessage, PublishOptions
 from etong.brokers.mqtt import MqttBroker
 from etong.clock import iso_from_unix
 from etong.config import BrokerSettings
-from etong.core.delivery import new_delivery_id, push_payload, receipt_payload
+from etong.core.delivery import push_payload, receipt_payload
 from etong.logging import configure_logging
+from etong.shell.delivery_ids import new_delivery_id
 from etong.topics import Topics
 
 MESSAGE_EXPIRY_S = 3600  # as the bench gives etong (delivery.message_expiry_s)

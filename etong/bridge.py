@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import assert_never
 
 from etong.brokers.base import Broker, InboundMessage
 from etong.clock import iso_from_unix
@@ -30,15 +31,16 @@ from etong.core.admission import Admission, Admitted, Inbound
 from etong.core.batch import decide_batch, lookup_keys
 from etong.core.budget import RejectionBudget
 from etong.core.context import BatchContext
-from etong.core.delivery import Policy
+from etong.core.delivery import DeliveryIds, Policy
 from etong.core.due import decide_due
 from etong.core.keys import Keyer
-from etong.core.outcome import Outcome
+from etong.core.outcome import CountKey, DeadLettersDropped, Messages, Note, Outcome, Tally
 from etong.core.ratelimit import TokenBuckets
 from etong.core.records import BatchLookup
 from etong.logging import get_logger
 from etong.metrics import DEAD_LETTER_DROP_REASONS, Metrics
 from etong.roster import Roster
+from etong.shell.delivery_ids import new_delivery_id
 from etong.shell.ingest import Ingest
 from etong.shell.outbox import Outbox
 from etong.shell.scheduler import RESEND_RATE_PER_S, SCHEDULER_PAGE, Scheduler
@@ -66,6 +68,7 @@ class Bridge:
         officer_broker: Broker,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
+        ids: DeliveryIds = new_delivery_id,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -79,6 +82,7 @@ class Bridge:
             backoff_max_s=settings.delivery.backoff_max_s,
         )
         self._rng = rng or random.Random()
+        self._ids = ids  # new delivery ids; the core draws no randomness of its own
         self._clock = clock  # wall-clock seconds; tests pass a fake to step through re-sends
         self._zone = settings.bridge.zone
         # What this run writes it publishes and tracks itself; the start-up pass that
@@ -244,6 +248,7 @@ class Bridge:
             at=iso_from_unix(now, self._zone),
             day=datetime.fromtimestamp(now, self._zone).date(),
             rng=self._rng,
+            ids=self._ids,
             budgets=self._rejection_budgets,
         )
 
@@ -263,22 +268,9 @@ class Bridge:
         self.outbox.publish(outcome, receipt_ids)
         if outcome.write.new_deliveries:
             self.scheduler.nudge(min(d.next_due or now for d in outcome.write.new_deliveries))
-        self._count(outcome)
-        for level, event, fields in outcome.notes:
-            getattr(log, level)(event, **fields)
-
-    def _count(self, outcome: Outcome) -> None:
-        m = self.metrics
-        for key, n in outcome.counts.items():
-            name, *labels = key
-            if name == "messages":
-                m.messages.labels(*labels).inc(n)
-            elif name == "dead_letters_dropped":
-                m.dead_letters_dropped.labels(*labels).inc(n)
-            elif name == "undeliverable":
-                m.undeliverable.inc(n)
-            elif name == "security_events":
-                m.security_events.inc(n)
+        count_outcome(self.metrics, outcome.counts)
+        for note in outcome.notes:
+            _log_note(note)
 
     def _report_store_state(self) -> None:
         """Log and export a change between full and writable: once per change, not per batch."""
@@ -296,3 +288,33 @@ class Bridge:
             )
         else:
             log.info("store_writable", path=str(self.store.path), effect="taking reports again")
+
+
+def count_outcome(metrics: Metrics, counts: Mapping[CountKey, int]) -> None:
+    """Each count of an outcome on its metric; every kind of key has one (mypy checks)."""
+    for key, n in counts.items():
+        match key:
+            case Messages(kind, result):
+                metrics.messages.labels(kind, result).inc(n)
+            case DeadLettersDropped(reason):
+                metrics.dead_letters_dropped.labels(reason).inc(n)
+            case Tally.UNDELIVERABLE:
+                metrics.undeliverable.inc(n)
+            case Tally.SECURITY_EVENTS:
+                metrics.security_events.inc(n)
+            case _:
+                assert_never(key)
+
+
+def _log_note(note: Note) -> None:
+    """Write one log line a decision asked for, at its level (every level mapped; mypy checks)."""
+    level, event, fields = note
+    match level:
+        case "debug":
+            log.debug(event, **fields)
+        case "info":
+            log.info(event, **fields)
+        case "warning":
+            log.warning(event, **fields)
+        case _:
+            assert_never(level)

@@ -38,13 +38,14 @@ from etong.brokers.mqtt import MqttBroker
 from etong.cluster.manager import ClusterManager
 from etong.cluster.metrics import ClusterMetrics
 from etong.config import Settings
-from etong.core.keys import Keyer, key_fingerprint, load_or_create_key
+from etong.core.keys import Keyer, key_fingerprint
 from etong.core.partitions import cross_station_problems, instance_client_id
 from etong.errors import ConfigError
 from etong.failures import FatalError, classify
 from etong.health import readiness, refresh_gauges
 from etong.housekeeping import Gauges, purge_loop
 from etong.http import HttpServer
+from etong.keyfile import load_or_create_key
 from etong.logging import get_logger
 from etong.metrics import Metrics
 from etong.roster import Roster, load_roster

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-# The `reason` label of etong_dead_letters_dropped: a topic that is not an etong events or acks
-# topic, and an ack whose payload is not a valid ack.
-DEAD_LETTER_DROP_REASONS = ("bad_topic", "bad_ack")
+from etong.core.budget import DropReason
+
+# The `reason` label of etong_dead_letters_dropped (`etong.core.budget.DropReason`).
+DEAD_LETTER_DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 
 
 class Metrics:

@@ -39,7 +39,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-from etong.core.ids import EVENT_ID_PATTERN, ID_PATTERN, normalize_id_number
+from etong.ids import EVENT_ID_PATTERN, ID_PATTERN, normalize_id_number
 
 EventType = Literal["move_in", "move_out", "tenant_change", "info_update"]
 ReceiptStatus = Literal[

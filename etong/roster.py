@@ -28,8 +28,8 @@ from pydantic import (
 )
 
 from etong.config import close_match_hint, read_toml, validation_problems
-from etong.core.ids import ID_PATTERN
 from etong.errors import ConfigError
+from etong.ids import ID_PATTERN
 
 __all__ = [
     "Absence",

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from etong.core.ids import ID_PATTERN
+from etong.ids import ID_PATTERN
 
 _ID_RE = re.compile(ID_PATTERN)
 

@@ -35,7 +35,7 @@ from etong.config.sections import (
     Settings,
     StoreSettings,
 )
-from etong.core.ids import ID_PATTERN
+from etong.ids import ID_PATTERN
 
 __all__ = [
     "ENV_PREFIX",

@@ -30,7 +30,7 @@ from etong.config.broker import (
     read_password_file,
 )
 from etong.config.problems import raise_problems
-from etong.core.ids import ID_PATTERN  # instance, station, officer, grid and member ids
+from etong.ids import ID_PATTERN  # instance, station, officer, grid and member ids
 
 # The context key under which the loader passes the config file's folder to the validators.
 BASE_DIR_CONTEXT = "base_dir"

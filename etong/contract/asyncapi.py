@@ -20,7 +20,7 @@ from etong import __version__
 from etong.config import BrokerSettings, Settings
 from etong.contract.examples import all_examples
 from etong.contract.schemas import MESSAGE_NAMES
-from etong.core.ids import ID_PATTERN
+from etong.ids import ID_PATTERN
 from etong.models import json_schemas
 
 ASYNCAPI_VERSION = "3.0.0"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from etong.core.context import BatchContext
 from etong.core.delivery import on_ack
-from etong.core.outcome import Outcome
+from etong.core.outcome import Messages, Outcome, Tally
 from etong.core.records import BatchLookup
 from etong.core.route import duty_officer_or_none
 from etong.models import Ack
@@ -18,7 +18,7 @@ def decide_ack(
     """Apply `ack`, published on `officer_id`'s acks topic; `lookup` follows the change."""
     delivery = lookup.deliveries.get(ack.delivery_id)
     if delivery is None:
-        out.counts["messages", "ack", "unknown_delivery"] += 1
+        out.counts[Messages("ack", "unknown_delivery")] += 1
         out.note(
             "warning",
             "ack_unknown_delivery",
@@ -37,8 +37,8 @@ def decide_ack(
         rng=ctx.rng,
     )
     if step.security:
-        out.counts["security_events",] += 1
-        out.counts["messages", "ack", "unauthorised"] += 1
+        out.counts[Tally.SECURITY_EVENTS] += 1
+        out.counts[Messages("ack", "unauthorised")] += 1
         out.note(
             "warning",
             "ack_from_wrong_officer",
@@ -48,7 +48,7 @@ def decide_ack(
             pushed_to=delivery.pushed_to,
         )
         return
-    out.counts["messages", "ack", ack.status] += 1
+    out.counts[Messages("ack", ack.status)] += 1
     out.note(
         "debug",
         "ack",

@@ -37,7 +37,7 @@ def lookup_keys(
     return BatchKeys(
         event_ids=list({event.event_id for event, _ in events}),
         household_keys=households,
-        household_since=now - dedup_window_s,
+        household_since=dedup.household_since(now, dedup_window_s),
         address_keys=list({keys.address for _, keys in events}),
         person_keys=list({k for _, keys in events for k in keys.persons}),
         history_since=now - HISTORY_WINDOW_S,

@@ -13,6 +13,11 @@ Pure: the caller passes the clock, so a test steps through minutes without waiti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+DropReason = Literal["bad_topic", "bad_ack"]
+"""A rejection kind with a budget of its own (the `reason` label of etong_dead_letters_dropped):
+a topic that is not an etong events or acks topic, and an ack whose payload is not a valid ack."""
 
 # Dead letters per minute the whole bridge writes for messages on unparseable topics (and,
 # separately, for unparseable acks). An operator needs a sample of the garbage and its count

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
-from etong.core.budget import RejectionBudget
-from etong.core.delivery import Policy
+from etong.core.budget import DropReason, RejectionBudget
+from etong.core.delivery import DeliveryIds, Jitter, Policy
 from etong.roster import Roster
 from etong.topics import Topics
 
@@ -29,5 +28,6 @@ class BatchContext:
     now: float  # wall-clock unix seconds
     at: str  # `now` as RFC 3339 in the bridge's zone, for receipts
     day: date  # the local calendar day of `now`, for officers' absences
-    rng: random.Random  # backoff jitter, delivery ids' randomness lives elsewhere
-    budgets: Mapping[str, RejectionBudget]  # dead letters a minute, by kind (budget.py)
+    rng: Jitter  # backoff jitter (the shell's `random.Random`)
+    ids: DeliveryIds  # new delivery ids (the shell's draws randomness; a test's counts)
+    budgets: Mapping[DropReason, RejectionBudget]  # dead letters a minute, by kind (budget.py)

@@ -12,11 +12,9 @@ gets `max_attempts` pushes with the same delivery id, waiting longer after each 
 from __future__ import annotations
 
 import base64
-import random
-import secrets
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 import orjson
 
@@ -27,22 +25,38 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RFC4648_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)
 
 
-def new_delivery_id(now: float | None = None) -> str:
+RANDOM_BITS = 80
+"""The random part of a delivery id, in bits (`delivery_id`)."""
+
+DeliveryIds = Callable[[float], str]
+"""Where a batch's new delivery ids come from: a new id for wall-clock `now`. The shell passes
+one that draws `RANDOM_BITS` from the system (`etong/shell/delivery_ids.py`); a test passes
+one that counts, so an outcome is a value it can compare."""
+
+
+class Jitter(Protocol):
+    """Where backoff jitter comes from: `random.Random` in the shell, a fixed value in a test."""
+
+    def random(self) -> float:
+        """A float in [0, 1)."""
+        ...
+
+
+def delivery_id(now: float, random_bits: int) -> str:
     """A ULID-style id: 48 bits of milliseconds then 80 random bits, Crockford base32.
 
     Sortable by creation time, which makes the store's paging and an operator's reading easy.
+    `random_bits` (< 2**80) is drawn by the caller: the core draws nothing itself.
     """
-    ms = int((time.time() if now is None else now) * 1000)
-    value = (ms << 80) | secrets.randbits(80)
+    ms = int(now * 1000)
+    value = (ms << RANDOM_BITS) | (random_bits & ((1 << RANDOM_BITS) - 1))
     # 26 base32 digits = 130 bits: two zero bits, then the 128. Placed at the top of 17 bytes
     # (136 bits) the first 26 digits of the C-speed RFC 4648 encoding are exactly those.
     raw = base64.b32encode((value << 6).to_bytes(17, "big"))[:26]
     return raw.decode().translate(_RFC4648_TO_CROCKFORD)
 
 
-def backoff_s(
-    attempt: int, *, ack_timeout_s: float, backoff_max_s: float, rng: random.Random
-) -> float:
+def backoff_s(attempt: int, *, ack_timeout_s: float, backoff_max_s: float, rng: Jitter) -> float:
     """How long to wait for an ack after push number `attempt` (1-based) to one recipient.
 
     Doubles each time from `ack_timeout_s`, capped at `backoff_max_s`, with up to 20% extra
@@ -76,7 +90,7 @@ class Step:
     closes_dead_letter: bool = False
 
 
-def first_push(delivery: Delivery, policy: Policy, now: float, rng: random.Random) -> Delivery:
+def first_push(delivery: Delivery, policy: Policy, now: float, rng: Jitter) -> Delivery:
     """The delivery as it is when first pushed: step 0, attempt 1, next due after a timeout."""
     return replace(
         delivery,
@@ -90,7 +104,7 @@ def first_push(delivery: Delivery, policy: Policy, now: float, rng: random.Rando
     )
 
 
-def on_due(d: Delivery, policy: Policy, now: float, rng: random.Random) -> Step:
+def on_due(d: Delivery, policy: Policy, now: float, rng: Jitter) -> Step:
     """No `received` ack came in time: re-send, escalate to the next officer, or give up."""
     if d.attempt < policy.max_attempts:
         attempt = d.attempt + 1
@@ -135,7 +149,7 @@ def on_ack(
     duty_officer: str | None,
     policy: Policy,
     now: float,
-    rng: random.Random,
+    rng: Jitter,
 ) -> Step:
     """An officer acknowledged `d` with `status` on its own acks topic."""
     if officer_id not in d.pushed_to:
@@ -162,7 +176,7 @@ def _apply_ack(
     duty_officer: str | None,
     policy: Policy,
     now: float,
-    rng: random.Random,
+    rng: Jitter,
 ) -> Step:
     """`on_ack` for an officer the delivery was pushed to."""
     if status == "received":

@@ -9,10 +9,10 @@ import orjson
 
 from etong.core import dedup
 from etong.core.context import BatchContext
-from etong.core.delivery import first_push, new_delivery_id, report_state
+from etong.core.delivery import first_push, report_state
 from etong.core.enrich import build_context, event_summary
 from etong.core.keys import EventKeys
-from etong.core.outcome import CcCopy, Outcome, Push
+from etong.core.outcome import CcCopy, Messages, Outcome, Push
 from etong.core.records import (
     BatchLookup,
     Delivery,
@@ -53,7 +53,7 @@ def decide_event(
         if retained and decision.same_id:
             # The broker's retained copy, replayed at a (re-)subscribe: the member did not
             # send it again, so it gets no second receipt (acked, counted, nothing else).
-            out.counts["messages", "event", "retained_repeat"] += 1
+            out.counts[Messages("event", "retained_repeat")] += 1
         else:
             _answer_repeat(event, keys, decision, lookup=lookup, ctx=ctx, out=out)
     else:
@@ -99,7 +99,7 @@ def _answer_repeat(
         delivery_id=original.delivery_id if original else None,
         current_status=current,
     )
-    out.counts["messages", "event", "duplicate"] += 1
+    out.counts[Messages("event", "duplicate")] += 1
     out.note(
         "debug",
         "report_duplicate",
@@ -147,7 +147,7 @@ def _accept(
         officer_id=delivery.recipient,
         delivery_id=delivery.delivery_id,
     )
-    out.counts["messages", "event", "accepted"] += 1
+    out.counts[Messages("event", "accepted")] += 1
     out.note(
         "debug",
         "report_accepted",
@@ -166,7 +166,7 @@ def _first_delivery(
     """The report's delivery as first pushed: step 0 of `chain`, due again after a timeout."""
     return first_push(
         Delivery(
-            delivery_id=new_delivery_id(ctx.now),
+            delivery_id=ctx.ids(ctx.now),
             event_id=event.event_id,
             grid_id=event.grid_id,
             member_id=event.member_id,

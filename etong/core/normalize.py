@@ -11,7 +11,7 @@ import hashlib
 import unicodedata
 from collections.abc import Iterable
 
-from etong.core.ids import normalize_id_number
+from etong.ids import normalize_id_number
 from etong.models import Event, Person
 
 __all__ = ["household_key", "normalize_address", "normalize_id_number", "person_key"]

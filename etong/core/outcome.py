@@ -9,24 +9,78 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal, NamedTuple
 
+from etong.core.budget import DropReason
 from etong.core.delivery import Step, receipt_payload
 from etong.core.records import BatchWrite, DeadLetterRecord, Delivery, ReceiptRecord
 from etong.models import ReceiptStatus
 from etong.topics import Topics
 
 LogLevel = Literal["debug", "info", "warning"]
-# A metric to increase, by name and labels: ("messages", kind, outcome), ("undeliverable",),
-# ("security_events",), ("dead_letters_dropped", reason). `etong/bridge.py` maps them.
-CountKey = tuple[str, ...]
+NoteEvent = Literal[
+    "report_accepted",
+    "report_duplicate",
+    "report_rejected",
+    "report_event_id_reused",
+    "message_rejected",
+    "message_rejected_suppressed",
+    "ack",
+    "ack_unknown_delivery",
+    "ack_from_wrong_officer",
+    "delivery_resend",
+    "delivery_undeliverable",
+]
+"""Every log event a decision can ask for: a misspelt one fails mypy, not a dashboard."""
+
+MessageKind = Literal["event", "ack"]
+MessageOutcome = Literal[
+    "accepted",  # events
+    "duplicate",
+    "retained_repeat",
+    "rejected",  # both
+    "received",  # acks, by status
+    "verified",
+    "declined",
+    "unknown_delivery",
+    "unauthorised",
+]
+
+
+# What a decision counts. Each kind of key is one metric, and `etong/bridge.py` maps every kind
+# with `assert_never`, so a new kind without a metric, or a misspelt label, fails mypy instead
+# of being skipped at run time.
+@dataclass(frozen=True, slots=True)
+class Messages:
+    """etong_messages{kind, outcome}: an inbound message, by what became of it."""
+
+    kind: MessageKind
+    outcome: MessageOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettersDropped:
+    """etong_dead_letters_dropped{reason}: a rejection past its budget, counted, not written."""
+
+    reason: DropReason
+
+
+class Tally(Enum):
+    """Counts without labels."""
+
+    UNDELIVERABLE = "undeliverable"  # etong_undeliverable
+    SECURITY_EVENTS = "security_events"  # etong_security_events
+
+
+CountKey = Messages | DeadLettersDropped | Tally
 
 
 class Note(NamedTuple):
     """A log line to write: level, event name, fields (already free of personal data)."""
 
     level: LogLevel
-    event: str
+    event: NoteEvent
     fields: dict[str, Any]
 
 
@@ -59,7 +113,7 @@ class Outcome:
     counts: Counter[CountKey] = field(default_factory=Counter)
     notes: list[Note] = field(default_factory=list)
 
-    def note(self, level: LogLevel, event: str, **fields: Any) -> None:
+    def note(self, level: LogLevel, event: NoteEvent, **fields: Any) -> None:
         """Say what to log."""
         self.notes.append(Note(level, event, fields))
 
@@ -109,7 +163,7 @@ class Outcome:
                     delivery_id=d.delivery_id,
                 )
             )
-            self.counts["undeliverable",] += 1
+            self.counts[Tally.UNDELIVERABLE] += 1
             self.note(
                 "warning",
                 "delivery_undeliverable",

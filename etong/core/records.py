@@ -187,6 +187,14 @@ class BatchWrite:
         )
 
 
+MARKER_STEP_WEIGHT = 1000
+"""A step of the chain outweighs any attempt at it (`max_attempts` is at most 100)."""
+
+
 def attempt_marker(step: int, attempt: int) -> int:
-    """One integer ordering (step, attempt) pairs, for the `published_attempt` column."""
-    return step * 1000 + attempt
+    """One integer ordering (step, attempt) pairs, for the `published_attempt` column.
+
+    The stores compare the column with the same sum of the row's own columns
+    (`etong.store.rows.CURRENT_MARKER_D`, built from `MARKER_STEP_WEIGHT`).
+    """
+    return step * MARKER_STEP_WEIGHT + attempt

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 import orjson
 
 from etong.core.admission import Admitted
-from etong.core.budget import RejectionBudget
-from etong.core.outcome import Outcome
+from etong.core.budget import DropReason, RejectionBudget
+from etong.core.outcome import DeadLettersDropped, Messages, Outcome
 from etong.core.records import DEAD_LETTER_PAYLOAD_CAP, DeadLetterKind, DeadLetterRecord
 from etong.models import Event
 from etong.pii import mask_text
@@ -26,7 +26,7 @@ def reject(
     at: str,
     now: float,
     max_payload_bytes: int,
-    budgets: Mapping[str, RejectionBudget],
+    budgets: Mapping[DropReason, RejectionBudget],
 ) -> None:
     """Record the rejection of `item` (its `rejection` is set)."""
     assert item.rejection is not None
@@ -35,9 +35,9 @@ def reject(
     reason = mask_text(item.rejection.reason)
     topic, msg = item.topic, item.inbound
     kind: DeadLetterKind = "bad_ack" if topic is not None and topic.kind == "ack" else "rejected"
-    out.counts["messages", "ack" if kind == "bad_ack" else "event", "rejected"] += 1
+    out.counts[Messages("ack" if kind == "bad_ack" else "event", "rejected")] += 1
     if topic is None or topic.kind == "ack":
-        budget = "bad_topic" if topic is None else "bad_ack"
+        budget: DropReason = "bad_topic" if topic is None else "bad_ack"
         if not _within_budget(budgets[budget], budget, now, out):
             return
     event_id = event_id_hint(msg.payload, max_payload_bytes) if kind == "rejected" else None
@@ -76,7 +76,7 @@ def reject(
         )
 
 
-def _within_budget(budget: RejectionBudget, name: str, now: float, out: Outcome) -> bool:
+def _within_budget(budget: RejectionBudget, name: DropReason, now: float, out: Outcome) -> bool:
     """Whether a rejection no rate limit covers may cost a dead letter and a log line.
 
     Past the budget it is counted in etong_dead_letters_dropped, and once a minute one line
@@ -92,7 +92,7 @@ def _within_budget(budget: RejectionBudget, name: str, now: float, out: Outcome)
             detail=f"{verdict.report_suppressed} more suppressed",
         )
     if not verdict.keep:
-        out.counts["dead_letters_dropped", name] += 1
+        out.counts[DeadLettersDropped(name)] += 1
     return verdict.keep
 
 
@@ -108,7 +108,7 @@ def reject_reused_event_id(
     out.write.dead_letters.append(
         DeadLetterRecord("rejected", topic, payload, reason, event.event_id, None)
     )
-    out.counts["messages", "event", "rejected"] += 1
+    out.counts[Messages("event", "rejected")] += 1
     out.receipt(
         topics,
         at,

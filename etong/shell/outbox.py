@@ -14,11 +14,12 @@ from zoneinfo import ZoneInfo
 
 from etong.brokers.base import Broker, PublishOptions
 from etong.clock import iso_from_unix
-from etong.core.delivery import PushReason, new_delivery_id, push_kind, push_payload
+from etong.core.delivery import PushReason, push_kind, push_payload
 from etong.core.outcome import Outcome
 from etong.core.records import Delivery, attempt_marker
 from etong.metrics import Metrics
 from etong.models import ReceiptStatus
+from etong.shell.delivery_ids import new_delivery_id
 from etong.store import Store
 from etong.topics import Topics
 

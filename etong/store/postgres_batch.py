@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from etong.core.dedup import HouseholdCandidate, household_originals, originals_named
 from etong.core.records import (
     BatchKeys,
     BatchLookup,
@@ -54,13 +55,16 @@ async def read_batch(conn: Conn, keys: BatchKeys, station: str | None) -> BatchL
         ):
             out.known_events[row[0]] = KnownEvent(*row)
     if keys.household_keys:
-        for row in await conn.fetch(
-            "SELECT household_key, event_id FROM events WHERE status = 'accepted' AND "
-            "household_key = ANY($1::text[]) AND received_at >= $2 ORDER BY received_at, seq",
+        rows = await conn.fetch(
+            "SELECT household_key, event_id, received_at, seq FROM events "
+            "WHERE status = 'accepted' AND household_key = ANY($1::text[]) AND received_at >= $2",
             list(keys.household_keys),
             keys.household_since,
-        ):
-            out.households.setdefault(row[0], row[1])
+        )
+        # Which candidate is the original (window, tie-break) is the core's rule.
+        out.households = household_originals(
+            (HouseholdCandidate(*row) for row in rows), keys.household_since
+        )
     await _read_event_deliveries(conn, out, station)
     await _read_history(conn, keys, out)
     await _read_acked_deliveries(conn, keys, out, station)
@@ -120,10 +124,7 @@ async def _read_acked_deliveries(
 
 async def _read_event_deliveries(conn: Conn, out: BatchLookup, station: str | None) -> None:
     """The deliveries of the originals that this batch's repeats name (usually none)."""
-    originals = {
-        known.duplicate_of if known.status == "duplicate" and known.duplicate_of else event_id
-        for event_id, known in out.known_events.items()
-    } | set(out.households.values())
+    originals = originals_named(out)
     if not originals:
         return
     where, params = station_filter(station, "station", 2)

@@ -12,7 +12,7 @@ import math
 from etong.core.records import Delivery
 from etong.store.postgres_batch import station_filter
 from etong.store.postgres_connect import Conn
-from etong.store.rows import DELIVERY_COLUMNS_D, delivery_from_row
+from etong.store.rows import CURRENT_MARKER_D, DELIVERY_COLUMNS_D, delivery_from_row
 
 _NO_LIMIT = 2**62
 
@@ -60,7 +60,7 @@ async def unpublished_deliveries(
     rows = await conn.fetch(
         f"SELECT {DELIVERY_COLUMNS_D}, e.payload FROM deliveries d "
         "JOIN events e ON e.event_id = d.event_id "
-        "WHERE d.state = 'pending' AND d.published_attempt < d.step * 1000 + d.attempt "
+        f"WHERE d.state = 'pending' AND d.published_attempt < {CURRENT_MARKER_D} "
         f"AND d.updated_at < $1 AND d.delivery_id > $2{where} ORDER BY d.delivery_id LIMIT $3",
         updated_before,
         after,

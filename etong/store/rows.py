@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from etong.core.records import Delivery
+from etong.core.records import MARKER_STEP_WEIGHT, Delivery
 
 DELIVERY_COLUMNS = (
     "delivery_id, event_id, grid_id, member_id, chain, step, attempt, state, next_due, "
@@ -22,6 +22,11 @@ DELIVERY_COLUMNS = (
 
 DELIVERY_COLUMNS_D = ", ".join("d." + c.strip() for c in DELIVERY_COLUMNS.split(","))
 """The same, qualified by the alias `d` (for queries that join `events e`)."""
+
+
+CURRENT_MARKER_D = f"(d.step * {MARKER_STEP_WEIGHT} + d.attempt)"
+"""`attempt_marker` of a delivery `d`'s current push, in SQL: PUBACKed when `published_attempt`
+has reached it (the rule is the core's, `etong.core.records.attempt_marker`)."""
 
 
 class Row(Protocol):

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from etong.core.dedup import HouseholdCandidate, household_originals, originals_named
 from etong.core.records import (
     BatchKeys,
     BatchLookup,
@@ -53,14 +54,18 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
         )
         for row in db.execute(sql, chunk):
             out.known_events[row[0]] = KnownEvent(*row)
+    candidates: list[HouseholdCandidate] = []
     for chunk in _chunks(keys.household_keys):
         sql = (
-            "SELECT household_key, event_id FROM events WHERE status = 'accepted' AND "
-            f"household_key IN ({_placeholders(len(chunk))}) AND received_at >= ? "
-            "ORDER BY received_at"
+            "SELECT household_key, event_id, received_at, rowid FROM events "
+            f"WHERE status = 'accepted' AND household_key IN ({_placeholders(len(chunk))}) "
+            "AND received_at >= ?"
         )
-        for row in db.execute(sql, [*chunk, keys.household_since]):
-            out.households.setdefault(row[0], row[1])
+        candidates.extend(
+            HouseholdCandidate(*row) for row in db.execute(sql, [*chunk, keys.household_since])
+        )
+    # Which candidate is the original (window, tie-break) is the core's rule.
+    out.households = household_originals(candidates, keys.household_since)
     _read_event_deliveries(db, out)
     for chunk in _chunks(keys.address_keys):
         sql = (
@@ -101,11 +106,7 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
 
 def _read_event_deliveries(db: sqlite3.Connection, out: BatchLookup) -> None:
     """The deliveries of the originals that this batch's repeats name (usually none)."""
-    originals = {
-        known.duplicate_of if known.status == "duplicate" and known.duplicate_of else event_id
-        for event_id, known in out.known_events.items()
-    } | set(out.households.values())
-    for chunk in _chunks(sorted(originals)):
+    for chunk in _chunks(sorted(originals_named(out))):
         sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_id IN "
         for row in db.execute(sql + f"({_placeholders(len(chunk))})", chunk):
             out.event_deliveries[row[1]] = _delivery_from_row(row)

@@ -8,6 +8,7 @@ import math
 import aiosqlite
 
 from etong.core.records import Delivery
+from etong.store.rows import CURRENT_MARKER_D
 from etong.store.sqlite_batch import _DELIVERY_COLUMNS_D, _delivery_from_row
 
 
@@ -55,7 +56,7 @@ async def unpublished_deliveries(
     sql = (
         f"SELECT {_DELIVERY_COLUMNS_D}, "
         "e.payload FROM deliveries d JOIN events e ON e.event_id = d.event_id "
-        "WHERE d.state = 'pending' AND d.published_attempt < d.step * 1000 + d.attempt "
+        f"WHERE d.state = 'pending' AND d.published_attempt < {CURRENT_MARKER_D} "
         "AND d.updated_at < ? AND d.delivery_id > ? ORDER BY d.delivery_id LIMIT ?"
     )
     rows = await conn.execute_fetchall(sql, (updated_before, after, limit))

@@ -11,8 +11,8 @@ from etong.core.delivery import (
     Policy,
     Step,
     backoff_s,
+    delivery_id,
     first_push,
-    new_delivery_id,
     on_ack,
     on_due,
     push_payload,
@@ -21,6 +21,7 @@ from etong.core.delivery import (
 )
 from etong.core.records import Delivery
 from etong.models import AckStatus
+from etong.shell.delivery_ids import new_delivery_id
 
 POLICY = Policy(ack_timeout_s=30, max_attempts=3, backoff_max_s=600)
 
@@ -166,6 +167,14 @@ def test_push_payload_is_the_contract_shape() -> None:
         "reply_to": "etong/v1/officer/p-1002/acks",
         "expires_at": None,
     }
+
+
+def test_a_delivery_id_is_the_milliseconds_then_the_random_bits_given() -> None:
+    assert delivery_id(0.0, 0) == "0" * 26
+    assert delivery_id(0.0, 1) == "0" * 25 + "1"
+    assert delivery_id(0.001, 0) == "0" * 9 + "1" + "0" * 16  # 1 ms: bit 80, digit 10
+    assert delivery_id(1700000000.123, 12345) == delivery_id(1700000000.123, 12345)
+    assert delivery_id(1.0, 2**80 - 1) < delivery_id(1.5, 0)  # time sorts before randomness
 
 
 def test_delivery_ids_are_unique_and_sort_by_time() -> None:

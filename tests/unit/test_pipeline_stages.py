@@ -12,12 +12,13 @@ import pytest
 
 from etong.core import dedup
 from etong.core.enrich import build_context, flags_for
-from etong.core.keys import Keyer, load_or_create_key
+from etong.core.keys import Keyer
 from etong.core.ratelimit import TokenBuckets
 from etong.core.records import HistoryEntry
 from etong.core.registrar import registrar_for_grid
 from etong.core.route import duty_officer_for_grid, escalation_chain
 from etong.devkit.messages import make_event, to_fullwidth
+from etong.keyfile import load_or_create_key
 from etong.models import Event
 from etong.roster import Roster, load_roster
 from etong.topics import Topics
