@@ -63,7 +63,7 @@ def republisher(url: str, protocol: int, roster: BenchRoster) -> ChildContender:
 
 
 def wire_relay(url: str, protocol: int, roster: BenchRoster) -> ChildContender:
-    """Contender W, the wire relay (bench/relay.py), not yet started."""
+    """Contender W, the wire relay (`relay.py`), not yet started."""
     routes = Routes(PREFIX, dict(roster.officer_of), roster.contexts())
     return ChildContender("wire relay", relay_main, (url, protocol, routes))
 

@@ -1,6 +1,6 @@
 """Contender W of bench/e2e: the wire relay, etong's MQTT exchanges per report and no more.
 
-Per report, as etong does (docs/DESIGN.md §2):
+Per report, as etong does (DESIGN §2):
 1. the report comes in on `{p}/grid/{g}/member/{m}/events` (QoS 1);
 2. an `accepted` receipt goes to the member's `{p}/grid/{g}/member/{m}/receipts`;
 3. the push goes to the grid officer's `{p}/officer/{o}/inbox`, laid out as etong's (delivery
