@@ -15,9 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from etong.config import BrokerSettings
 
-from e2e.load import (
-    EVENTS_FILTER,
-)
+from e2e.load import EVENTS_FILTER
 
 
 def republisher_main(url: str, protocol: int, inboxes: dict[str, str], ready: MpEvent) -> None:

@@ -10,11 +10,7 @@ from typing import Any
 from e2e.baseline import republisher_main
 from e2e.contender import Contender
 from e2e.errors import BenchError
-from e2e.load import (
-    PREFIX,
-    TOPICS,
-    BenchRoster,
-)
+from e2e.load import PREFIX, TOPICS, BenchRoster
 from e2e.plan import Plan, Settings
 from e2e.relay import Routes, relay_main
 

@@ -16,10 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from e2e.errors import BenchError
-from e2e.output import (
-    render_table,
-    report,
-)
+from e2e.output import render_table, report
 from e2e.pg_cluster import PgBenchError, PgServer
 from e2e.plan import Settings
 from e2e.run import run

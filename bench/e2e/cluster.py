@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,9 +17,7 @@ from etong.devkit.localbridge import LocalBridge, render_toml
 from e2e.contender import Contender
 from e2e.daemon import INSTANCE_ID, etong_config
 from e2e.errors import BenchError
-from e2e.measures import (
-    batch_totals,
-)
+from e2e.measures import batch_totals
 from e2e.pg_cluster import PgServer, Served, cluster_served, free_port, readiness
 from e2e.plan import Plan, Settings
 
@@ -40,53 +39,12 @@ def start_cluster(
     server = settings.store
     assert server is not None
     database = server.create()
-    key_file = round_dir / "pii.key"
-    load_or_create_key(key_file)  # one key for all, before any instance starts (DESIGN §7)
-    bridges: list[LocalBridge] = []
-    ports: list[int] = []
-    for k in range(1, instances + 1):
-        port = free_port()
-        config = etong_config(
-            url,
-            settings,
-            plan,
-            round_dir,
-            instance_id=f"{INSTANCE_ID}-{k}",
-            store={"url": server.url_of(database), "pii_key_file": str(key_file)},
-            http_listen=f"127.0.0.1:{port}",
-        )
-        config_path = round_dir / f"etong-{k}.toml"
-        config_path.write_text(render_toml(config), encoding="utf-8")
-        bridges.append(LocalBridge(config_path, log_path=round_dir / f"etong-{k}.log"))
-        ports.append(port)
-
-    def log() -> str:
-        return "\n".join(f"[{b.instance_id}]\n{b.log_tail(15)}" for b in bridges)
-
-    def exit_code() -> int | None:
-        codes = [b.returncode for b in bridges]
-        exited = [c for c in codes if c is not None]
-        return next((c for c in exited if c != 0), exited[0] if exited else None)
-
-    def stop() -> dict[str, Any]:
-        started = time.monotonic()
-        try:
-            # All at once (none takes over what another hands over), and one SIGTERM each: a
-            # second one that lands in the last moments of the interpreter's exit, once Python
-            # has put the default handlers back, ends the process by the signal (exit -15).
-            started_ones = [bridge for bridge in bridges if bridge.pid is not None]
-            with concurrent.futures.ThreadPoolExecutor(max(1, len(started_ones))) as pool:
-                codes = list(pool.map(lambda bridge: bridge.sigterm(timeout=30), started_ones))
-            return {
-                "exit_code": next((c for c in codes if c != 0), 0),
-                "exit_codes": codes,
-                "stop_s": round(time.monotonic() - started, 3),
-            }
-        finally:
-            for bridge in bridges:
-                bridge.close()
-            server.drop(database)
-
+    bridges, ports = _instances(
+        url, settings, plan, round_dir, store_url=server.url_of(database), instances=instances
+    )
+    log = functools.partial(_log, bridges)
+    exit_code = functools.partial(_exit_code, bridges)
+    stop = functools.partial(_stop, bridges, server, database)
     try:
         started = time.monotonic()
         for bridge in bridges:
@@ -122,6 +80,62 @@ def start_cluster(
         info,
         batches=lambda: batch_totals(ports),
     )
+
+
+def _instances(
+    url: str, settings: Settings, plan: Plan, round_dir: Path, *, store_url: str, instances: int
+) -> tuple[list[LocalBridge], list[int]]:
+    """The instances, not yet started, each with its config file and /metrics port."""
+    key_file = round_dir / "pii.key"
+    load_or_create_key(key_file)  # one key for all, before any instance starts (DESIGN §7)
+    bridges: list[LocalBridge] = []
+    ports: list[int] = []
+    for k in range(1, instances + 1):
+        port = free_port()
+        config = etong_config(
+            url,
+            settings,
+            plan,
+            round_dir,
+            instance_id=f"{INSTANCE_ID}-{k}",
+            store={"url": store_url, "pii_key_file": str(key_file)},
+            http_listen=f"127.0.0.1:{port}",
+        )
+        config_path = round_dir / f"etong-{k}.toml"
+        config_path.write_text(render_toml(config), encoding="utf-8")
+        bridges.append(LocalBridge(config_path, log_path=round_dir / f"etong-{k}.log"))
+        ports.append(port)
+    return bridges, ports
+
+
+def _log(bridges: Sequence[LocalBridge]) -> str:
+    return "\n".join(f"[{b.instance_id}]\n{b.log_tail(15)}" for b in bridges)
+
+
+def _exit_code(bridges: Sequence[LocalBridge]) -> int | None:
+    codes = [b.returncode for b in bridges]
+    exited = [c for c in codes if c is not None]
+    return next((c for c in exited if c != 0), exited[0] if exited else None)
+
+
+def _stop(bridges: Sequence[LocalBridge], server: PgServer, database: str) -> dict[str, Any]:
+    started = time.monotonic()
+    try:
+        # All at once (none takes over what another hands over), and one SIGTERM each: a
+        # second one that lands in the last moments of the interpreter's exit, once Python
+        # has put the default handlers back, ends the process by the signal (exit -15).
+        started_ones = [bridge for bridge in bridges if bridge.pid is not None]
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(started_ones))) as pool:
+            codes = list(pool.map(lambda bridge: bridge.sigterm(timeout=30), started_ones))
+        return {
+            "exit_code": next((c for c in codes if c != 0), 0),
+            "exit_codes": codes,
+            "stop_s": round(time.monotonic() - started, 3),
+        }
+    finally:
+        for bridge in bridges:
+            bridge.close()
+        server.drop(database)
 
 
 def wait_served(

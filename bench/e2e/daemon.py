@@ -11,12 +11,8 @@ from typing import Any
 from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
 
 from e2e.contender import Contender
-from e2e.load import (
-    PREFIX,
-)
-from e2e.measures import (
-    batch_totals,
-)
+from e2e.load import PREFIX
+from e2e.measures import batch_totals
 from e2e.pg_cluster import free_port
 from e2e.plan import Plan, Settings
 

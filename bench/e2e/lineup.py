@@ -6,10 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2e.children import (
-    start_baseline,
-    start_relay,
-)
+from e2e.children import start_baseline, start_relay
 from e2e.cluster import cluster_starter
 from e2e.contender import Contender
 from e2e.daemon import start_etong

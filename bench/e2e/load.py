@@ -94,21 +94,7 @@ def bench_roster(grids: int = 10, stations: int = 1, seed: int = 7) -> BenchRost
     if not 1 <= stations <= grids:
         raise BenchError(f"--stations must be from 1 to --grids ({grids}), not {stations}")
     rng = random.Random(seed)
-    station_tables: list[dict[str, Any]] = []
-    community_tables: list[dict[str, Any]] = []
-    officers: list[dict[str, Any]] = []
-    for s in range(1, stations + 1):
-        station_id = STATION_ID if stations == 1 else f"{STATION_ID}-{s}"
-        suffix = "" if stations == 1 else f"-{s}"
-        duty, backup = f"p-9{s:03d}", f"p-8{s:03d}"  # p-9001: issue #5's duty officer
-        station_tables.append(
-            {"id": station_id, "name": f"庄市派出所{suffix}", "duty_officer": duty}
-        )
-        community_tables.append(
-            {"id": COMMUNITY_ID + suffix, "name": COMMUNITY_NAME + suffix, "station": station_id}
-        )
-        officers.append({"id": duty, "name": "值班民警", "station": station_id})
-        officers.append({"id": backup, "name": make_name(rng), "station": station_id})
+    station_tables, community_tables, officers = _stations(stations, rng)
     grid_tables: list[dict[str, Any]] = []
     member_tables: list[dict[str, Any]] = []
     members: list[tuple[str, str]] = []
@@ -155,6 +141,29 @@ def bench_roster(grids: int = 10, stations: int = 1, seed: int = 7) -> BenchRost
         "members": member_tables,
     }
     return BenchRoster(document, tuple(members), officer_of, community_of, station_of)
+
+
+def _stations(
+    stations: int, rng: random.Random
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The station, community and officer tables of `stations` stations: one community, a duty
+    officer and a backup officer each (names drawn from `rng` first, as the grids draw next)."""
+    station_tables: list[dict[str, Any]] = []
+    community_tables: list[dict[str, Any]] = []
+    officers: list[dict[str, Any]] = []
+    for s in range(1, stations + 1):
+        station_id = STATION_ID if stations == 1 else f"{STATION_ID}-{s}"
+        suffix = "" if stations == 1 else f"-{s}"
+        duty, backup = f"p-9{s:03d}", f"p-8{s:03d}"  # p-9001: issue #5's duty officer
+        station_tables.append(
+            {"id": station_id, "name": f"庄市派出所{suffix}", "duty_officer": duty}
+        )
+        community_tables.append(
+            {"id": COMMUNITY_ID + suffix, "name": COMMUNITY_NAME + suffix, "station": station_id}
+        )
+        officers.append({"id": duty, "name": "值班民警", "station": station_id})
+        officers.append({"id": backup, "name": make_name(rng), "station": station_id})
+    return station_tables, community_tables, officers
 
 
 def make_reports(roster: BenchRoster, count: int, rng: random.Random) -> list[Report]:

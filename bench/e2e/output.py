@@ -76,6 +76,11 @@ def _verdict(met: bool) -> str:
 
 def render_table(doc: Mapping[str, Any]) -> str:
     """The result as a readable table: medians with (min-max) over the rounds."""
+    return "\n".join([*_table(doc), *_goal_lines(doc), *_comparison_lines(doc)])
+
+
+def _table(doc: Mapping[str, Any]) -> list[str]:
+    """What ran where, then a row per figure and a column per contender."""
     s, m = doc["settings"], doc["machine"]
     sections = contender_sections(doc)
     width = max(22, *(len(head) for head, _ in sections))
@@ -97,16 +102,28 @@ def render_table(doc: Mapping[str, Any]) -> str:
             continue
         cells = "".join(f" {_cell(summary, key, digits):>{width}}" for _, summary in sections)
         lines.append(f"{label:40}{cells}")
-    goals = doc["goals"]
+    return lines
+
+
+def _goal_lines(doc: Mapping[str, Any]) -> list[str]:
+    """Issue #5's goals against this run's figures."""
+    s, goals = doc["settings"], doc["goals"]
     pairs = ", ".join(f"{r:.2f}" for r in doc["ratio_per_round_pair"])
-    lines += [
+    return [
         "",
         f"ratio etong/baseline events/s: {doc['ratio']:.3f} (per round pair: {pairs}); "
         f"goal >= {goals['ratio_min']}: {_verdict(goals['ratio_met'])}",
         f"etong p99 at {s['rate']:g}/s: {doc['etong']['p99_ms']:.1f} ms; goal <= "
         f"{goals['p99_ms_max']:g} ms: {_verdict(goals['p99_met'])}",
     ]
+
+
+def _comparison_lines(doc: Mapping[str, Any]) -> list[str]:
+    """etong against the relay, PostgreSQL against SQLite, N instances against one, and the
+    CPU budget."""
+    s, goals = doc["settings"], doc["goals"]
     relay = doc["etong_vs_relay"]
+    lines = []
     lines.append(
         f"etong/wire relay: throughput {relay['events_per_s']['ratio']:.3f}, lifecycle "
         f"{relay['lifecycle_events_per_s']['ratio']:.3f} (per round "
@@ -147,7 +164,7 @@ def render_table(doc: Mapping[str, Any]) -> str:
         f"machine could take at most {budget['etong_machine_bound_events_per_s']:.0f} reports/s "
         "through etong"
     )
-    return "\n".join(lines)
+    return lines
 
 
 def report(table: str, doc: dict[str, Any], json_path: Path | None) -> None:

@@ -8,12 +8,7 @@ from pathlib import Path
 
 from etong.devkit.localbridge import render_toml
 
-from e2e.load import (
-    BenchRoster,
-    Report,
-    bench_roster,
-    make_reports,
-)
+from e2e.load import BenchRoster, Report, bench_roster, make_reports
 from e2e.pg_cluster import PgServer
 
 

@@ -15,15 +15,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from e2e.errors import BenchError
-from e2e.load import (
-    Report,
-)
+from e2e.load import Report
 from e2e.loopthread import LoopThread
-from e2e.mqtt import (
-    MiniMqtt,
-    close_clients,
-    open_clients,
-)
+from e2e.mqtt import MiniMqtt, close_clients, open_clients
 
 
 async def publish_phase(

@@ -14,12 +14,7 @@ from etong.devkit.mosquitto import LocalMosquitto
 from e2e.contender import Contender
 from e2e.errors import BenchError
 from e2e.lineup import Kind
-from e2e.measures import (
-    CpuMeter,
-    ForeignLoad,
-    RssSampler,
-    mosquitto_pid,
-)
+from e2e.measures import CpuMeter, ForeignLoad, RssSampler, mosquitto_pid
 from e2e.plan import Plan, Settings
 from e2e.publisher import Publisher
 from e2e.stats import percentile

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from e2e.lineup import kinds
+from e2e.lineup import Kind, kinds
 from e2e.machine import code_info, machine_info
-from e2e.output import (
-    round_line,
-)
-from e2e.plan import Settings, make_plan
+from e2e.output import round_line
+from e2e.plan import Plan, Settings, make_plan
 from e2e.results import (
     BASELINE_KEYS,
     CLUSTER_KEYS,
@@ -42,6 +41,19 @@ def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
         + ", ".join(k.label for k in contenders),
         flush=True,
     )
+    doc = _document(settings, plan, contenders, _run_rounds(settings, plan, contenders))
+    doc["machine"] = machine_info(settings.workdir)
+    doc["code"] = code_info()
+    doc["load_average"] = {"start": list(load_start), "end": list(os.getloadavg())}
+    doc["started_at"] = started.isoformat(timespec="seconds")
+    doc["duration_s"] = round(time.monotonic() - t0, 1)
+    return doc
+
+
+def _run_rounds(
+    settings: Settings, plan: Plan, contenders: list[Kind]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every round's result, by contender."""
     results: dict[str, list[dict[str, Any]]] = {k.key: [] for k in contenders}
     for i in range(1, settings.rounds + 1):
         # Each round starts one contender later, so none always runs first (or right after
@@ -52,6 +64,16 @@ def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
             result = run_round(name, kind, settings, plan)
             results[kind.key].append(result)
             print(f"  round {name}: {round_line(result)}", flush=True)
+    return results
+
+
+def _document(
+    settings: Settings,
+    plan: Plan,
+    contenders: Sequence[Kind],
+    results: Mapping[str, Sequence[dict[str, Any]]],
+) -> dict[str, Any]:
+    """The JSON document of the rounds: summaries, comparisons, goals, settings."""
     summaries: dict[str, dict[str, Any]] = {}
     for kind in contenders:
         keys = {"baseline": BASELINE_KEYS, "relay": RELAY_KEYS, "etong": ETONG_KEYS}.get(
@@ -77,7 +99,13 @@ def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
     doc.update(compared)
     doc["cpu_budget"] = cpu_budget(baseline, etong)
     doc["goals"] = goals(summaries, compared)
-    doc["settings"] = {
+    doc["settings"] = _settings(settings, plan, contenders)
+    return doc
+
+
+def _settings(settings: Settings, plan: Plan, contenders: Sequence[Kind]) -> dict[str, Any]:
+    """The document's `settings`: what was asked for and how the run went about it."""
+    out: dict[str, Any] = {
         "rate": settings.rate,
         "latency_s": settings.latency_s,
         "rounds": settings.rounds,
@@ -99,14 +127,6 @@ def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
         "for those with receipts), for latency_s or until `events` reports were published",
     }
     if settings.store is not None:
-        doc["settings"]["instances"] = list(settings.instances)
-        doc["settings"]["postgres"] = {
-            "server": settings.store.version(),
-            **settings.store.settings(),
-        }
-    doc["machine"] = machine_info(settings.workdir)
-    doc["code"] = code_info()
-    doc["load_average"] = {"start": list(load_start), "end": list(os.getloadavg())}
-    doc["started_at"] = started.isoformat(timespec="seconds")
-    doc["duration_s"] = round(time.monotonic() - t0, 1)
-    return doc
+        out["instances"] = list(settings.instances)
+        out["postgres"] = {"server": settings.store.version(), **settings.store.settings()}
+    return out

@@ -20,18 +20,9 @@ import orjson
 from etong.devkit.messages import now_rfc3339
 
 from e2e.errors import BenchError
-from e2e.load import (
-    RECEIPTS_FILTER,
-    TOPICS,
-    BenchRoster,
-)
+from e2e.load import RECEIPTS_FILTER, TOPICS, BenchRoster
 from e2e.loopthread import LoopThread
-from e2e.mqtt import (
-    MessageHandler,
-    MiniMqtt,
-    close_clients,
-    open_clients,
-)
+from e2e.mqtt import MessageHandler, MiniMqtt, close_clients, open_clients
 
 
 class Arrivals:
