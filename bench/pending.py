@@ -40,28 +40,19 @@ from typing import Any
 
 import orjson
 
-# This script runs as `python bench/pending.py`, so its folder is on sys.path: the sibling
-# benchmark is importable as `e2e` (mypy sees it the same way: bench/ is not a package).
-from e2e import (
-    PREFIX,
-    BenchError,
-    BenchRoster,
-    LoopThread,
-    MiniMqtt,
-    Report,
-    RssSampler,
-    bench_roster,
-    close_clients,
-    code_info,
-    exit_on_sigterm,
-    machine_info,
-    make_reports,
-    open_clients,
-    report,
-)
-
 from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
 from etong.devkit.mosquitto import LocalMosquitto
+
+# This script runs as `python bench/pending.py`, so its folder is on sys.path: the e2e
+# benchmark's package (bench/e2e/) is importable as `e2e`, and mypy sees it the same way.
+from e2e.cli import exit_on_sigterm
+from e2e.errors import BenchError
+from e2e.load import PREFIX, BenchRoster, Report, bench_roster, make_reports
+from e2e.loopthread import LoopThread
+from e2e.machine import code_info, machine_info
+from e2e.measures import RssSampler
+from e2e.mqtt import MiniMqtt, close_clients, open_clients
+from e2e.output import report
 
 INSTANCE_ID = "etong-pending"
 INBOX_FILTER = f"{PREFIX}/officer/+/inbox"

@@ -71,7 +71,7 @@ def _settle_startup_garbage() -> None:
 
     Modules, pydantic schemas, the roster and paho's state live as long as the process; a
     full (generation 2) collection would scan them all again each time the traffic triggers
-    one, stalling the event loop. Measured under bench/e2e.py: the longest full collection
+    one, stalling the event loop. Measured under bench/e2e: the longest full collection
     31 ms and 423 ms of them in one round before, 7 ms and 86 ms with only `freeze`.
     Frozen objects are still freed by reference counting (a replaced roster goes).
     """

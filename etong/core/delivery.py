@@ -5,7 +5,7 @@ and the time and say what happens next. The daemon does the I/O: it pages due ro
 `on_due`, writes the result, then publishes. Nothing here keeps state between calls.
 
 A delivery walks its chain: step 0 is the grid's officer (or the backup when the officer is
-absent), then the backup, then the station's duty officer (`pipeline/route.py`). Each step
+absent), then the backup, then the station's duty officer (`core/route.py`). Each step
 gets `max_attempts` pushes with the same delivery id, waiting longer after each one.
 """
 

@@ -327,7 +327,7 @@ class SqliteStore:
 
         Why on the loop: a batch's SQL is a fraction of a millisecond of work, but a round
         trip to a thread costs two thread wake-ups, and on a machine whose cores the broker
-        also uses each wake-up waits for a core. Measured with bench/e2e.py (3 rounds each,
+        also uses each wake-up waits for a core. Measured with bench/e2e (3 rounds each,
         the same afternoon): publish-to-push p50 4.1 ms against 14.6 ms through the thread,
         0.442 against 0.516 ms of CPU per report. The COMMIT itself does not wait for the
         disk (synchronous=NORMAL on this connection): `write` waits for the fsync on a worker

@@ -51,7 +51,7 @@ def test_e2e_bench_writes_every_contract_key_with_positive_numbers(tmp_path: Pat
     out = tmp_path / "e2e.json"
 
     result = _run(
-        "e2e.py",
+        "e2e",
         [
             *("--events", "300", "--rounds", "1", "--latency-s", "1.5", "--rate", "200"),
             *("--warmup", "20", "--json", str(out)),
@@ -105,7 +105,7 @@ def test_e2e_bench_runs_two_instances_on_postgresql_once_every_station_is_served
     out = tmp_path / "e2e-pg.json"
 
     result = _run(
-        "e2e.py",
+        "e2e",
         [
             *("--events", "300", "--rounds", "1", "--latency-s", "1", "--rate", "200"),
             *("--warmup", "20", "--stations", "2", "--grids", "4"),

@@ -1,4 +1,5 @@
-"""docs/ARCHITECTURE.md's module map names every module of the product package."""
+"""The module maps name every module: docs/ARCHITECTURE.md the product's, bench/README.md the
+e2e benchmark's."""
 
 from __future__ import annotations
 
@@ -18,3 +19,13 @@ def test_every_module_of_the_package_is_in_the_architecture_map() -> None:
         if relative not in doc and f"`{path.name}`" not in doc:
             unnamed.append(relative)
     assert unnamed == [], f"modules missing from docs/ARCHITECTURE.md: {unnamed}"
+
+
+def test_every_module_of_the_e2e_benchmark_is_in_the_bench_readme() -> None:
+    doc = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    unnamed = [
+        path.relative_to(ROOT).as_posix()
+        for path in sorted((ROOT / "bench" / "e2e").glob("*.py"))
+        if path.name != "__init__.py" and f"`{path.name}`" not in doc
+    ]
+    assert unnamed == [], f"modules missing from bench/README.md's table: {unnamed}"

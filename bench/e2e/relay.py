@@ -1,6 +1,6 @@
-"""Contender W of bench/e2e.py: the wire relay, etong's MQTT exchanges per report and no more.
+"""Contender W of bench/e2e: the wire relay, etong's MQTT exchanges per report and no more.
 
-Per report, as etong does (docs/DESIGN.md §2):
+Per report, as etong does (DESIGN §2):
 1. the report comes in on `{p}/grid/{g}/member/{m}/events` (QoS 1);
 2. an `accepted` receipt goes to the member's `{p}/grid/{g}/member/{m}/receipts`;
 3. the push goes to the grid officer's `{p}/officer/{o}/inbox`, laid out as etong's (delivery
@@ -17,8 +17,8 @@ publisher connection like the daemon's) and builds payloads with etong's own fun
 "etong against the relay" is what etong costs beyond the wire work any bridge of this protocol
 must do, with the same MQTT client: its store, checks and decisions.
 
-Runs in a child process (spawned), until terminated. Imports nothing of bench/e2e.py, which
-is the parent's `__main__`.
+Runs in a child process (spawned), until terminated. Imports nothing else of bench/e2e, so the
+child loads only what the relay needs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The PostgreSQL side of bench/e2e.py: a fresh database per round, and when every station of
+"""The PostgreSQL side of bench/e2e: a fresh database per round, and when every station of
 the roster is served by the cluster's instances.
 
 - `PgServer`: the server `--store URL` names. The URL's database is only where the bench
@@ -12,7 +12,7 @@ the roster is served by the cluster's instances.
   reports could be published to a grid nobody subscribes to yet, and the counts of CPU per
   report would include hand-overs.
 
-Imports nothing of bench/e2e.py, which is the parent's `__main__`.
+Imports nothing else of bench/e2e.
 """
 
 from __future__ import annotations
