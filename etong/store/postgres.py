@@ -26,14 +26,16 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from etong.core.figure_records import FigureRow
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreError, StoreFullError, StoreRefusedError
-from etong.store import postgres_admin, postgres_leases, postgres_schedule
+from etong.store import postgres_admin, postgres_figures, postgres_leases, postgres_schedule
 from etong.store.base import Fence, Lease
 from etong.store.postgres_batch import read_batch, write_batch
 from etong.store.postgres_connect import Conn, Pool, Target, create_pool, translate
@@ -275,6 +277,13 @@ class PostgresStore:
         """Delete events (and what hangs off them) received before `before`; counts."""
         async with self.transaction() as conn:
             return await postgres_admin.purge(conn, before)
+
+    async def figures(
+        self, stations: Sequence[str] | None, first: date, last: date
+    ) -> list[FigureRow]:
+        """The daily aggregate's rows from local day `first` to `last`, inclusive (DESIGN §10)."""
+        async with self.connection() as conn:
+            return await postgres_figures.read_figures(conn, stations, first, last)
 
     # ---- the PII key ----------------------------------------------------------------------
 
