@@ -194,7 +194,8 @@ def _grids(f: Figures) -> Iterator[str]:
     yield f"<h3>{_l('silent_grids')}</h3>"
     yield (
         _table([_l("grid"), _l("name")], [[_t(g.id), _t(g.name)] for g in f.silent_grids])
-        + f'<div data-figure="silent_grids">{len(f.silent_grids)}</div>'
+        + f"<div>{_l('total')}: "
+        + f'<span data-figure="silent_grids">{len(f.silent_grids)}</span></div>'
     )
     yield f"</div><div><h3>{_l('members')}</h3>"
     yield _table(

@@ -9,10 +9,10 @@ _BAR = "#2f6690"
 _SECOND = "#e07a1f"
 
 
-def bar_chart(items: Sequence[tuple[str, int]], width: int = 360) -> str:
+def bar_chart(items: Sequence[tuple[str, int]], width: int = 420) -> str:
     """Horizontal bars, one per (label, value), the value printed at the bar's end."""
     top = max((v for _, v in items), default=0) or 1
-    label_w, row_h = 150, 18
+    label_w, row_h = 200, 18
     bars = []
     for i, (label, value) in enumerate(items):
         y = i * row_h
