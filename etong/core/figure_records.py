@@ -64,6 +64,26 @@ class FigureRow(NamedTuple):
     n: int
 
 
+class FigureCell(NamedTuple):
+    """One sum `etong report` reads, over the period's days, summed by the store in one of
+    four views (so a province's month comes back as sums, not as every day's rows):
+
+    - `station`: by type, measure, detail, bucket (`key` the type);
+    - `member`: the report outcomes by grid (`key`) and member (`sub`);
+    - `officer`: by officer (`key`), measure and bucket;
+    - `series`: by local day (`key`, ISO) and measure.
+    """
+
+    view: str
+    station: str
+    key: str
+    sub: str
+    measure: str
+    detail: str
+    bucket: int
+    n: int
+
+
 class Origin(NamedTuple):
     """A `figure_origins` row: where an accepted report's delivery came from, for its fates."""
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from etong.core.figure_records import REPORT_MEASURES, FigureRow
+from etong.core.figure_records import REPORT_MEASURES, FigureCell
 from etong.report.percentiles import quantile
 from etong.report.period import Period, buckets
 from etong.roster import Grid, Roster
@@ -118,7 +118,7 @@ class Report:
 
 
 def build_report(
-    rows: Sequence[FigureRow],
+    rows: Sequence[FigureCell],
     roster: Roster,
     stations: Sequence[str],
     period: Period,
@@ -128,14 +128,15 @@ def build_report(
     with_total: bool,
 ) -> Report:
     """The report of `stations` over `period` from the aggregate's `rows`."""
-    per_station: dict[str, list[FigureRow]] = defaultdict(list)
+    per_station: dict[str, list[FigureCell]] = defaultdict(list)
     for row in rows:
         per_station[row.station].append(row)
+    grids = _grids_by_station(roster)
     shown = [
         figures_of(
             per_station.get(s, []),
             roster,
-            _grids_of(roster, [s]),
+            grids.get(s, []),
             period,
             station=s,
             name=roster.stations[s].name if s in roster.stations else s,
@@ -144,11 +145,10 @@ def build_report(
     ]
     total = None
     if with_total:
-        wanted = set(stations)
         total = figures_of(
-            [r for r in rows if r.station in wanted],
+            [r for s in dict.fromkeys(stations) for r in per_station.get(s, [])],
             roster,
-            _grids_of(roster, stations),
+            [g for s in dict.fromkeys(stations) for g in grids.get(s, [])],
             period,
             station="*",
             name="合计 Total",
@@ -164,17 +164,18 @@ def build_report(
     )
 
 
-def _grids_of(roster: Roster, stations: Iterable[str]) -> list[Grid]:
-    wanted = set(stations)
-    return [
-        g
-        for g in roster.grids.values()
-        if (c := roster.communities.get(g.community)) is not None and c.station in wanted
-    ]
+def _grids_by_station(roster: Roster) -> dict[str, list[Grid]]:
+    """Each station's grids in the roster (one pass: a province has 85,000)."""
+    out: dict[str, list[Grid]] = defaultdict(list)
+    for g in roster.grids.values():
+        community = roster.communities.get(g.community)
+        if community is not None:
+            out[community.station].append(g)
+    return out
 
 
 def figures_of(
-    rows: Sequence[FigureRow],
+    rows: Sequence[FigureCell],
     roster: Roster,
     grids: Sequence[Grid],
     period: Period,
@@ -190,10 +191,14 @@ def figures_of(
     latency: dict[str, Counter[int]] = {"received": Counter(), "verified": Counter()}
     last = period.last.isoformat()
     open_settled = 0
+    views: dict[str, list[FigureCell]] = defaultdict(list)
     for r in rows:
+        if r.view != "station":
+            views[r.view].append(r)
+            continue
         measures[r.measure] += r.n
         if r.measure in REPORT_MEASURES:
-            by_type[r.type or "-"][r.measure] += r.n
+            by_type[r.key or "-"][r.measure] += r.n
         if r.measure == "rejected":
             reasons[r.detail] += r.n
         elif r.measure == "flag":
@@ -206,7 +211,7 @@ def figures_of(
     reports["total"] = sum(reports.values())
     fates = {m: measures[m] for m in FATES}
     fates["open"] = max(0, measures["accepted"] - open_settled)
-    grid_lines, member_lines = _grids_and_members(rows, roster, grids)
+    grid_lines, member_lines = _grids_and_members(views["member"], roster, grids)
     return Figures(
         station=station,
         name=name,
@@ -216,14 +221,14 @@ def figures_of(
         fates=fates,
         to_received=_latency(latency["received"]),
         to_verified=_latency(latency["verified"]),
-        officers=_officers(rows, roster),
+        officers=_officers(views["officer"], roster),
         grids=[g for g in grid_lines if g.reports],
         members=[m for m in member_lines if m.reports],
         silent_grids=[g for g in grid_lines if not g.reports],
         silent_members=[m for m in member_lines if not m.reports],
         flags=dict(sorted(flags.items())),
         registrar_copies=measures["registrar_copy"],
-        series=_series(rows, period),
+        series=_series(views["series"], period),
     )
 
 
@@ -232,7 +237,7 @@ def _latency(counts: Counter[int]) -> Latency:
 
 
 def _grids_and_members(
-    rows: Sequence[FigureRow], roster: Roster, grids: Sequence[Grid]
+    rows: Sequence[FigureCell], roster: Roster, grids: Sequence[Grid]
 ) -> tuple[list[GridLine], list[MemberLine]]:
     """Every grid of the roster and every grid in the rows; their members likewise."""
     grid_lines = {g.id: GridLine(g.id, g.name, g.officer) for g in grids}
@@ -242,10 +247,8 @@ def _grids_and_members(
             known = roster.members.get(m)
             member_lines[g.id, m] = MemberLine(m, known.name if known else "", g.id)
     for r in rows:
-        if r.measure not in REPORT_MEASURES:
-            continue
-        grid = grid_lines.setdefault(r.grid, GridLine(r.grid, "", ""))
-        member = member_lines.setdefault((r.grid, r.member), MemberLine(r.member, "", r.grid))
+        grid = grid_lines.setdefault(r.key, GridLine(r.key, "", ""))
+        member = member_lines.setdefault((r.key, r.sub), MemberLine(r.sub, "", r.key))
         grid.reports += r.n
         member.reports += r.n
         if r.measure == "accepted":
@@ -270,30 +273,30 @@ _OFFICER_MEASURES = frozenset(
 )
 
 
-def _officers(rows: Sequence[FigureRow], roster: Roster) -> list[OfficerLine]:
+def _officers(rows: Sequence[FigureCell], roster: Roster) -> list[OfficerLine]:
     lines: dict[str, OfficerLine] = {}
     latency: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
     for r in rows:
-        if not r.officer or r.measure not in _OFFICER_MEASURES:
+        if r.measure not in _OFFICER_MEASURES:
             continue
-        line = lines.get(r.officer)
+        line = lines.get(r.key)
         if line is None:
-            officer = roster.officers.get(r.officer)
-            line = lines[r.officer] = OfficerLine(r.officer, officer.name if officer else "")
+            officer = roster.officers.get(r.key)
+            line = lines[r.key] = OfficerLine(r.key, officer.name if officer else "")
         setattr(line, r.measure, getattr(line, r.measure) + r.n)
         if r.measure in ("received", "verified"):
-            latency[r.officer, r.measure][r.bucket] += r.n
+            latency[r.key, r.measure][r.bucket] += r.n
     for line in lines.values():
         line.to_received = _latency(latency[line.id, "received"])
         line.to_verified = _latency(latency[line.id, "verified"])
     return sorted(lines.values(), key=lambda o: o.id)
 
 
-def _series(rows: Sequence[FigureRow], period: Period) -> list[SeriesPoint]:
+def _series(rows: Sequence[FigureCell], period: Period) -> list[SeriesPoint]:
     points = [SeriesPoint(a.isoformat(), b.isoformat()) for a, b in buckets(period)]
     starts = [p.first for p in points]
     for r in rows:
-        i = bisect_right(starts, r.day) - 1
+        i = bisect_right(starts, r.key) - 1
         if i < 0:
             continue
         if r.measure in REPORT_MEASURES:

@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
-from etong.core.figure_records import FigureRow
+from etong.core.figure_records import FigureCell
 from etong.core.partitions import Fence, Lease
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreFullError
@@ -104,7 +104,7 @@ class Store(Protocol):
 
     async def figures(
         self, stations: Sequence[str] | None, first: date, last: date
-    ) -> list[FigureRow]:
+    ) -> list[FigureCell]:
         """The daily aggregate's rows of reports decided from local day `first` to `last`
         (inclusive), of `stations` (every station when None); `purge` never deletes them."""
         ...

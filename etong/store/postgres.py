@@ -32,7 +32,7 @@ from typing import Any
 
 import asyncpg
 
-from etong.core.figure_records import FigureRow
+from etong.core.figure_records import FigureCell
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreError, StoreFullError, StoreRefusedError
 from etong.store import postgres_admin, postgres_figures, postgres_leases, postgres_schedule
@@ -280,7 +280,7 @@ class PostgresStore:
 
     async def figures(
         self, stations: Sequence[str] | None, first: date, last: date
-    ) -> list[FigureRow]:
+    ) -> list[FigureCell]:
         """The daily aggregate's rows from local day `first` to `last`, inclusive (DESIGN §10)."""
         async with self.connection() as conn:
             return await postgres_figures.read_figures(conn, stations, first, last)

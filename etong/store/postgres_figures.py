@@ -9,7 +9,8 @@ from datetime import date
 from typing import Any
 
 from etong.core import figures
-from etong.core.figure_records import FigureBatch, FigureRow, Origin
+from etong.core.figure_records import FigureBatch, FigureCell, Origin
+from etong.store.figure_cells import cells_sql
 from etong.store.postgres_connect import Conn
 
 _ORIGIN_COLUMNS = "delivery_id, day, station, grid, member, officer, type, accepted_at, marks"
@@ -58,12 +59,13 @@ async def write_figures(conn: Conn, batch: FigureBatch) -> None:
 
 async def read_figures(
     conn: Conn, stations: Sequence[str] | None, first: date, last: date
-) -> list[FigureRow]:
-    """Aggregate rows of reports decided from local day `first` to `last` (inclusive), of
-    `stations` (every station when None)."""
-    sql = f"SELECT {_ROW_COLUMNS} FROM figures_daily WHERE day BETWEEN $1 AND $2"
+) -> list[FigureCell]:
+    """The sums of the period from local day `first` to `last` (inclusive), of `stations`
+    (every station when None), in the four views of `figure_cells.py`."""
+    where = "day BETWEEN $1 AND $2"
     params: list[Any] = [first, last]
     if stations is not None:
-        sql += " AND station = ANY($3::text[])"
+        where += " AND station = ANY($3::text[])"
         params.append(list(stations))
-    return [FigureRow(r[0].isoformat(), *r[1:]) for r in await conn.fetch(sql, *params)]
+    sql = cells_sql(where, "day::text")
+    return [FigureCell(*r) for r in await conn.fetch(sql, *params)]

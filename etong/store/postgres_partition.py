@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from etong.core.figure_records import FigureRow
+from etong.core.figure_records import FigureCell
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreFullError
 from etong.store import postgres_schedule
@@ -125,7 +125,7 @@ class PartitionStore:
 
     async def figures(
         self, stations: Sequence[str] | None, first: date, last: date
-    ) -> list[FigureRow]:
+    ) -> list[FigureCell]:
         """The whole store's daily aggregate rows (DESIGN §10)."""
         return await self.whole.figures(stations, first, last)
 

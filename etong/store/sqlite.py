@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from etong.core.figure_records import FigureRow
+from etong.core.figure_records import FigureCell
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreCorruptError, StoreError, StoreFullError
 from etong.store import sqlite_admin, sqlite_schedule
@@ -363,10 +363,10 @@ class SqliteStore:
 
     async def figures(
         self, stations: Sequence[str] | None, first: date, last: date
-    ) -> list[FigureRow]:
+    ) -> list[FigureCell]:
         """The daily aggregate's rows from local day `first` to `last`, inclusive (DESIGN §10)"""
         sql, params = figures_query(stations, first.isoformat(), last.isoformat())
-        return [FigureRow(*row) for row in await self._conn.execute_fetchall(sql, params)]
+        return [FigureCell(*row) for row in await self._conn.execute_fetchall(sql, params)]
 
 
 def _translate_write_error(path: Path, exc: sqlite3.Error) -> Exception:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from etong.core import figures
 from etong.core.figure_records import FigureBatch, Origin
+from etong.store.figure_cells import cells_sql
 
 # The columns in the records' order (`Origin`, `FigureRow`); the day first, as ISO text.
 ORIGIN_COLUMNS = (
@@ -71,11 +72,9 @@ def write_figures(db: sqlite3.Connection, batch: FigureBatch) -> None:
 
 
 def figures_query(stations: Sequence[str] | None, first: str, last: str) -> tuple[str, list[str]]:
-    """The aggregate rows of reports decided from local day `first` to `last` (ISO,
-    inclusive), of `stations` (every station when None): SQL and parameters."""
-    sql = f"SELECT {_ROW_COLUMNS} FROM figures_daily WHERE day BETWEEN ? AND ?"
-    params: list[str] = [first, last]
+    """The sums of the period from local day `first` to `last` (ISO, inclusive), of
+    `stations` (every station when None): SQL and parameters (`figure_cells.py`)."""
+    where = "day BETWEEN ? AND ?"
     if stations is not None:
-        sql += f" AND station IN ({','.join('?' * len(stations))})"
-        params.extend(stations)
-    return sql, params
+        where += f" AND station IN ({','.join('?' * len(stations)) or 'NULL'})"
+    return cells_sql(where, "day"), [first, last, *(stations or [])]
