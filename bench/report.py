@@ -199,23 +199,27 @@ async def measure(url: str, roster: Roster, args: argparse.Namespace) -> dict[st
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    database = f"etong_bench_report_{os.getpid()}"
+    database = args.reuse or f"etong_bench_report_{os.getpid()}"
     admin = await asyncpg.connect(args.admin_url)
-    await admin.execute(f'CREATE DATABASE "{database}"')
     url = args.admin_url.rsplit("/", 1)[0] + "/" + database
     try:
-        await (await PostgresStore.open(url)).close()  # migrated
-        print(f"generating {args.days} days into {database}", file=sys.stderr)
-        generated = await generate(url, args)
+        if args.reuse is None:
+            await admin.execute(f'CREATE DATABASE "{database}"')
+            await (await PostgresStore.open(url)).close()  # migrated
+            print(f"generating {args.days} days into {database}", file=sys.stderr)
+            generated = await generate(url, args)
+        else:
+            generated = await _generated(url)
         t0 = time.perf_counter()
         roster = province_roster(args.stations, args.grids_per_station)
         roster_s = time.perf_counter() - t0
         results = await measure(url, roster, args)
     finally:
-        if not args.keep:
+        if not args.keep and args.reuse is None:
             await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.close()
     return {
+        "database": database,
         "reports": args.days * args.reports_per_day,
         "days": args.days,
         "stations": args.stations,
@@ -227,6 +231,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def _generated(url: str) -> dict[str, Any]:
+    """What an earlier run left in the database `--reuse` names."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM figures_daily")
+        size = await conn.fetchval("SELECT pg_total_relation_size('figures_daily')")
+    finally:
+        await conn.close()
+    return {"rows": rows, "reused": True, "bytes": size}
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--days", type=int, default=365)
@@ -236,6 +251,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--admin-url", default=ADMIN_URL)
     p.add_argument("--keep", action="store_true", help="keep the database")
+    p.add_argument("--reuse", default=None, metavar="DB", help="measure a kept database again")
     p.add_argument("--json", default=None, help="write the results here too")
     return p.parse_args()
 

@@ -37,7 +37,7 @@ def series_chart(
     top = max((max(a, b) for _, a, b in points), default=0) or 1
     n = max(1, len(points))
     step = (width - left - 4) / n
-    bar_w = max(1.0, step * 0.4)
+    bar_w = min(18.0, max(1.0, step * 0.4))  # one day alone is not a wall of colour
     plot_h = height - bottom - top_pad
     parts = [
         f'<line x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}" '

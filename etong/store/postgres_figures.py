@@ -13,6 +13,8 @@ from etong.core.figure_records import FigureBatch, FigureCell, Origin
 from etong.store.figure_cells import cells_sql
 from etong.store.postgres_connect import Conn
 
+REPORT_WORK_MEM = "256MB"
+REPORT_TIMEOUT_MS = 600_000
 _ORIGIN_COLUMNS = "delivery_id, day, station, grid, member, officer, type, accepted_at, marks"
 _ROW_COLUMNS = "day, station, grid, member, officer, type, measure, detail, bucket, n"
 
@@ -68,4 +70,9 @@ async def read_figures(
         where += " AND station = ANY($3::text[])"
         params.append(list(stations))
     sql = cells_sql(where, "day::text")
-    return [FigureCell(*r) for r in await conn.fetch(sql, *params)]
+    async with conn.transaction(readonly=True):
+        # A province's month is millions of rows summed in one statement: room to hash them
+        # in memory, and longer than the bridge's own statements may take (60 s).
+        await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
+        await conn.execute(f"SET LOCAL statement_timeout = {REPORT_TIMEOUT_MS}")
+        return [FigureCell(*r) for r in await conn.fetch(sql, *params)]
