@@ -307,6 +307,13 @@ def cmd_acl(args: argparse.Namespace) -> int:
     return acl.run(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """`etong report`: a station's figures over local calendar days (DESIGN §10)."""
+    from etong.commands import report
+
+    return report.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(
@@ -343,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_module_arguments(p, "simulate")
     p = verb("acl", cmd_acl, "the broker's authorization rules derived from the roster")
     _add_module_arguments(p, "acl")
+    p = verb("report", cmd_report, "what a station's grids reported and what became of it")
+    _add_module_arguments(p, "report")
     return parser
 
 

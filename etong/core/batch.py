@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from etong.core import dedup
+from etong.core import dedup, figures
 from etong.core.acks import decide_ack
 from etong.core.admission import Admitted
 from etong.core.context import BatchContext
@@ -65,4 +65,5 @@ def decide_batch(admitted: Sequence[Admitted], lookup: BatchLookup, ctx: BatchCo
             decide_event(item.event, item.keys, lookup, ctx, out, retained=item.inbound.retain)
         elif item.ack is not None and item.topic is not None:
             decide_ack(item.ack, item.topic.officer_id, lookup, ctx, out)
+    out.write.figures = figures.of_batch(admitted, out, ctx)
     return out

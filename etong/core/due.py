@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from etong.core import figures
 from etong.core.context import BatchContext
 from etong.core.delivery import on_due
 from etong.core.outcome import Outcome
@@ -30,4 +31,5 @@ def decide_due(due: Sequence[Delivery], ctx: BatchContext) -> Outcome:
                 attempt=step.delivery.attempt,
                 escalated_from=step.escalated_from,
             )
+    out.write.figures = figures.of_due(out, ctx)
     return out

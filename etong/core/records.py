@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+from etong.core.figure_records import FigureBatch
 from etong.models import ReceiptStatus
 
 # At most this much of a rejected message's payload is kept in its dead letter.
@@ -171,6 +172,8 @@ class BatchWrite:
     published_pushes: list[tuple[int, str]] = field(default_factory=list)  # (marker, id)
     closed_dead_letters: list[str] = field(default_factory=list)
     """Delivery ids resolved by a late ack: their open `undeliverable` dead letters close."""
+    figures: FigureBatch = field(default_factory=FigureBatch)
+    """The station figures' increments (DESIGN §10), written in the same transaction."""
 
     def is_empty(self) -> bool:
         """True when the batch changes nothing (no transaction needed)."""

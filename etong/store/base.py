@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
+from etong.core.figure_records import FigureCell
 from etong.core.partitions import Fence, Lease
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreFullError
@@ -98,6 +100,13 @@ class Store(Protocol):
 
     async def purge(self, before: float) -> dict[str, int]:
         """Delete what was received before `before`; counts per table."""
+        ...
+
+    async def figures(
+        self, stations: Sequence[str] | None, first: date, last: date
+    ) -> list[FigureCell]:
+        """The daily aggregate's rows of reports decided from local day `first` to `last`
+        (inclusive), of `stations` (every station when None); `purge` never deletes them."""
         ...
 
     async def close(self) -> None:

@@ -20,16 +20,21 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from etong.errors import StoreError
 from etong.store.postgres import PostgresStore
 from etong.store.postgres_connect import Conn
+from etong.store.sqlite_figures import FIGURE_COLUMNS, ORIGIN_COLUMNS
 from etong.store.sqlite_schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
 CHUNK = 5000
-TABLES = ("events", "event_persons", "deliveries", "receipts", "dead_letters")
+TABLES = (
+    "events", "event_persons", "deliveries", "receipts", "dead_letters", "figures_daily",
+    "figure_origins",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ async def copy_sqlite_store(source: Path, target: PostgresStore, stations: Stati
             await _copy_events(conn, db)
             await _copy_deliveries(conn, db, stamp)
             await _copy_receipts_and_dead_letters(conn, db, stamp)
+            await _copy_figures(conn, db)
             report.rows = await _pg_counts(conn)
             if report.rows != expected:
                 raise StoreError(
@@ -207,3 +213,14 @@ async def _copy_receipts_and_dead_letters(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table} "
             "HAVING max(id) IS NOT NULL"
         )
+
+
+async def _copy_figures(conn: Conn, db: sqlite3.Connection) -> None:
+    """The station figures as they are: already stamped with their station (DESIGN §10)."""
+    for table, columns in (
+        ("figures_daily", FIGURE_COLUMNS),
+        ("figure_origins", ORIGIN_COLUMNS),
+    ):
+        for chunk in _rows(db, f"SELECT {', '.join(columns)} FROM {table}"):
+            rows = [(date.fromisoformat(row[0]), *row[1:]) for row in chunk]
+            await _copy(conn, table, columns, rows)

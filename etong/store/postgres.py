@@ -26,11 +26,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from etong.core.figure_records import FigureCell
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import (
     StoreBusyError,
@@ -39,7 +41,7 @@ from etong.errors import (
     StoreFullError,
     StoreRefusedError,
 )
-from etong.store import postgres_admin, postgres_leases, postgres_schedule
+from etong.store import postgres_admin, postgres_figures, postgres_leases, postgres_schedule
 from etong.store.base import Fence, Lease
 from etong.store.postgres_batch import read_batch, write_batch
 from etong.store.postgres_connect import (
@@ -296,6 +298,13 @@ class PostgresStore:
         """Delete events (and what hangs off them) received before `before`; counts."""
         async with self.transaction() as conn:
             return await postgres_admin.purge(conn, before)
+
+    async def figures(
+        self, stations: Sequence[str] | None, first: date, last: date
+    ) -> list[FigureCell]:
+        """The daily aggregate's rows from local day `first` to `last`, inclusive (DESIGN §10)."""
+        async with self.connection() as conn:
+            return await postgres_figures.read_figures(conn, stations, first, last)
 
     # ---- the PII key ----------------------------------------------------------------------
 

@@ -138,4 +138,6 @@ async def purge(conn: Conn, before: float) -> dict[str, int]:
     counts["receipts"] += _affected(
         await conn.execute("DELETE FROM receipts WHERE created_at < $1", before)
     )
+    # A purged delivery has no fate left to count: its origin goes (the aggregate stays).
+    await conn.execute("DELETE FROM figure_origins WHERE accepted_at < $1", before)
     return counts

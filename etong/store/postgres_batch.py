@@ -26,6 +26,7 @@ from etong.core.records import (
 )
 from etong.errors import StoreConflictError
 from etong.store.postgres_connect import Conn
+from etong.store.postgres_figures import write_figures
 from etong.store.rows import (
     DELIVERY_COLUMNS,
     DELIVERY_COLUMNS_D,
@@ -156,6 +157,7 @@ async def write_batch(conn: Conn, batch: BatchWrite, now: float, station: str) -
     await _update_deliveries(conn, batch, now)
     receipt_ids = await _insert_receipts(conn, batch, now, station)
     await _dead_letters(conn, batch, now, station)
+    await write_figures(conn, batch.figures)
     return receipt_ids
 
 

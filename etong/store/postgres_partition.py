@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from etong.core.figure_records import FigureCell
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import StoreFullError
 from etong.store import postgres_schedule
@@ -120,6 +122,12 @@ class PartitionStore:
     async def purge(self, before: float) -> dict[str, int]:
         """Purge the whole store (events are shared; any instance may run it)."""
         return await self.whole.purge(before)
+
+    async def figures(
+        self, stations: Sequence[str] | None, first: date, last: date
+    ) -> list[FigureCell]:
+        """The whole store's daily aggregate rows (DESIGN §10)."""
+        return await self.whole.figures(stations, first, last)
 
     async def close(self) -> None:
         """Nothing to release: the connections are the whole store's (its `close()`)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from etong.errors import StoreError
 from etong.store.postgres_connect import Conn
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Any constant of our own: every instance that opens the store takes the same lock, so only
 # one of several starting at once migrates and the others wait, then find nothing to do.
@@ -123,6 +123,37 @@ MIGRATIONS: list[str] = [
         expires_at  timestamptz NOT NULL
     );
     """,
+    # 2: the station figures (DESIGN §10), as SQLite's version 3: the daily aggregate (no
+    # personal data, never purged) and each accepted report's origin for its later fates.
+    """
+    CREATE TABLE figures_daily (
+        day      date NOT NULL,                   -- local calendar day of the report
+        station  text NOT NULL,
+        grid     text NOT NULL,
+        member   text NOT NULL,
+        officer  text NOT NULL,
+        type     text NOT NULL,
+        measure  text NOT NULL,
+        detail   text NOT NULL,
+        bucket   int4 NOT NULL,                   -- latency bucket, -1 for none
+        n        int8 NOT NULL,
+        PRIMARY KEY (station, day, grid, member, officer, type, measure, detail, bucket)
+    );
+    CREATE INDEX figures_daily_day ON figures_daily (day);
+
+    CREATE TABLE figure_origins (
+        delivery_id text PRIMARY KEY,
+        day         date NOT NULL,
+        station     text NOT NULL,
+        grid        text NOT NULL,
+        member      text NOT NULL,
+        officer     text NOT NULL,
+        type        text NOT NULL,
+        accepted_at double precision NOT NULL,
+        marks       int4 NOT NULL
+    );
+    CREATE INDEX figure_origins_accepted ON figure_origins (accepted_at);
+    """,
 ]
 
 # What `integrity_problems` expects to find (besides `meta`, which holds the version).
@@ -134,6 +165,8 @@ REQUIRED_TABLES = (
     "dead_letters",
     "partitions",
     "instances",
+    "figures_daily",
+    "figure_origins",
 )
 
 CREATE_META = "CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)"

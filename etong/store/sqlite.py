@@ -30,11 +30,13 @@ import math
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
+from etong.core.figure_records import FigureCell
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
 from etong.errors import (
     StoreBusyError,
@@ -57,6 +59,7 @@ from etong.store.sqlite_batch import (
     _read_batch,
     _write_batch,
 )
+from etong.store.sqlite_figures import figures_query
 from etong.store.sqlite_schema import _MIGRATIONS, SCHEMA_VERSION, _split_sql
 
 T = TypeVar("T")
@@ -435,6 +438,13 @@ class SqliteStore:
     async def purge(self, before: float) -> dict[str, int]:
         """Delete events (and what hangs off them) received before `before`; returns counts"""
         return await sqlite_admin.purge(self._conn, self._transaction, before)
+
+    async def figures(
+        self, stations: Sequence[str] | None, first: date, last: date
+    ) -> list[FigureCell]:
+        """The daily aggregate's rows from local day `first` to `last`, inclusive (DESIGN §10)"""
+        sql, params = figures_query(stations, first.isoformat(), last.isoformat())
+        return [FigureCell(*row) for row in await self._conn.execute_fetchall(sql, params)]
 
 
 def _translate_write_error(path: Path, exc: sqlite3.Error) -> Exception:

@@ -149,4 +149,6 @@ async def purge(
         # Receipts of rejected reports have no event row to hang off: go by their age.
         cur = await conn.execute("DELETE FROM receipts WHERE created_at < ?", (before,))
         counts["receipts"] += cur.rowcount
+        # A purged delivery has no fate left to count: its origin goes (the aggregate stays).
+        await conn.execute("DELETE FROM figure_origins WHERE accepted_at < ?", (before,))
     return counts

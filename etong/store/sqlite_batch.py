@@ -27,6 +27,7 @@ from etong.store.rows import (
     delivery_from_row,
     new_delivery_row,
 )
+from etong.store.sqlite_figures import write_figures
 
 
 def _chunks(items: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
@@ -134,6 +135,7 @@ def _write_statements(
     _insert_reports(db, batch, now)
     _update_deliveries(db, batch, now)
     _insert_receipts_and_dead_letters(db, batch, now, receipt_ids)
+    write_figures(db, batch.figures)
 
 
 def _insert_reports(db: sqlite3.Connection, batch: BatchWrite, now: float) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each migration takes the schema from version N-1 to N. Append only; never edit a shipped one.
 _MIGRATIONS: list[str] = [
@@ -87,6 +87,38 @@ _MIGRATIONS: list[str] = [
         WHERE replayed_at IS NOT NULL;
     CREATE INDEX dead_letters_open_delivery ON dead_letters (delivery_id)
         WHERE closed_at IS NULL;
+    """,
+    # 3: the station figures (DESIGN §10), which outlive retention: a daily aggregate with no
+    # personal data (figures_daily, never purged) and each accepted report's origin, read
+    # back when its delivery's fates are counted (figure_origins, purged with its delivery).
+    """
+    CREATE TABLE figures_daily (
+        day      TEXT NOT NULL,               -- local calendar day of the report, ISO
+        station  TEXT NOT NULL,
+        grid     TEXT NOT NULL,
+        member   TEXT NOT NULL,
+        officer  TEXT NOT NULL,               -- '' where no officer is meant
+        type     TEXT NOT NULL,               -- '' for a report that could not be read
+        measure  TEXT NOT NULL,               -- accepted, rejected, received, settled ...
+        detail   TEXT NOT NULL,               -- a reason, a flag, a settling day, or ''
+        bucket   INTEGER NOT NULL,            -- latency bucket (figure_records), -1 for none
+        n        INTEGER NOT NULL,
+        PRIMARY KEY (station, day, grid, member, officer, type, measure, detail, bucket)
+    ) WITHOUT ROWID;
+    CREATE INDEX figures_daily_day ON figures_daily (day);
+
+    CREATE TABLE figure_origins (
+        delivery_id TEXT PRIMARY KEY,
+        day         TEXT NOT NULL,
+        station     TEXT NOT NULL,
+        grid        TEXT NOT NULL,
+        member      TEXT NOT NULL,
+        officer     TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        accepted_at REAL NOT NULL,
+        marks       INTEGER NOT NULL
+    );
+    CREATE INDEX figure_origins_accepted ON figure_origins (accepted_at);
     """,
 ]
 
