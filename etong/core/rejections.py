@@ -62,13 +62,17 @@ def reject(
             status="rejected",
             reason=reason,
         )
+        security = item.rejection.security
+        if security:
+            out.counts["security_events",] += 1
         out.note(
-            "info",
+            "warning" if security else "info",
             "report_rejected",
             grid_id=topic.grid_id,
             member_id=topic.member_id,
             event_id=event_id,
             reason=reason,
+            **({"security_event": True} if security else {}),
         )
     else:
         out.note(
