@@ -473,9 +473,7 @@ class AclSettings(_Section):
     @model_validator(mode="after")
     def _check_password_files(self) -> Self:
         if (self.credentials is None) != (self.password_file is None):
-            raise_problems(
-                ["password_file: goes with credentials; set both or neither"]
-            )
+            raise_problems(["password_file: goes with credentials; set both or neither"])
         if self.credentials is not None and self.credentials == self.password_file:
             raise_problems(["password_file: must not be the credentials file (it is rewritten)"])
         return self
