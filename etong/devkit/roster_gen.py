@@ -2,10 +2,10 @@
 the grid head), one community police officer per ~4 grids of a station (each the next one's
 backup), a community of ~12 grids with its own registrar, a duty officer per station.
 
-    .venv/bin/python bench/roster_gen.py --stations 1178 --grids 85000 --out roster.toml
+    .venv/bin/python -m etong.devkit.roster_gen --stations 1178 --grids 85000 --out roster.toml
 
 Written as TOML by hand (a province's file is ~60 MB; no TOML writer needed for this shape).
-`SIZES` holds the three sizes of docs/SCALING.md.
+`SIZES` holds the three sizes of docs/SCALING.md (bench/province.py measures them).
 """
 
 from __future__ import annotations
