@@ -25,8 +25,10 @@ change) for a before/after table. Example:
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -42,10 +44,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from etong.acl.passwords import sync_password_file
-from etong.acl.rules import terminal_users
 from etong.devkit.mosquitto import find_mosquitto, free_port
 from etong.devkit.roster_gen import SIZES, write_roster
-from etong.roster import load_roster
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway broker's test terminals
@@ -59,7 +59,9 @@ path, reloads = Path(sys.argv[1]), int(sys.argv[2])
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
-start = time.perf_counter(); roster = load_roster(path); load_s = time.perf_counter() - start
+start = time.perf_counter(); cpu = time.process_time()
+roster = load_roster(path)
+load_s = time.perf_counter() - start; load_cpu_s = time.process_time() - cpu
 gc.collect(); after_load = rss_mb()
 for _ in range(reloads):
     roster = load_roster(path)
@@ -82,9 +84,11 @@ async def blocked(in_thread):
     done = True
     await task
     return worst
-on_loop = asyncio.run(blocked(False)); in_thread = asyncio.run(blocked(True))
-print({"load_s": load_s, "rss_after_load_mb": after_load, "rss_after_reloads_mb": after_reloads,
-       "reloads": reloads, "loop_block_on_loop_s": on_loop, "loop_block_in_thread_s": in_thread})
+on_loop = asyncio.run(blocked(False)) if sys.argv[3] == "both" else None
+in_thread = asyncio.run(blocked(True))
+print({"load_s": load_s, "load_cpu_s": load_cpu_s, "rss_after_load_mb": after_load,
+       "rss_after_reloads_mb": after_reloads, "reloads": reloads,
+       "loop_block_on_loop_s": on_loop, "loop_block_in_thread_s": in_thread})
 """
 
 
@@ -107,6 +111,7 @@ def run_child(argv: list[str], env: dict[str, str] | None = None) -> dict[str, A
     child.returncode = os.waitstatus_to_exitcode(status)
     return {
         "s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
         "rss_mb": usage.ru_maxrss / 1024,
         "rc": child.returncode,
         "out": b"".join(out_chunks),
@@ -227,7 +232,23 @@ def reload_stall(process: Any, port: int, members: list[str], clients: int) -> d
     }
 
 
+_TERMINAL_ID = re.compile(rb'^\[\[(?:officers|members)\]\]\nid = "([^"]+)"', re.MULTILINE)
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used: load-independent."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def emit(row: dict[str, Any], stage: str, values: dict[str, Any]) -> None:
+    """Record one stage and print it at once (a long run leaves what it measured)."""
+    row[stage] = values
+    print(json.dumps({"size": row["size"], stage: values}, default=str), flush=True)
+
+
 def measure(size_name: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure for one size, stage by stage."""
     size = SIZES[size_name]
     folder = work / size_name
     folder.mkdir(parents=True, exist_ok=True)
@@ -235,62 +256,73 @@ def measure(size_name: str, work: Path, args: argparse.Namespace) -> dict[str, A
     counts = write_roster(roster_path, size.stations, size.grids)
     config = write_config(folder, roster_path)
     env = dict(os.environ, PYTHONPATH=str(args.code or REPO))
-    row: dict[str, Any] = {"size": size_name, "counts": counts.__dict__}
+    row: dict[str, Any] = {"size": size_name}
+    emit(row, "counts", counts.__dict__)
 
+    acl_file = folder / "etong.acl"
     acl = run_child(
-        [
-            sys.executable,
-            "-m",
-            "etong",
-            "acl",
-            "--config",
-            str(config),
-            "--out",
-            str(folder / "etong.acl"),
-        ],
-        env,
+        [sys.executable, "-m", "etong", "acl", "--config", str(config), "--out", str(acl_file)], env
     )
-    text = (folder / "etong.acl").read_bytes()
-    row["acl"] = {
-        "s": acl["s"],
-        "rss_mb": acl["rss_mb"],
-        "bytes": len(text),
-        "lines": text.count(b"\n"),
-        "rc": acl["rc"],
-    }
+    text = acl_file.read_bytes()
+    emit(
+        row,
+        "acl",
+        {
+            "s": acl["s"],
+            "cpu_s": acl["cpu_s"],
+            "rss_mb": acl["rss_mb"],
+            "bytes": len(text),
+            "lines": text.count(b"\n"),
+            "rc": acl["rc"],
+        },
+    )
 
-    roster = load_roster(roster_path)
-    users = sorted(terminal_users(roster))
-    del roster
+    # Every member of the generator's roster is in a grid: the terminals are every id below.
+    users = [m.decode() for m in _TERMINAL_ID.findall(roster_path.read_bytes())]
     credentials, passwd = folder / "credentials.passwd", folder / "terminals.passwd"
-    write_credentials(credentials, [*users, BRIDGE], one_hash())
-    start = time.perf_counter()
-    sync_password_file(credentials, passwd, frozenset([*users, BRIDGE]))
-    row["password_file"] = {
-        "s": time.perf_counter() - start,
-        "bytes": passwd.stat().st_size,
-        "users": len(users) + 1,
-    }
+    write_credentials(credentials, users, one_hash())
+    start, cpu = time.perf_counter(), time.process_time()
+    sync_password_file(credentials, passwd, frozenset(users))
+    emit(
+        row,
+        "password_file",
+        {
+            "s": time.perf_counter() - start,
+            "cpu_s": time.process_time() - cpu,
+            "bytes": passwd.stat().st_size,
+            "users": len(users),
+        },
+    )
 
-    process, port, started = start_broker(folder, folder / "etong.acl", passwd, args.start_timeout)
-    row["mosquitto"] = {"start_s": started}
+    process, port, started = start_broker(folder, acl_file, passwd, args.start_timeout)
+    broker: dict[str, Any] = {"start_s": started}
     try:
         if started != float("inf"):
+            broker["start_cpu_s"] = cpu_of(process.pid)
             members = [u for u in users if u.startswith("g-")]
-            row["mosquitto"].update(reload_stall(process, port, members, args.clients))
+            before = cpu_of(process.pid)
+            broker.update(reload_stall(process, port, members, args.clients))
+            broker["reload_window_cpu_s"] = cpu_of(process.pid) - before
     finally:
         process.kill()
         process.wait()
+    emit(row, "mosquitto", broker)
 
     check = run_child([sys.executable, "-m", "etong", "check-config", "--config", str(config)], env)
-    row["check_config"] = {"s": check["s"], "rss_mb": check["rss_mb"], "rc": check["rc"]}
+    emit(
+        row,
+        "check_config",
+        {"s": check["s"], "cpu_s": check["cpu_s"], "rss_mb": check["rss_mb"], "rc": check["rc"]},
+    )
 
+    both = "both" if size.grids <= args.on_loop_max_grids else "thread"
     load = run_child(
-        [sys.executable, "-c", _LOAD_CHILD, str(roster_path), str(args.reloads)],
+        [sys.executable, "-c", _LOAD_CHILD, str(roster_path), str(args.reloads), both],
         dict(os.environ, PYTHONPATH=str(REPO)),
     )
-    row["roster"] = eval(load["out"].decode())  # noqa: S307 - our own child's dict literal
-    row["roster"]["peak_rss_mb"] = load["rss_mb"]
+    figures = ast.literal_eval(load["out"].decode())
+    figures["peak_rss_mb"] = load["rss_mb"]
+    emit(row, "roster", figures)
     return row
 
 
@@ -299,6 +331,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="sub-district,city,province")
     parser.add_argument("--clients", type=int, default=200, help="terminals connected at reload")
     parser.add_argument("--reloads", type=int, default=3)
+    parser.add_argument(
+        "--on-loop-max-grids",
+        type=int,
+        default=10_000,
+        help="measure the load on the loop too (what it held up before) up to this size",
+    )
     parser.add_argument("--start-timeout", type=float, default=120.0)
     parser.add_argument("--code", type=Path, default=None, help="etong checkout for acl/check")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -308,9 +346,7 @@ def main() -> None:
         work = args.workdir or Path(tmp)
         rows = []
         for size in args.sizes.split(","):
-            row = measure(size, work, args)
-            print(json.dumps(row, default=str), flush=True)
-            rows.append(row)
+            rows.append(measure(size, work, args))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")
 
