@@ -215,7 +215,12 @@ def reload_stall(process: Any, port: int, members: list[str], clients: int) -> d
             signalled = time.perf_counter()
             process.send_signal(signal.SIGHUP)
         time.sleep(0.02)
-    time.sleep(1)
+    settle = time.perf_counter() + 120  # a slow reload answers late: wait for every PUBACK
+    while time.perf_counter() < settle:
+        with lock:
+            if not sent:
+                break
+        time.sleep(0.05)
     with lock:
         after = [done - at for at, done in waits if done >= signalled]
         unanswered = len(sent)
@@ -259,7 +264,33 @@ def measure(size_name: str, work: Path, args: argparse.Namespace) -> dict[str, A
     row: dict[str, Any] = {"size": size_name}
     emit(row, "counts", counts.__dict__)
 
+    stages = args.stages.split(",")
     acl_file = folder / "etong.acl"
+    if "acl" in stages or not acl_file.exists():
+        measure_acl(row, config, acl_file, env)
+    if "mosquitto" in stages:
+        measure_broker(row, folder, roster_path, acl_file, args)
+    if "check" in stages:
+        check = run_child(
+            [sys.executable, "-m", "etong", "check-config", "--config", str(config)], env
+        )
+        emit(
+            row,
+            "check_config",
+            {
+                "s": check["s"],
+                "cpu_s": check["cpu_s"],
+                "rss_mb": check["rss_mb"],
+                "rc": check["rc"],
+            },
+        )
+    if "roster" in stages:
+        measure_roster(row, size.grids, roster_path, args)
+    return row
+
+
+def measure_acl(row: dict[str, Any], config: Path, acl_file: Path, env: dict[str, str]) -> None:
+    """`etong acl --out`: time, CPU, peak RSS, the file's size."""
     acl = run_child(
         [sys.executable, "-m", "etong", "acl", "--config", str(config), "--out", str(acl_file)], env
     )
@@ -277,6 +308,11 @@ def measure(size_name: str, work: Path, args: argparse.Namespace) -> dict[str, A
         },
     )
 
+
+def measure_broker(
+    row: dict[str, Any], folder: Path, roster_path: Path, acl_file: Path, args: argparse.Namespace
+) -> None:
+    """The terminals' password file, then mosquitto's start and a SIGHUP under load."""
     # Every member of the generator's roster is in a grid: the terminals are every id below.
     users = [m.decode() for m in _TERMINAL_ID.findall(roster_path.read_bytes())]
     credentials, passwd = folder / "credentials.passwd", folder / "terminals.passwd"
@@ -308,14 +344,12 @@ def measure(size_name: str, work: Path, args: argparse.Namespace) -> dict[str, A
         process.wait()
     emit(row, "mosquitto", broker)
 
-    check = run_child([sys.executable, "-m", "etong", "check-config", "--config", str(config)], env)
-    emit(
-        row,
-        "check_config",
-        {"s": check["s"], "cpu_s": check["cpu_s"], "rss_mb": check["rss_mb"], "rc": check["rc"]},
-    )
 
-    both = "both" if size.grids <= args.on_loop_max_grids else "thread"
+def measure_roster(
+    row: dict[str, Any], grids: int, roster_path: Path, args: argparse.Namespace
+) -> None:
+    """The roster loaded in a child: time, CPU, RSS, reloads, the loop's hold-up."""
+    both = "both" if grids <= args.on_loop_max_grids else "thread"
     load = run_child(
         [sys.executable, "-c", _LOAD_CHILD, str(roster_path), str(args.reloads), both],
         dict(os.environ, PYTHONPATH=str(REPO)),
@@ -323,7 +357,6 @@ def measure(size_name: str, work: Path, args: argparse.Namespace) -> dict[str, A
     figures = ast.literal_eval(load["out"].decode())
     figures["peak_rss_mb"] = load["rss_mb"]
     emit(row, "roster", figures)
-    return row
 
 
 def main() -> None:
@@ -331,6 +364,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="sub-district,city,province")
     parser.add_argument("--clients", type=int, default=200, help="terminals connected at reload")
     parser.add_argument("--reloads", type=int, default=3)
+    parser.add_argument(
+        "--stages",
+        default="acl,mosquitto,check,roster",
+        help="which to measure (mosquitto reuses an earlier run's ACL in --workdir)",
+    )
     parser.add_argument(
         "--on-loop-max-grids",
         type=int,
