@@ -12,8 +12,8 @@ roster and measures, each as a child process of its own (wall time, peak RSS fro
 - `etong check-config`: time and peak RSS;
 - the roster loaded in a child: time, RSS after loading, RSS after `--reloads` more loads
   (each replacing the last), and the longest an asyncio loop's 10 ms ticker was held up while
-  the load ran on the loop itself (before issue 18) and in a worker thread (`asyncio.to_thread`,
-  what the daemon's SIGHUP does now).
+  the load ran on the loop itself (before issue 18) and in a worker thread with the cyclic
+  collector paused (`asyncio.to_thread` and `daemon.collector_paused`: the daemon's SIGHUP).
 
 `--code DIR` runs `etong acl` and `check-config` from another checkout (say main before this
 change) for a before/after table. Example:
@@ -54,6 +54,7 @@ BRIDGE = "etong"
 _LOAD_CHILD = """
 import asyncio, gc, sys, time
 from pathlib import Path
+from etong.daemon import collector_paused
 from etong.roster import load_roster
 path, reloads = Path(sys.argv[1]), int(sys.argv[2])
 def rss_mb():
@@ -77,8 +78,11 @@ async def blocked(in_thread):
             now = time.perf_counter(); worst = max(worst, now - last - 0.01); last = now
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0.05)
-    if in_thread:
-        await asyncio.to_thread(load_roster, path)
+    if in_thread:  # as the daemon's SIGHUP does it
+        def quietly():
+            with collector_paused():
+                return load_roster(path)
+        await asyncio.to_thread(quietly)
     else:
         load_roster(path)
     done = True
