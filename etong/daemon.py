@@ -26,11 +26,11 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
-from etong.acl import acl_text
+from etong.acl import AclFiles, acl_files
 from etong.acl.install import install_acl, install_acl_or_log
 from etong.bridge import Bridge
 from etong.brokers.base import Broker, BrokerFactory
@@ -77,6 +77,27 @@ def _settle_startup_garbage() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Keep the cyclic collector off while a roster is built in a worker thread, then hide
+    the new roster from it (issue 18).
+
+    A collection runs in whichever thread triggers it and holds the GIL throughout; building a
+    province's roster (millions of objects) triggers full collections over the growing heap,
+    which held the event loop up for 9.5 s (bench/province.py). Reference counting still
+    frees the parse's temporaries and, later, the replaced roster; only cycles made meanwhile
+    wait (and those made by the loop in those seconds are frozen with the roster).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        gc.freeze()
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Daemon:
@@ -370,10 +391,9 @@ class Daemon:
             self._reload.clear()
             notify("RELOADING=1")
             try:
-                roster = self._checked_roster()
-                # The broker's rules come from the same roster: one the ACL cannot be derived
-                # from is refused as a whole, so bridge and broker never disagree on it.
-                acl = self._acl_for(roster)
+                # Parsed and checked in a worker thread (a province's roster takes seconds),
+                # so the loop keeps acking and renewing leases; swapped in below in one step.
+                roster, acl = await asyncio.to_thread(self._roster_and_acl)
             except ConfigError as exc:
                 log.error(  # noqa: TRY400 - the problems list says it all; no traceback wanted
                     "roster_reload_failed", problems=exc.problems, kept="previous roster"
@@ -382,13 +402,21 @@ class Daemon:
                 await apply(roster)
                 log.info("roster_reloaded", roster=roster.summary())
                 if acl is not None:
-                    install_acl_or_log(self.settings, acl)
+                    await asyncio.to_thread(install_acl_or_log, self.settings, acl)
             notify("READY=1")
 
-    def _acl_for(self, roster: Roster) -> str | None:
+    def _roster_and_acl(self) -> tuple[Roster, AclFiles | None]:
+        """The roster file and the broker's rules for it. The rules come from the same roster:
+        one they cannot be derived from is refused as a whole, so bridge and broker never
+        disagree on it. Blocking (run in a worker thread on reload); ConfigError if refused."""
+        with collector_paused():
+            roster = self._checked_roster()
+            return roster, self._acl_for(roster)
+
+    def _acl_for(self, roster: Roster) -> AclFiles | None:
         """The broker's ACL for `roster` when `[acl]` is set (DESIGN §8); ConfigError if not."""
         acl = self.settings.acl
-        return acl_text(roster, self.settings, acl.format) if acl is not None else None
+        return acl_files(roster, self.settings, acl.format) if acl is not None else None
 
 
 async def _watchdog(interval: float) -> None:

@@ -13,7 +13,7 @@ between grids is normal during a reassignment, and such a member simply cannot r
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Self, TypeVar
@@ -181,6 +181,15 @@ class Roster:
             member_id: grid.id for grid in self.grids.values() for member_id in grid.members
         }
         self.warnings: tuple[str, ...] = tuple(warnings)
+        # A station's grids and officers, sorted, so a partition's topics (core/partitions.py)
+        # need no scan of a province's 85,000 grids per station.
+        self.grids_of_station: dict[str, tuple[str, ...]] = _ids_by(
+            self.grids.values(),
+            lambda g: c.station if (c := self.communities.get(g.community)) else None,
+        )
+        self.officers_of_station: dict[str, tuple[str, ...]] = _ids_by(
+            self.officers.values(), lambda o: o.station
+        )
 
     def member_in_grid(self, member_id: str, grid_id: str) -> bool:
         """True when the roster lists `member_id` in grid `grid_id`."""
@@ -214,6 +223,17 @@ class Roster:
 
     def __repr__(self) -> str:
         return f"<Roster {self.summary()}>"
+
+
+def _ids_by(
+    rows: Iterable[_EntryT], key: Callable[[_EntryT], str | None]
+) -> dict[str, tuple[str, ...]]:
+    """Row ids grouped by `key` (rows whose key is None left out), each group sorted."""
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        if (group := key(row)) is not None:
+            groups.setdefault(group, []).append(row.id)
+    return {group: tuple(sorted(ids)) for group, ids in groups.items()}
 
 
 # --------------------------------------------------------------------------- loading

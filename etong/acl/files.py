@@ -36,10 +36,11 @@ def write_atomically(path: Path, text: str, *, mode: int = DEFAULT_MODE) -> None
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Sync a folder so a rename in it survives a power loss (where the file system can)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -1,9 +1,13 @@
 """`AclRules` as the file a broker reads: mosquitto's `acl_file` or EMQX's `acl.conf`, pure.
 
 Both files deny by default. mosquitto applies the `topic` lines before the first `user` line to
-anonymous clients; there are none. EMQX's file ends with `{deny, all}.` (and the broker should
-also have `authorization.no_match = deny`). The output has no timestamp, so the same roster
-always gives the same bytes and a stale installed file can be told by comparing.
+anonymous clients; there are none; its `pattern` lines apply to every user wherever they stand,
+`%u` replaced by the client's user name (mosquitto refuses the check outright for a user name
+holding `+` or `#`). EMQX's file ends with `{deny, all}.` (and the broker should also have
+`authorization.no_match = deny`); its patterns are `{allow, all, ...}` rules whose topics hold
+`${username}`. Either file is a few dozen lines whatever the roster's size. The output has no
+timestamp, so the same config always gives the same bytes and a stale installed file can be
+told by comparing.
 
 User names and topics are written into a line-based (mosquitto) or Erlang-term (EMQX) format:
 whatever could end a line, split a field or open an EMQX placeholder (`${...}`) is refused with
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from etong.acl.rules import AclRules, Identity
+from etong.acl.rules import USER, AclRules, Identity
 from etong.errors import ConfigError
 
 AclFormat = Literal["mosquitto", "emqx"]
@@ -25,12 +29,12 @@ _HEADER = (
     "Do not edit: the bridge rewrites this file when the roster is reloaded.",
     "Deny by default: each user may use only the topics listed for it.",
 )
-_ROLE_TITLES = {
-    "bridge": "the bridge's user",
-    "member": "grid member",
-    "officer": "officer",
-    "registrar": "registrar (copies only)",
-}
+_PATTERN_NOTE = (
+    "Every terminal (user name = its roster id; who may log in is the password file's business):",
+    "its own events and receipts in any grid (the bridge refuses a grid the member is not in),",
+    "its own inbox and acks (the bridge refuses an ack for a delivery not pushed to it).",
+)
+_ROLE_TITLES = {"bridge": "the bridge's user"}
 # readwrite → EMQX's action names.
 _EMQX_ACTIONS = {"read": "subscribe", "write": "publish", "readwrite": "all"}
 
@@ -50,6 +54,8 @@ def render_mosquitto(rules: AclRules) -> str:
     for identity in rules.identities:
         lines += ["", f"# {_title(identity)}", f"user {identity.username}"]
         lines += [f"topic {grant.access} {grant.topic}" for grant in identity.grants]
+    lines += ["", *(f"# {line}" for line in _PATTERN_NOTE)]
+    lines += [f"pattern {grant.access} {grant.topic}" for grant in rules.patterns]
     return "\n".join(lines) + "\n"
 
 
@@ -67,6 +73,10 @@ def render_emqx(rules: AclRules) -> str:
         for action, topics in by_action.items():
             quoted = ", ".join(_erlang_string(topic) for topic in topics)
             lines.append(f"{{allow, {{username, {user}}}, {action}, [{quoted}]}}.")
+    lines += ["", *(f"%% {line}" for line in _PATTERN_NOTE)]
+    for grant in rules.patterns:
+        topic = _erlang_string(grant.topic.replace(USER, "${username}"))
+        lines.append(f"{{allow, all, {_EMQX_ACTIONS[grant.access]}, [{topic}]}}.")
     lines += ["", "%% Everything else, for everyone.", "{deny, all}."]
     return "\n".join(lines) + "\n"
 
@@ -84,17 +94,20 @@ def _check_writable(rules: AclRules, fmt: AclFormat) -> None:
     if _unwritable(rules.topic_prefix, fmt):
         problems.append(
             f"bridge.topic_prefix: cannot go into a {fmt} ACL (spaces, control characters"
-            + (" or '${'" if fmt == "emqx" else "")
+            + (" or '${'" if fmt == "emqx" else " or '%'")
             + ")"
         )
     for identity in rules.identities:
-        if identity.role == "bridge" and _unwritable(identity.username, fmt):
+        if identity.role == "bridge" and _unwritable(identity.username, fmt, in_pattern=False):
             problems.append("broker.username: cannot go into an ACL (spaces or control characters)")
     if problems:
         raise ConfigError(sorted(set(problems)))
 
 
-def _unwritable(text: str, fmt: AclFormat) -> bool:
+def _unwritable(text: str, fmt: AclFormat, *, in_pattern: bool = True) -> bool:
     if any(ch.isspace() or not ch.isprintable() for ch in text):
         return True
-    return fmt == "emqx" and "${" in text
+    if fmt == "emqx":
+        return "${" in text
+    # A `%` in a mosquitto pattern's fixed part would be read as a substitution.
+    return in_pattern and "%" in text

@@ -1,17 +1,27 @@
-"""The broker's authorization rules, derived from the roster and the config (DESIGN §8), pure.
+"""The broker's authorization rules, derived from the config and checked against the roster
+(DESIGN §8), pure.
 
-One identity per terminal, its MQTT user name the roster id; deny by default, so each
-identity lists exactly the topics it may use, with no wildcard where the roster knows the id:
+The rules name each identity once, whatever the roster's size (a province has ~0.5 million
+handhelds): the bridge's own users (`broker.username`, and `officer_broker.username` where set)
+by name, and every terminal through patterns in which the broker puts the connecting user name
+(`USER` below: mosquitto's `%u`, EMQX's `${username}`). Deny by default; a terminal, its MQTT
+user name its roster id, may
 
-- a grid member publishes only `{p}/grid/ITS_GRID/member/ITS_ID/events` and reads only the
-  `receipts` beside it;
-- an officer reads only `{p}/officer/ITS_ID/inbox` and writes only `{p}/officer/ITS_ID/acks`;
-- a registrar (an officer entry that only ever gets copies, which are never re-sent, so never
-  acknowledged) reads only its inbox;
-- the bridge's own user (`broker.username`, and `officer_broker.username` where set) reads
-  events and acks and writes pushes and receipts, for every id, and its status topic
-  `{p}/bridge/{instance_id}/status` (read too, so a health check with the bridge's
-  credentials can watch it).
+- publish only on `{p}/grid/+/member/ITS_ID/events` and read only the `receipts` beside it;
+- read only `{p}/officer/ITS_ID/inbox` and write only `{p}/officer/ITS_ID/acks`;
+
+and the bridge's users read events and acks and write pushes and receipts for every id, and
+every instance's status topic `{p}/bridge/+/status` (read too, so a health check with the
+bridge's credentials can watch it; every instance, so whichever instance of a cluster wrote the
+file, none is locked out of its own).
+
+What a pattern cannot tell apart, the bridge refuses by the roster, as a security event: a
+member publishing under another grid's id (the roster check: the member must belong to the
+topic's grid), an officer or member id on the other kind's topics (no such member or officer),
+a registrar's ack (copies are never acknowledged: an ack for a delivery not pushed to that
+officer). Who is a terminal at all is the password store's business, not these rules': the
+bridge writes the terminals' password file from the roster (`etong.acl.passwords`), so a
+member removed from the roster cannot log in, and is disconnected when the broker reloads.
 
 Whatever would let one identity act as another is a problem, not a rule: a roster id equal to
 the bridge's user name, or to one of the bridge's client ids (with client ids bound to user
@@ -30,7 +40,10 @@ from etong.errors import ConfigError
 from etong.roster import Roster
 from etong.topics import Topics
 
-Role = Literal["bridge", "member", "officer", "registrar"]
+Role = Literal["bridge"]
+# Where a pattern's topic holds the connecting client's user name; the renderers write it as the
+# broker spells it (mosquitto `%u`, EMQX `${username}`). A roster id never holds a `%`.
+USER = "%u"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,28 +65,39 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class AclRules:
-    """The whole authorization, identities in a stable order (so a file can be compared)."""
+    """The whole authorization: the bridge's users by name, terminals by pattern."""
 
     topic_prefix: str
     identities: tuple[Identity, ...]
+    patterns: tuple[Grant, ...] = ()
 
     def identity(self, username: str) -> Identity | None:
-        """The identity with this user name, or None (such a user may do nothing)."""
+        """The bridge's identity with this user name, or None."""
         return next((i for i in self.identities if i.username == username), None)
+
+    def grants_for(self, username: str) -> set[Grant]:
+        """What `username` may do, as the broker reads the file: its own grants, if it is one
+        of the bridge's users, and every pattern with its name put in."""
+        own = self.identity(username)
+        patterns = {Grant(g.access, g.topic.replace(USER, username)) for g in self.patterns}
+        return patterns | set(own.grants if own is not None else ())
 
 
 def derive_rules(roster: Roster, settings: Settings) -> AclRules:
-    """The rules for `roster` under `settings`; ConfigError listing every problem found."""
+    """The rules under `settings`, once `roster` is checked against them; ConfigError listing
+    every problem found. The rules themselves do not depend on the roster."""
     topics = Topics(settings.bridge.topic_prefix)
     problems = _identity_problems(roster, settings)
     if problems:
         raise ConfigError(problems, source=str(settings.config_path))
-    identities = [
-        *_bridge_identities(settings, topics),
-        *_officer_identities(roster, topics),
-        *_member_identities(roster, topics),
-    ]
-    return AclRules(topics.prefix, tuple(identities))
+    return AclRules(topics.prefix, tuple(_bridge_identities(settings, topics)), _patterns(topics))
+
+
+def terminal_users(roster: Roster) -> frozenset[str]:
+    """The user names that may log in as terminals: every officer entry, and every member
+    listed in a grid (a member in no grid, a roster warning, cannot report)."""
+    members = {m for m in roster.grid_of_member if m in roster.members}
+    return frozenset(members | set(roster.officers))
 
 
 def bridge_client_ids(settings: Settings, roster: Roster | None = None) -> list[str]:
@@ -135,7 +159,7 @@ def _identity_problems(roster: Roster, settings: Settings) -> list[str]:
 
 
 def _bridge_identities(settings: Settings, topics: Topics) -> list[Identity]:
-    status = Grant("readwrite", topics.status(settings.bridge.instance_id))
+    status = Grant("readwrite", topics.status("+"))
     side_grants = {
         "grid": [
             Grant("read", topics.events_filter),
@@ -149,45 +173,10 @@ def _bridge_identities(settings: Settings, topics: Topics) -> list[Identity]:
     ]
 
 
-def _officer_identities(roster: Roster, topics: Topics) -> list[Identity]:
-    registrars = _registrar_only(roster)
-    identities: list[Identity] = []
-    for officer_id in sorted(roster.officers):
-        inbox = Grant("read", topics.inbox(officer_id))
-        if officer_id in registrars:
-            identities.append(Identity(officer_id, "registrar", (inbox,)))
-        else:
-            acks = Grant("write", topics.acks(officer_id))
-            identities.append(Identity(officer_id, "officer", (inbox, acks)))
-    return identities
-
-
-def _registrar_only(roster: Roster) -> set[str]:
-    """Officer entries named as a registrar and in no escalation chain (DESIGN §3).
-
-    A chain holds a grid's officer, that officer's backup and the station's duty officer;
-    only those are ever pushed a delivery that wants an ack. Copies to registrars do not.
-    """
-    registrars = {c.registrar for c in roster.communities.values() if c.registrar}
-    in_chains = {g.officer for g in roster.grids.values()}
-    in_chains |= {o.backup for o in roster.officers.values() if o.backup}
-    in_chains |= {s.duty_officer for s in roster.stations.values()}
-    return registrars - in_chains
-
-
-def _member_identities(roster: Roster, topics: Topics) -> list[Identity]:
-    # A member listed in no grid (a roster warning) cannot report, so it gets no rights.
-    return [
-        Identity(
-            member_id,
-            "member",
-            (
-                Grant("write", topics.events(grid_id, member_id)),
-                Grant("read", topics.receipts(grid_id, member_id)),
-            ),
-        )
-        for member_id, grid_id in sorted(
-            roster.grid_of_member.items(), key=lambda item: (item[1], item[0])
-        )
-        if member_id in roster.members
-    ]
+def _patterns(topics: Topics) -> tuple[Grant, ...]:
+    return (
+        Grant("write", topics.events("+", USER)),
+        Grant("read", topics.receipts("+", USER)),
+        Grant("read", topics.inbox(USER)),
+        Grant("write", topics.acks(USER)),
+    )

@@ -474,6 +474,28 @@ class AclSettings(_Section):
     format: Literal["mosquitto", "emqx"] = Field(
         default="mosquitto", description="The file's format: mosquitto or emqx."
     )
+    credentials: ConfigPath | None = Field(
+        default=None,
+        description=(
+            "A mosquitto password file (mosquitto_passwd) holding every provisioned terminal; "
+            "the bridge copies from it the lines of the roster's terminals into password_file."
+        ),
+    )
+    password_file: ConfigPath | None = Field(
+        default=None,
+        description=(
+            "The terminals' password file the broker reads, rewritten at start and on every "
+            "roster reload with the roster's terminals only: a removed member cannot log in."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_password_files(self) -> Self:
+        if (self.credentials is None) != (self.password_file is None):
+            raise_problems(["password_file: goes with credentials; set both or neither"])
+        if self.credentials is not None and self.credentials == self.password_file:
+            raise_problems(["password_file: must not be the credentials file (it is rewritten)"])
+        return self
 
 
 class Settings(_Section):

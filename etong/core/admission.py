@@ -105,12 +105,17 @@ class Admission:
 
 
 def check_reporter(event: Event, roster: Roster) -> Rejection | None:
-    """The roster's say: the grid exists and the member belongs to it (DESIGN §2)."""
+    """The roster's say: the grid exists and the member belongs to it (DESIGN §2).
+
+    Either refusal is a security event: the broker lets a terminal publish under its own id in
+    any grid's topic (its rules are patterns, DESIGN §8), so this is where a member writing
+    another grid's topic, or an id that is no member's, is caught."""
     if event.grid_id not in roster.grids:
-        return Rejection(f"grid_id: unknown grid '{event.grid_id}'", "grid_id")
+        return Rejection(f"grid_id: unknown grid '{event.grid_id}'", "grid_id", security=True)
     if not roster.member_in_grid(event.member_id, event.grid_id):
         return Rejection(
             f"member_id: member '{event.member_id}' does not belong to grid '{event.grid_id}'",
             "member_id",
+            security=True,
         )
     return None

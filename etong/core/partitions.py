@@ -70,12 +70,8 @@ def station_subscriptions(roster: Roster, station_id: str, topics: Topics) -> li
     moved between grids of the station needs no new subscription, and the admission still
     refuses a member who is not in the grid (DESIGN §2).
     """
-    grids = sorted(
-        grid.id
-        for grid in roster.grids.values()
-        if roster.communities[grid.community].station == station_id
-    )
-    officers = sorted(o.id for o in roster.officers.values() if o.station == station_id)
+    grids = roster.grids_of_station.get(station_id, ())
+    officers = roster.officers_of_station.get(station_id, ())
     return [f"{topics.prefix}/grid/{g}/member/+/events" for g in grids] + [
         topics.acks(o) for o in officers
     ]

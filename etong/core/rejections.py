@@ -10,7 +10,7 @@ import orjson
 
 from etong.core.admission import Admitted
 from etong.core.budget import DropReason, RejectionBudget
-from etong.core.outcome import DeadLettersDropped, Messages, Outcome
+from etong.core.outcome import DeadLettersDropped, Messages, Outcome, Tally
 from etong.core.records import DEAD_LETTER_PAYLOAD_CAP, DeadLetterKind, DeadLetterRecord
 from etong.models import Event
 from etong.pii import mask_text
@@ -62,13 +62,17 @@ def reject(
             status="rejected",
             reason=reason,
         )
+        security = item.rejection.security
+        if security:
+            out.counts[Tally.SECURITY_EVENTS] += 1
         out.note(
-            "info",
+            "warning" if security else "info",
             "report_rejected",
             grid_id=topic.grid_id,
             member_id=topic.member_id,
             event_id=event_id,
             reason=reason,
+            **({"security_event": True} if security else {}),
         )
     else:
         out.note(

@@ -34,6 +34,9 @@ class Rejection:
     """Human-readable, names the field at fault, never echoes personal data."""
     field: str | None = None
     """Dotted path such as "persons[0].id_number"; None for whole-payload problems."""
+    security: bool = False
+    """A terminal reached for what is not its own (a grid it is not in): a security event,
+    the broker's pattern rules being unable to tell that apart (DESIGN §8)."""
 
 
 def decode_json_object(

@@ -163,3 +163,24 @@ def test_pending_bench_fills_the_store_and_measures_each_restart(tmp_path: Path)
     assert doc["pending_overdue"]["made_overdue"] >= 2000
     assert doc["pending_overdue"]["resends_per_s_mean"] > 0  # overdue deliveries were re-sent
     assert doc["pending_not_due"]["attempts_seen"].get("2", 0) == 0  # nothing re-sent early
+
+
+def test_province_bench_measures_every_stage_of_a_sub_district(tmp_path: Path) -> None:
+    out = tmp_path / "province.json"
+    _run(
+        "province.py",
+        ["--sizes", "sub-district", "--clients", "5", "--reloads", "1", "--json", str(out)],
+        timeout=600,
+    )
+    (row,) = json.loads(out.read_text())
+
+    assert row["counts"]["grids"] == 189 and row["counts"]["members"] == 945
+    assert row["acl"]["rc"] == 0 and row["check_config"]["rc"] == 0
+    assert row["acl"]["lines"] < 40  # patterns: no line per terminal
+    assert row["password_file"]["users"] == 945 + row["counts"]["officers"]
+    broker = row["mosquitto"]
+    assert broker["connected_after"] == broker["connected_before"] == 6
+    assert broker["unanswered"] == 0 and broker["stall_s"] > 0
+    roster = row["roster"]
+    assert roster["load_s"] > 0 and roster["rss_after_load_mb"] > 0
+    assert roster["loop_block_on_loop_s"] > 0 and roster["loop_block_in_thread_s"] > 0

@@ -1,9 +1,11 @@
 """Terminals confined at a real mosquitto by the ACL `etong acl` derives from the roster (issue 12).
 
-The broker is set up as config/mosquitto.conf ships it: a TLS listener for terminals (password
-file of terminals only, the generated acl_file, `use_username_as_clientid true`) and a loopback
-listener for the bridge (a password file holding only the bridge's user, the same acl_file).
-Certificates and passwords are made per test.
+The broker is set up as config/mosquitto.conf ships it: a TLS listener for terminals (the
+password file the bridge writes from the roster out of every provisioned terminal's
+credentials, the generated acl_file of patterns, `use_username_as_clientid true`) and a
+loopback listener for the bridge (a password file holding only the bridge's user, the same
+acl_file). Certificates and passwords are made per test. No ACL line names a terminal: a roster
+change reaches the broker through the terminals' password file alone.
 
 "Nothing arrives" is proved against a positive control on the same path, so each test can
 fail: a denied publish is followed by an allowed one, and a `spy` holding the bridge's
@@ -67,6 +69,7 @@ class Confined:
     roster_doc: dict[str, Any]
     roster_path: Path
     acl_path: Path
+    password_path: Path
     passwords: dict[str, str]
     ca_file: Path
     http_port: int
@@ -157,7 +160,9 @@ def confined(tmp_path: Path) -> Iterator[Confined]:
     roster_doc = e2e_roster(date.today())
     roster_path = write_roster(tmp_path / "roster.toml", roster_doc)
     passwords = _terminal_passwords(roster_doc)
-    terminal_passwd = make_password_file(tmp_path / "terminals.passwd", passwords)
+    # Every provisioned terminal (NEW_MEMBER too); the bridge writes the broker's file from it.
+    credentials = make_password_file(tmp_path / "credentials.passwd", passwords)
+    terminal_passwd = tmp_path / "acl" / "terminals.passwd"
     passwords[BRIDGE_USER] = secrets.token_urlsafe(12)
     bridge_passwd = make_password_file(
         tmp_path / "bridge.passwd", {BRIDGE_USER: passwords[BRIDGE_USER]}
@@ -165,6 +170,7 @@ def confined(tmp_path: Path) -> Iterator[Confined]:
     (tmp_path / "bridge.password").write_text(passwords[BRIDGE_USER] + "\n", encoding="utf-8")
     acl = tmp_path / "acl" / "etong.acl"
     acl.parent.mkdir()
+    terminal_passwd.touch()  # empty until the bridge's first start writes it
     broker = LocalMosquitto(
         tmp_path / "mosquitto",
         auth=ListenerAuth(bridge_passwd, acl),
@@ -182,7 +188,11 @@ def confined(tmp_path: Path) -> Iterator[Confined]:
         roster_path=roster_path,
         overrides={
             "broker": {"username": BRIDGE_USER, "password_file": "bridge.password"},
-            "acl": {"path": str(acl)},
+            "acl": {
+                "path": str(acl),
+                "credentials": str(credentials),
+                "password_file": str(terminal_passwd),
+            },
             "http": {"listen": f"127.0.0.1:{http_port}"},
         },
     )
@@ -193,12 +203,23 @@ def confined(tmp_path: Path) -> Iterator[Confined]:
         monitor_login=BrokerLogin(BRIDGE_USER, passwords[BRIDGE_USER]),
     )
     system = Confined(
-        broker, bridge, roster_doc, roster_path, acl, passwords, pki.ca_cert, http_port
+        broker,
+        bridge,
+        roster_doc,
+        roster_path,
+        acl,
+        terminal_passwd,
+        passwords,
+        pki.ca_cert,
+        http_port,
     )
     try:
         broker.start()
         bridge.start()
         bridge.wait_ready(timeout=20)
+        # What systemd's etong-acl.path does once the bridge has written the terminals' file.
+        _wait(lambda: terminal_passwd.stat().st_size > 0, "the terminals' password file")
+        _reload_broker(system)
         yield system
     finally:
         for client in system.clients:
@@ -296,7 +317,6 @@ def test_a_member_cannot_publish_for_others_on_acks_or_on_the_bridge_status(
     spy = confined.spy()
     forged: dict[str, Any] = {
         TOPICS.events("ZS-017", "g-0001"): make_event("ZS-017", "g-0001"),  # same grid
-        TOPICS.events("ZS-018", "g-0231"): make_event("ZS-018", "g-0231"),  # another grid
         TOPICS.events("ZS-018", "g-0301"): make_event("ZS-018", "g-0301"),
         TOPICS.acks("p-1001"): {"delivery_id": "01FORGEDACK0000000000000", "status": "verified"},
         TOPICS.status(INSTANCE_ID): {"status": "offline", "at": "forged"},
@@ -347,6 +367,53 @@ def _publish_once(
         client.disconnect()
         client.loop_stop()
     return codes[0]
+
+
+def test_what_the_patterns_let_through_the_bridge_refuses_as_a_security_event(
+    confined: Confined,
+) -> None:
+    """The broker's patterns name the terminal's own id, not its grid or its role: a member
+    publishing under its own id in another grid's topic, and a registrar acking on its own
+    acks topic, pass the broker and are refused by the bridge from the roster (DESIGN §8)."""
+    spy = confined.spy()
+    officer = confined.officer("p-1001", auto_ack=())
+    registrar = confined.officer("r-0001", auto_ack=())
+    member = confined.member("ZS-017", "g-0001")
+    copied = member.send(member.event(type="move_in"))
+    delivery_id = officer.wait_for_push(copied)["delivery_id"]
+    registrar.wait_until(lambda: bool(registrar.pushes), WAIT_S, "the registrar's copy")
+    registrar.close()  # the forged ack goes on a connection of its own (same client id)
+    elsewhere = make_event("ZS-018", "g-0231")
+    receipts_elsewhere = TOPICS.receipts("ZS-018", "g-0231")
+    snoop = confined.listener("g-0231", [receipts_elsewhere])
+
+    snoop.publish(TOPICS.events("ZS-018", "g-0231"), encode(elsewhere))
+    rejected = snoop.wait_for(
+        lambda t, p, _r: t == receipts_elsewhere and _is_event(p, elsewhere["event_id"]), WAIT_S
+    )
+    answer = _publish_once(
+        confined,
+        "r-0001",
+        TOPICS.acks("r-0001"),
+        encode({"delivery_id": delivery_id, "status": "declined"}),
+    )
+    spy.wait_for(lambda t, _p, _r: t == TOPICS.acks("r-0001"), WAIT_S)
+
+    def refused_acks() -> list[dict[str, Any]]:
+        return confined.bridge_events("ack_unknown_delivery") + confined.bridge_events(
+            "ack_from_wrong_officer"
+        )
+
+    _wait(lambda: bool(refused_acks()), "the refused ack")
+
+    assert answer == "Success"  # the broker cannot tell a registrar from an officer
+    assert rejected is not None and rejected.payload["status"] == "rejected"
+    assert "does not belong to grid 'ZS-018'" in rejected.payload["reason"]
+    refusals = [e for e in confined.bridge_events("report_rejected") if e["grid_id"] == "ZS-018"]
+    assert [e["security_event"] for e in refusals] == [True]
+    assert [(e["officer_id"], e["security_event"]) for e in refused_acks()] == [("r-0001", True)]
+    assert officer.pushed_event_ids() == {copied}  # nothing handed on by the registrar's ack
+    assert elsewhere["event_id"] not in officer.pushed_event_ids()
 
 
 def test_an_officer_cannot_read_another_officers_inbox_or_ack_its_deliveries(
@@ -448,42 +515,66 @@ def _seconds_between(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def test_a_roster_reload_refuses_a_removed_member_and_accepts_a_new_one_without_restarts(
+def test_a_roster_reload_cuts_off_a_removed_member_and_lets_a_new_one_in_without_restarts(
     confined: Confined,
 ) -> None:
+    """No ACL line names a member: the reload changes only the terminals' password file, and
+    mosquitto's reload of it disconnects the removed member and admits the new one."""
     spy = confined.spy()
     colleague = confined.member("ZS-017", "g-0001")
     removed = confined.member("ZS-017", "g-0232")
     before = removed.send(removed.event())
     removed.wait_for_receipt(before, "accepted", timeout=WAIT_S)  # it works until the reload
-    newcomer = confined.member("ZS-017", NEW_MEMBER)
-    too_early = newcomer.send(newcomer.event())
-    newcomer.wait_published(WAIT_S)
-    _marker(spy, colleague)
-    assert too_early not in _event_ids_seen(spy)  # not in the roster yet: refused
+    assert _refused_login(confined, NEW_MEMBER)  # provisioned, but not in the roster yet
+    acl_before = confined.acl_path.read_bytes()
     broker_pid, bridge_pid = confined.broker.pid, confined.bridge.pid
 
     _reload_with(confined, remove="g-0232", add=NEW_MEMBER)
 
-    refused = removed.send(removed.event())  # the connection from before the reload
-    removed.wait_published(WAIT_S)
-    removed.close()
-    again = confined.member("ZS-017", "g-0232")  # and a fresh one
-    refused_again = again.send(again.event())
-    again.wait_published(WAIT_S)
-    _marker(spy, colleague)
-    assert not {refused, refused_again} & _event_ids_seen(spy)
-    newcomer.close()
-    newcomer = confined.member("ZS-017", NEW_MEMBER)  # subscribes again, now allowed
+    _wait(lambda: not removed._client.is_connected(), "the removed member's disconnection")
+    assert _refused_login(confined, "g-0232")  # and it cannot come back
+    assert confined.acl_path.read_bytes() == acl_before  # the rules did not change
+    _marker(spy, colleague)  # everyone else carries on
+    newcomer = confined.member("ZS-017", NEW_MEMBER)
     accepted = newcomer.send(newcomer.event())
     newcomer.wait_for_receipt(accepted, "accepted", timeout=WAIT_S)
     assert (confined.broker.pid, confined.bridge.pid) == (broker_pid, bridge_pid)
     assert confined.broker.running and confined.bridge.running
 
 
+def _refused_login(confined: Confined, user: str) -> bool:
+    """Whether the terminals' listener refuses `user`'s right password (CONNACK "Not
+    authorized"); a positive control: the same call for a roster member returns False."""
+    answered = threading.Event()
+    codes: list[str] = []
+
+    def on_connect(*args: Any) -> None:
+        codes.append(str(args[3]))
+        answered.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=user, protocol=mqtt.MQTTv5)
+    client.username_pw_set(user, confined.passwords[user])
+    tls_url = confined.broker.tls_url
+    client.tls_set_context(tls_context(confined.login(user).settings_for(tls_url, 5)))
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", confined.broker.tls_port or 0)
+    client.loop_start()
+    try:
+        assert answered.wait(WAIT_S), f"no CONNACK for {user}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return codes[0] == "Not authorized"
+
+
+def test_a_roster_member_logs_in_where_a_stranger_is_refused(confined: Confined) -> None:
+    assert not _refused_login(confined, "g-0231")
+    assert _refused_login(confined, NEW_MEMBER)
+
+
 def _reload_with(confined: Confined, *, remove: str, add: str) -> None:
-    """Edit the roster, SIGHUP the bridge, wait for its new ACL, then SIGHUP mosquitto (what
-    systemd/etong-acl.path does) and wait until mosquitto has reloaded."""
+    """Edit the roster, SIGHUP the bridge, wait for its new terminals' password file, then
+    SIGHUP mosquitto (what systemd/etong-acl.path does) and wait until it has reloaded."""
     doc = confined.roster_doc
     grid = next(g for g in doc["grids"] if g["id"] == "ZS-017")
     grid["members"] = [m for m in grid["members"] if m != remove] + [add]
@@ -494,11 +585,15 @@ def _reload_with(confined: Confined, *, remove: str, add: str) -> None:
     confined.bridge.sighup()
 
     def rewritten() -> bool:
-        text = confined.acl_path.read_text(encoding="utf-8")
-        return f"user {add}\n" in text and f"user {remove}\n" not in text
+        users = {line.split(":", 1)[0] for line in confined.password_path.read_text().split()}
+        return add in users and remove not in users
 
-    _wait(rewritten, "the regenerated ACL")
+    _wait(rewritten, "the rewritten terminals' password file")
+    _reload_broker(confined)
+    assert confined.bridge_events("terminal_passwords_written")
+
+
+def _reload_broker(confined: Confined) -> None:
     reloads = confined.broker_log().count("Reloading config")
     confined.broker.reload()
     _wait(lambda: confined.broker_log().count("Reloading config") > reloads, "mosquitto's reload")
-    assert confined.bridge_events("acl_written")

@@ -113,7 +113,9 @@ def shipped(tmp_path: Path) -> Iterator[Shipped]:
                 "listener 1883 127.0.0.1": f"listener {bridge_port} 127.0.0.1",
                 "listener 8883": f"listener {terminal_port} 127.0.0.1",
                 "password_file /etc/mosquitto/passwd.bridge": f"password_file {bridge}",
-                "password_file /etc/mosquitto/passwd.terminals": f"password_file {terminals}",
+                "password_file /etc/mosquitto/etong-acl/passwd.terminals": (
+                    f"password_file {terminals}"
+                ),
                 "acl_file /etc/mosquitto/etong-acl/etong.acl": f"acl_file {acl}",
                 "certfile /etc/mosquitto/certs/server.crt": f"certfile {pki.server_cert}",
                 "keyfile /etc/mosquitto/certs/server.key": f"keyfile {pki.server_key}",

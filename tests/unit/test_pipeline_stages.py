@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from etong.core import dedup
+from etong.core.admission import check_reporter
 from etong.core.enrich import build_context, flags_for
 from etong.core.keys import Keyer
 from etong.core.ratelimit import TokenBuckets
@@ -257,3 +258,18 @@ def test_token_bucket_allows_the_burst_then_refills() -> None:
 @pytest.mark.parametrize(("window_s", "on"), [(0, False), (1, True), (86400, True)])
 def test_household_dedup_is_off_only_with_a_zero_window(window_s: int, on: bool) -> None:
     assert dedup.household_dedup_on(window_s) is on
+
+
+# ---- the roster's say on a reporter
+
+
+def test_a_member_reporting_in_another_grid_is_refused_as_a_security_event() -> None:
+    """The broker lets a terminal publish under its own id in any grid (pattern rules,
+    DESIGN §8): the roster check is where another grid's topic is caught."""
+    own = check_reporter(_event(), ROSTER)
+    elsewhere = check_reporter(_event().model_copy(update={"grid_id": "ZS-018"}), ROSTER)
+    nowhere = check_reporter(_event().model_copy(update={"grid_id": "ZS-999"}), ROSTER)
+
+    assert own is None
+    assert elsewhere is not None and elsewhere.security and elsewhere.field == "member_id"
+    assert nowhere is not None and nowhere.security and nowhere.field == "grid_id"
