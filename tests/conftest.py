@@ -15,11 +15,18 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.postgres import Databases
 
 # Long enough for any legitimate shutdown of thread pools, short against CI's limit.
 EXIT_WATCHDOG_S = 60.0
+
+# Property tests judge what the code does, never how fast this machine does it: no deadline
+# per example, and no "too slow" health check (both failed on a loaded 2-core machine while
+# every property held). Each test's own max_examples still bounds the work.
+settings.register_profile("etong", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("etong")
 
 
 def _leftover_threads() -> list[threading.Thread]:
