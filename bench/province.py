@@ -19,7 +19,7 @@ roster and measures, each as a child process of its own (wall time, peak RSS fro
 change) for a before/after table. Example:
 
     .venv/bin/python bench/province.py --sizes sub-district,city,province \\
-        --json bench/results/province.json
+        --json province.json
 """
 
 from __future__ import annotations

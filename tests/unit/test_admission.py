@@ -70,17 +70,19 @@ def test_acks_draw_on_no_members_rate_limit() -> None:
     assert all(a.ack is not None and a.rejection is None for a in admitted)
 
 
-def test_a_report_for_an_unknown_grid_is_rejected_naming_the_grid() -> None:
+def test_a_report_for_an_unknown_grid_is_rejected_naming_the_grid_as_a_security_event() -> None:
+    # The broker's rules name a member once, by pattern: it may publish under its own id in
+    # any grid's topic, so the bridge is where a forged grid is caught (DESIGN §8).
     msg = event_inbound(event(grid_id="ZS-999"))
     assert admission().admit(msg, NOW, ROSTER).rejection == Rejection(
-        "grid_id: unknown grid 'ZS-999'", "grid_id"
+        "grid_id: unknown grid 'ZS-999'", "grid_id", security=True
     )
 
 
-def test_a_member_of_another_grid_is_rejected_naming_the_member() -> None:
+def test_a_member_of_another_grid_is_rejected_naming_the_member_as_a_security_event() -> None:
     msg = event_inbound(event(grid_id="ZS-018"))  # g-0231 belongs to ZS-017
     assert admission().admit(msg, NOW, ROSTER).rejection == Rejection(
-        "member_id: member 'g-0231' does not belong to grid 'ZS-018'", "member_id"
+        "member_id: member 'g-0231' does not belong to grid 'ZS-018'", "member_id", security=True
     )
 
 
