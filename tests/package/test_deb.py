@@ -12,7 +12,8 @@ from tests.package.sandbox import OfflineRoot
 pytestmark = [pytest.mark.package, pytest.mark.timeout(1800)]
 
 CONFIG = "/etc/etong/etong.toml"
-AS_ETONG = "runuser -u etong --"
+# setpriv execs (no process between): a SIGTERM reaches the daemon, and its exit code us.
+AS_ETONG = "setpriv --reuid=etong --regid=etong --init-groups --"
 
 # A broker on the shipped config's 127.0.0.1:1883, the daemon as the etong user until it is
 # ready, the simulated terminals, then a graceful stop: a store with reports in it.

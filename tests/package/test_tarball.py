@@ -55,7 +55,7 @@ def test_install_sh_installs_offline_and_the_example_config_checks(
         + f"""
         etong --version
         stat -c '%a %U:%G %n' /var/lib/etong /etc/etong {CONFIG}
-        runuser -u etong -- etong check-config --config {CONFIG}
+        setpriv --reuid=etong --regid=etong --init-groups -- etong check-config --config {CONFIG}
         """
     )
 
