@@ -21,7 +21,7 @@ has_systemd() { [ -d /run/systemd/system ]; }
 
 stop_service() {  # prints "yes" when the service was running and is now stopped
     if has_systemd && systemctl is-active --quiet etong.service; then
-        systemctl stop etong.service
+        systemctl stop etong.service >&2
         echo yes
     fi
 }
