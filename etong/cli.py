@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 
-from etong import __version__
 from etong.errors import ConfigError, EtongError, StoreCorruptError, StoreRefusedError
 from etong.failures import EXIT_ERROR, EXIT_STORE_REFUSED, EXIT_USAGE, FatalError
 from etong.textsafety import TOPIC_CAP, bounded_topic, for_humans
@@ -314,13 +313,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report.run(args)
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: asks for the build's record only when given (a checkout runs git)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from etong.build_info import build_info
+
+        sys.stdout.write(build_info().line() + "\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(
         prog="etong",
         description="Ping'an E-Tong bridge: grid members' reports to community officers.",
     )
-    parser.add_argument("--version", action="version", version=f"etong {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version and the git commit it was built from, and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def verb(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> Any:
