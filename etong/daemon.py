@@ -212,7 +212,7 @@ class Daemon:
             store_settings.path, store_settings.resolved_pii_key_file, allow_new=self.new_store
         )
         key = load_or_create_key(store_settings.resolved_pii_key_file)
-        store = await open_store(store_settings, exclusive=True, check_integrity=True)
+        store = await open_store(store_settings, exclusive=True, check_integrity=True, unlock=True)
         stack.push_async_callback(store.close)
         self._store = store
         self._raise_if_stopped()
@@ -240,7 +240,9 @@ class Daemon:
         """An instance of a cluster: the status connection, then a first share of partitions."""
         key = load_or_create_key(self.settings.store.resolved_pii_key_file)
         store = await open_cluster_store(
-            self.settings.store, application_name=f"etong/{self.settings.bridge.instance_id}"
+            self.settings.store,
+            application_name=f"etong/{self.settings.bridge.instance_id}",
+            unlock=True,
         )
         stack.push_async_callback(store.close)
         self._store = store

@@ -11,6 +11,7 @@ import aiosqlite
 
 from etong.store.rows import TRACE_DEAD_LETTER, TRACE_DELIVERY, TRACE_EVENT, trace_receipt
 from etong.store.sqlite_batch import _placeholders
+from etong.store.sqlite_sealing import shred_before
 
 # `SqliteStore._transaction`: BEGIN IMMEDIATE ... COMMIT, one at a time.
 Transaction = Callable[[], contextlib.AbstractAsyncContextManager[aiosqlite.Connection]]
@@ -149,4 +150,7 @@ async def purge(
         # Receipts of rejected reports have no event row to hang off: go by their age.
         cur = await conn.execute("DELETE FROM receipts WHERE created_at < ?", (before,))
         counts["receipts"] += cur.rowcount
+        # Crypto-shredding (DESIGN §9): with its month's key gone, no copy of a purged row
+        # (an old backup, a WAL on a disk) can be read either.
+        counts["data_keys"] = await shred_before(conn, before)
     return counts
