@@ -7,15 +7,22 @@ traced as it does without sealing."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import sqlite3
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from etong.crypto.kek import KekSource
+from etong.crypto.keys import DataKeys
+from etong.devkit.localbridge import LocalBridge
 from etong.devkit.messages import encode, restated, to_fullwidth, with_bad_check_digit
+from etong.store import SqliteStore, sqlite_sealing
 from tests.e2e.conftest import BridgeStarter
 from tests.e2e.delivery_helpers import run_cli
 from tests.e2e.helpers import BACKUP, GRID_OFFICER, Terminals
@@ -133,3 +140,97 @@ def test_no_resident_is_found_in_the_store_its_wal_a_backup_or_a_dump(
         print(f"{path.name}: {path.stat().st_size} bytes, 0 of {len(secrets)} values found")
     # The check can fail: the same bytes in clear are found where the wire had them.
     assert _leaks(b"".join(encode(e) for e in sent), secrets) == sorted(secrets)
+
+
+CLEAR_REPORTS = 20_000
+
+
+def _clear_store(path: Path) -> dict[str, bytes]:
+    """A store as etong wrote it before sealing: `CLEAR_REPORTS` reports in clear (each with a
+    settled delivery and a dead letter), its key-encryption key beside it, sealing not begun."""
+    payloads = {f"E{i:06d}": _clear_payload(i) for i in range(CLEAR_REPORTS)}
+
+    async def make() -> None:
+        store = await SqliteStore.open(path)
+        await store.unlock(KekSource(path.parent / "kek.key"), "aes-256-gcm", 0.0)
+        await store.close()
+
+    asyncio.run(make())
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executemany(
+            "INSERT INTO events VALUES (?, 'move_in', 'ZS-017', 'g-0231', 'accepted', NULL, "
+            "'A', ?, 1.0, ?, ?)",
+            [(e, f"H{e}", p, p) for e, p in payloads.items()],
+        )
+        db.executemany(
+            "INSERT INTO deliveries (delivery_id, event_id, grid_id, member_id, chain, step, "
+            "attempt, state, context, created_at, updated_at) "
+            "VALUES (?, ?, 'ZS-017', 'g-0231', '[\"p-1001\"]', 0, 1, 'received', ?, 1.0, 1.0)",
+            [("D" + e[1:], e, p) for e, p in payloads.items()],
+        )
+        db.executemany(
+            "INSERT INTO dead_letters (kind, topic, payload, reason, event_id, created_at) "
+            "VALUES ('rejected', 't', ?, 'r', ?, 1.0)",
+            [(p, e) for e, p in payloads.items()],
+        )
+        db.execute("UPDATE sealing_progress SET last_key = '', done = 0")
+    return payloads
+
+
+def _clear_payload(i: int) -> bytes:
+    return encode({"persons": [{"name": "张伟", "id_number": f"33021119880901{i:04d}"}]})
+
+
+def _progress(path: Path) -> dict[str, tuple[str, int]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return {r[0]: (r[1], r[2]) for r in db.execute("SELECT * FROM sealing_progress")}
+
+
+def test_a_kill_9_during_the_in_place_sealing_loses_nothing_and_a_restart_finishes_it(
+    tmp_path: Path, write_bridge_config: Callable[..., Path]
+) -> None:
+    path = tmp_path / "etong.db"
+    payloads = _clear_store(path)
+    log = tmp_path / "etong.log"
+    with LocalBridge(write_bridge_config(), log_path=log) as bridge:
+        bridge.start()
+        poll_until(
+            lambda: log.exists() and "store_sealing_progress" in log.read_text(encoding="utf-8"),
+            timeout=60,
+            what="the sealing's first page",
+        )
+        bridge.kill9()
+        partial = _progress(path)
+        assert not all(done for _, done in partial.values()), partial  # killed half-way
+        bridge.restart(ready_timeout=120)
+        assert bridge.sigterm() == 0
+    assert all(done for _, done in _progress(path).values())
+
+    async def read_back() -> dict[str, tuple[bytes, bytes, bytes]]:
+        store = await SqliteStore.open(path)
+        try:
+            keys = DataKeys(KekSource(tmp_path / "kek.key").load(create=False), "aes-256-gcm")
+            for row in await sqlite_sealing.read_keys(store._conn):
+                keys.add(row)
+        finally:
+            await store.close()
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return {
+                e: (
+                    keys.open("events", "payload", e, p),
+                    keys.open("deliveries", "context", d, c),
+                    keys.open("dead_letters", "payload", i, x),
+                )
+                for e, p, d, c, i, x in db.execute(
+                    "SELECT e.event_id, e.payload, d.delivery_id, d.context, l.id, l.payload "
+                    "FROM events e JOIN deliveries d ON d.event_id = e.event_id "
+                    "JOIN dead_letters l ON l.event_id = e.event_id"
+                )
+            }
+
+    opened = asyncio.run(read_back())
+    assert len(opened) == CLEAR_REPORTS
+    assert all(opened[e] == (p, p, p) for e, p in payloads.items())
+    assert _leaks(path.read_bytes(), ["张伟", "330211198809010000"]) == []
+    lines = [line for line in log.read_text(encoding="utf-8").splitlines() if "sealing" in line]
+    print(f"{len(lines)} progress lines; at the kill: {partial}")
