@@ -974,6 +974,8 @@ class Settings:
     """`--store`: the PostgreSQL server of the cluster contenders; None: no such contender."""
     instances: tuple[int, ...] = ()
     """`--instances`: one cluster contender per count (with `store`)."""
+    compare_with: Path | None = None
+    """`--compare-with`: another etong source tree, run as contender B0 beside B."""
 
 
 @dataclass
@@ -1061,13 +1063,17 @@ def etong_config(
     return config
 
 
-def start_etong(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
-    """Start contender B, `etong run`, with a fresh SQLite store in `round_dir`."""
+def start_etong(
+    url: str, settings: Settings, plan: Plan, round_dir: Path, source: Path | None = None
+) -> Contender:
+    """Start contender B, `etong run`, with a fresh SQLite store in `round_dir`; with
+    `source`, the etong of that source tree instead (contender B0, `--compare-with`)."""
     config_path = round_dir / "etong.toml"
     port = free_port()
     config = etong_config(url, settings, plan, round_dir, http_listen=f"127.0.0.1:{port}")
     config_path.write_text(render_toml(config), "utf-8")
-    bridge = LocalBridge(config_path, log_path=round_dir / "etong.log")
+    env = {"PYTHONPATH": str(source)} if source is not None else None
+    bridge = LocalBridge(config_path, log_path=round_dir / "etong.log", extra_env=env)
     bridge.start()
     try:
         bridge.wait_ready(timeout=30)
@@ -1313,6 +1319,16 @@ def kinds(settings: Settings) -> list[Kind]:
         Kind("relay", "W", "W: wire relay", True, start_relay),
         Kind("etong", "B", "B: etong, SQLite", True, start_etong),
     ]
+    if (source := settings.compare_with) is not None:
+        out.append(
+            Kind(
+                "etong_before",
+                "B0",
+                f"B0: etong at {source.name}",
+                True,
+                lambda url, s, plan, d: start_etong(url, s, plan, d, source),
+            )
+        )
     if settings.store is not None:
         for n in settings.instances:
             out.append(Kind(f"pg{n}", f"P{n}", f"P{n}: etong, PG x{n}", True, cluster_starter(n)))
@@ -2050,6 +2066,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="deadline of each phase (default: 60 s + 1 s per 500 events)",
     )
     parser.add_argument("--workdir", type=Path, help="keep brokers, stores and logs here")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="another etong source tree (e.g. `git archive main` unpacked), run as contender B0 "
+        "in the same rounds as B: before and after a change, interleaved",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or args.rounds < 1 or args.rate <= 0 or args.latency_s <= 0:
         parser.error("--events, --rounds, --rate and --latency-s must be positive")
@@ -2086,6 +2109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stations=args.stations,
                 store=PgServer(args.store) if args.store else None,
                 instances=args.instances if args.store else (),
+                compare_with=args.compare_with.resolve() if args.compare_with else None,
             )
             doc = run(settings)
         except (BenchError, PgBenchError) as exc:

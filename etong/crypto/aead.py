@@ -1,6 +1,10 @@
 """Seal and open one value with an AEAD: SM4-GCM (GB/T 39786) or AES-256-GCM.
 
-A sealed value is nonce (12 random bytes) + ciphertext + tag (16 bytes). The associated data
+A sealed value is nonce (12 bytes) + ciphertext + tag (16 bytes). The nonce is NIST SP 800-38D
+§8.2.1's deterministic construction: a fixed field of 8 random bytes drawn per `Aead` object
+(per key and process) and a 4-byte counter, a new fixed field drawn before the counter wraps.
+Two processes sealing with one key (a cluster, a restart) repeat a nonce only if they draw the
+same 64-bit field; a `getrandom` call per value cost more than the AES itself. The associated data
 is bound by the caller (the row's identity, or a data key's month), so a sealed value opens
 only where it was sealed. Any failure to open (wrong key, wrong associated data, a changed
 byte) is one `AeadError`, which never carries the value.
@@ -45,10 +49,18 @@ class Aead:
         self.cipher: CipherName = cipher
         self._key = key
         self._aes = AESGCM(key) if cipher == "aes-256-gcm" else None
+        self._fixed = os.urandom(NONCE_BYTES - 4)
+        self._counter = 0
+
+    def _nonce(self) -> bytes:
+        if self._counter == 0xFFFF_FFFF:
+            self._fixed, self._counter = os.urandom(NONCE_BYTES - 4), 0
+        self._counter += 1
+        return self._fixed + self._counter.to_bytes(4, "big")
 
     def seal(self, plaintext: bytes, ad: bytes) -> bytes:
         """nonce + ciphertext + tag of `plaintext`, bound to `ad`."""
-        nonce = os.urandom(NONCE_BYTES)  # random 96-bit nonces: far below 2^32 values per key
+        nonce = self._nonce()
         if self._aes is not None:
             return nonce + self._aes.encrypt(nonce, plaintext, ad)
         enc = Cipher(algorithms.SM4(self._key), modes.GCM(nonce)).encryptor()

@@ -75,6 +75,9 @@ class DataKeys:
         self.kek = kek
         self.cipher: CipherName = cipher
         self._aeads: dict[str, Aead] = {}
+        # The last sealing instant's month, header and key: a batch seals all its values at
+        # one `now`, and the month's computation cost as much as the AES.
+        self._last: tuple[float, bytes, Aead] | None = None
 
     @property
     def months(self) -> frozenset[str]:
@@ -102,6 +105,7 @@ class DataKeys:
         """Drop the keys of months before `month` (shredded from the store by a purge)."""
         for m in [m for m in self._aeads if m < month]:
             del self._aeads[m]
+        self._last = None
 
     def new_key(self, month: str, now: float) -> WrappedKey:
         """A fresh data key for `month`, wrapped (the store inserts it unless another
@@ -112,12 +116,14 @@ class DataKeys:
 
     def seal(self, table: str, column: str, row_key: object, value: bytes, at: float) -> bytes:
         """`value` sealed under the key of `at`'s month, bound to the row's identity."""
-        month = month_of(at)
-        aead = self._aeads.get(month)
-        if aead is None:
-            raise MissingDataKeyError(table, column, str(row_key), month)
-        header = MAGIC + (month[:4] + month[5:7]).encode()
-        return header + aead.seal(value, _ad(table, column, row_key))
+        last = self._last
+        if last is None or last[0] != at:
+            month = month_of(at)
+            found = self._aeads.get(month)
+            if found is None:
+                raise MissingDataKeyError(table, column, str(row_key), month)
+            last = self._last = (at, MAGIC + (month[:4] + month[5:7]).encode(), found)
+        return last[1] + last[2].seal(value, _ad(table, column, row_key))
 
     def open(self, table: str, column: str, row_key: object, sealed: bytes) -> bytes:
         """The value sealed in this row's `column`; `SealedValueError` when it does not open."""

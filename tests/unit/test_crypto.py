@@ -165,8 +165,7 @@ def test_a_key_command_prints_the_kek_in_hex(tmp_path: Path) -> None:
 def test_a_failing_key_command_is_refused_with_its_stderr_not_its_stdout(tmp_path: Path) -> None:
     script = tmp_path / "kms"
     script.write_text(
-        "import sys\nprint('00' * 32)\nprint('kms: token expired', file=sys.stderr)\n"
-        "sys.exit(4)\n",
+        "import sys\nprint('00' * 32)\nprint('kms: token expired', file=sys.stderr)\nsys.exit(4)\n",
         encoding="utf-8",
     )
     with pytest.raises(KeyRefusedError) as caught:
