@@ -1717,9 +1717,12 @@ def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
             print(f"  round {name}: {round_line(result)}", flush=True)
     summaries: dict[str, dict[str, Any]] = {}
     for kind in contenders:
-        keys = {"baseline": BASELINE_KEYS, "relay": RELAY_KEYS, "etong": ETONG_KEYS}.get(
-            kind.key, CLUSTER_KEYS
-        )
+        keys = {
+            "baseline": BASELINE_KEYS,
+            "relay": RELAY_KEYS,
+            "etong": ETONG_KEYS,
+            "etong_before": ETONG_KEYS,
+        }.get(kind.key, CLUSTER_KEYS)
         summaries[kind.key] = summarise(results[kind.key], keys)
     baseline, etong = summaries["baseline"], summaries["etong"]
     paired = [
