@@ -1740,6 +1740,13 @@ def run(settings: Settings, seed: int = 1) -> dict[str, Any]:
     }
     if settings.store is not None:
         doc["postgres"] = {str(n): summaries[f"pg{n}"] for n in settings.instances}
+    if "etong_before" in summaries:  # --compare-with: B over B0, round by round
+        before = summaries["etong_before"]
+        doc["etong_before"] = before
+        doc["cpu_ratio_to_before_per_round_pair"] = [
+            round(float(b["cpu_ms_per_event"]) / float(a["cpu_ms_per_event"]), 3)
+            for a, b in zip(results["etong_before"], results["etong"], strict=True)
+        ]
     doc.update(compared)
     doc["cpu_budget"] = cpu_budget(baseline, etong)
     doc["goals"] = goals(summaries, compared)
