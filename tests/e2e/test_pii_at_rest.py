@@ -63,6 +63,8 @@ def _traffic(terminals: Terminals) -> tuple[list[dict[str, Any]], dict[str, str]
     escalated = member.event(type="move_out", persons=2)
     member.send(escalated)
     member.send(escalated)  # the handheld's re-send: a repeat
+    # Accepted first: from another connection, the duplicate could otherwise arrive first.
+    member.wait_for_receipt(escalated["event_id"], "accepted", timeout=20)
     household = restated(escalated, grid_id="ZS-017", member_id="g-0001")
     other.send(household)  # the same household from another member: a duplicate
     refused = with_bad_check_digit(member.event(type="move_out"))
@@ -128,7 +130,7 @@ def test_no_resident_is_found_in_the_store_its_wal_a_backup_or_a_dump(
         assert b"COPY public.events" in dump and b"COPY public.data_keys" in dump
         assert _leaks(dump, secrets) == []
         print(f"pg_dump: {len(dump)} bytes, 0 of {len(secrets)} personal values found")
-        assert bridge.sigterm() == 0  # before the test's database is dropped under it
+        assert bridge.sigterm(timeout=30) == 0  # before the test's database is dropped under it
         return
     database = tmp_path / "etong.db"
     wal = database.with_name("etong.db-wal")
