@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -28,6 +29,7 @@ from etong.store import PostgresStore, postgres, postgres_batch
 from etong.store.base import Fence, Lease
 from etong.store.postgres_leases import idle_in_transaction_ms
 from etong.store.postgres_partition import PartitionStore
+from tests.sealing import unlocked
 from tests.waiting import wait_until_async
 
 SHORT_S = 0.3  # a lease that runs out within the test
@@ -36,8 +38,8 @@ TAKEOVER_DEADLINE_S = 10.0  # for a claim that must not wait on a paused owner
 
 
 @pytest.fixture
-async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    opened = await PostgresStore.open(pg_url)
+async def store(pg_url: str, tmp_path: Path) -> AsyncIterator[PostgresStore]:
+    opened = await unlocked(await PostgresStore.open(pg_url), tmp_path)
     try:
         await opened.ensure_partitions(["north", "south"])
         yield opened
