@@ -6,11 +6,17 @@ from dataclasses import replace
 
 from etong.core.delivery import receipt_payload
 from etong.core.due import decide_due
+from etong.core.figure_records import Fate, FigureBatch
 from etong.core.outcome import Note, Outcome, Push, Tally
 from etong.core.records import BatchWrite, DeadLetterRecord, ReceiptRecord
-from tests.decisions import AT, NOW, TOPICS, context, counts, delivery
+from tests.decisions import AT, DAY, NOW, TOPICS, context, counts, delivery
 
 RECEIPTS = TOPICS.receipts("ZS-017", "g-0231")
+
+
+def fates(measure: str, officer: str) -> FigureBatch:
+    """The station figures of one page: delivery D1's `measure` by `officer`, now, today."""
+    return FigureBatch(fates=[Fate("D1", measure, officer, NOW, DAY.isoformat())])
 
 
 def test_an_empty_page_decides_nothing() -> None:
@@ -22,7 +28,7 @@ def test_a_due_delivery_is_pushed_again_to_the_same_officer_after_a_longer_wait(
     # attempt 2 waits 30 s * 2, times 1.1 for the fixed jitter
     resent = delivery(attempt=2, next_due=NOW + 66.0)
     assert out == Outcome(
-        write=BatchWrite(delivery_updates=[resent]),
+        write=BatchWrite(delivery_updates=[resent], figures=fates("resend", "p-1001")),
         pushes=[Push(resent, None)],
         notes=[
             Note(
@@ -52,6 +58,7 @@ def test_the_last_attempt_escalates_to_the_backup_and_tells_the_reporter() -> No
     assert out.write == BatchWrite(
         delivery_updates=[moved],
         receipts=[ReceiptRecord("EV-00000001", RECEIPTS, "escalated", escalated)],
+        figures=fates("escalated", "p-1001"),
     )
     assert out.pushes == [Push(moved, "p-1001")]
     assert out.counts == counts()
@@ -74,6 +81,7 @@ def test_the_last_attempt_of_the_last_officer_gives_up_with_a_dead_letter() -> N
                     "undeliverable", TOPICS.inbox("p-9001"), b"D1", reason, "EV-00000001", "D1"
                 )
             ],
+            figures=fates("undeliverable", "p-9001"),
         ),
         counts=counts(Tally.UNDELIVERABLE),
         notes=[
