@@ -88,7 +88,8 @@ async def _read_history(conn: Conn, keys: BatchKeys, out: BatchLookup, sealing: 
             keys.history_since,
         ):
             entry = history_entry(sealing, row)
-            out.address_history.setdefault(row[2], []).append(entry)
+            if entry is not None:
+                out.address_history.setdefault(row[2], []).append(entry)
     if keys.person_keys:
         for row in await conn.fetch(
             "SELECT p.person_key, e.event_id, e.type, e.address_key, e.received_at, e.summary "
@@ -99,7 +100,8 @@ async def _read_history(conn: Conn, keys: BatchKeys, out: BatchLookup, sealing: 
             keys.history_since,
         ):
             entry = history_entry(sealing, row[1:])
-            out.person_history.setdefault(row[0], []).append(entry)
+            if entry is not None:
+                out.person_history.setdefault(row[0], []).append(entry)
 
 
 async def _read_acked_deliveries(

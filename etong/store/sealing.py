@@ -24,8 +24,12 @@ from typing import Any
 import orjson
 
 from etong.core.records import DeadLetterRecord, Delivery, EventRecord, HistoryEntry
-from etong.crypto.keys import DataKeys
+from etong.crypto.keys import DataKeys, MissingDataKeyError
+from etong.errors import SealedValueError
+from etong.logging import get_logger
 from etong.store.rows import Row, delivery_from_row, new_delivery_row
+
+log = get_logger(__name__)
 
 # table -> (primary key, sealed columns, the time column whose month a value is sealed under)
 SEALED: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -75,11 +79,30 @@ def open_summary(keys: DataKeys, event_id: str, sealed: bytes) -> dict[str, Any]
     return value
 
 
-def history_entry(keys: DataKeys, row: Row) -> HistoryEntry:
+def history_entry(keys: DataKeys, row: Row) -> HistoryEntry | None:
     """A `HistoryEntry` from a row of (event_id, type, address_key, received_at, summary),
-    its summary opened."""
+    its summary opened; None when the summary does not open (moved, altered).
+
+    A history entry only adds context to an officer's push: one that does not open is left
+    out and logged as a security event (table, column, event id; never the value), rather
+    than failing every batch that names its address or person (a restart would meet it
+    again). A month's key another instance made since (`MissingDataKeyError`) still
+    propagates: `PostgresStore.opening` reloads the keys and reads again."""
     event_id = row[0]
-    return HistoryEntry(event_id, row[1], row[2], row[3], open_summary(keys, event_id, row[4]))
+    try:
+        summary = open_summary(keys, event_id, row[4])
+    except MissingDataKeyError:
+        raise
+    except SealedValueError as exc:
+        log.warning(
+            "sealed_value_refused",
+            table=exc.table,
+            column=exc.column,
+            row_key=exc.row_key,
+            served="history entry left out",
+        )
+        return None
+    return HistoryEntry(event_id, row[1], row[2], row[3], summary)
 
 
 def open_delivery(keys: DataKeys, row: Row) -> Delivery:

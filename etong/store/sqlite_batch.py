@@ -83,7 +83,8 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys, sealing: DataKeys) -> B
         )
         for row in db.execute(sql, [*chunk, keys.history_since]):
             entry = history_entry(sealing, row)
-            out.address_history.setdefault(row[2], []).append(entry)
+            if entry is not None:
+                out.address_history.setdefault(row[2], []).append(entry)
     for chunk in _chunks(keys.person_keys):
         sql = (
             "SELECT p.person_key, e.event_id, e.type, e.address_key, e.received_at, "
@@ -93,7 +94,8 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys, sealing: DataKeys) -> B
         )
         for row in db.execute(sql, [*chunk, keys.history_since]):
             entry = history_entry(sealing, row[1:])
-            out.person_history.setdefault(row[0], []).append(entry)
+            if entry is not None:
+                out.person_history.setdefault(row[0], []).append(entry)
     # Only a `declined` ack pushes (to the next officer), so only its event payload is read;
     # most acks are `received`/`verified` and skip the join and the ~1 KB copy.
     with_payload = [d for d in keys.delivery_ids if d in keys.payload_for]

@@ -119,6 +119,24 @@ async def test_a_value_copied_into_another_row_is_refused_not_served(backend: Ba
     assert ID_NUMBER not in message and NAME not in message
 
 
+async def test_a_history_summary_moved_to_another_row_is_left_out_not_served(
+    backend: Backend,
+) -> None:
+    store = await backend.open()
+    await store.write(_batch(1, MAR_2026), now=MAR_2026)
+    await store.write(_batch(2, MAR_2026), now=MAR_2026)
+    await _execute(
+        backend,
+        "UPDATE events SET summary = (SELECT summary FROM events WHERE event_id = 'E0001') "
+        "WHERE event_id = 'E0002'",
+    )
+    # Both reports are at address "A": the history keeps the one that opens, and the batch
+    # still decides (a refused history entry never stops the daemon).
+    lookup = await store.lookup(BatchKeys([], [], 0.0, ["A"], [], 0.0, []))
+    assert [entry.event_id for entry in lookup.address_history["A"]] == ["E0001"]
+    assert lookup.address_history["A"][0].summary["persons"] == [NAME]
+
+
 async def test_a_purge_shreds_the_data_keys_of_months_wholly_before_it(backend: Backend) -> None:
     store = await backend.open()
     await store.write(_batch(1, MAR_2026), now=MAR_2026)
