@@ -365,7 +365,7 @@ async def test_a_batch_chosen_as_a_deadlocks_victim_is_written_again(
 
 
 async def test_a_write_paused_inside_its_transaction_is_ended_by_the_server_not_waited_for(
-    pg_url: str, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, store: PostgresStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A paused owner (SIGSTOP, a frozen VM) holding the lease row FOR SHARE: with a
     cluster's `idle_in_transaction_session_timeout` (a quarter lease) the server ends its
@@ -375,6 +375,7 @@ async def test_a_write_paused_inside_its_transaction_is_ended_by_the_server_not_
         pg_url, idle_in_transaction_ms=idle_in_transaction_ms(SHORT_S)
     )
     try:
+        await unlocked(bounded, tmp_path, now=1.0)  # the KEK of `store`; 1970-01's keys now
         old = await _view(bounded, "north", "i-1", SHORT_S)
         started, proceed = _pause_writes(monkeypatch)
         in_hand = asyncio.create_task(old.write(_report(1), now=1.0))
