@@ -313,6 +313,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report.run(args)
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """`etong rotate-key`: a new key-encryption key re-wraps the store's data keys."""
+    from etong.commands import rotate_key
+
+    return rotate_key.run(args)
+
+
 class _VersionAction(argparse.Action):
     """`--version`: asks for the build's record only when given (a checkout runs git)."""
 
@@ -358,6 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
         "copy an SQLite store (--from) into the empty PostgreSQL store of --config",
     )
     _add_module_arguments(p, "migrate_store")
+    p = verb(
+        "rotate-key",
+        cmd_rotate_key,
+        "re-wrap the store's data keys with a new key-encryption key (online; rows untouched)",
+    )
+    _add_module_arguments(p, "rotate_key")
+    p.epilog = (
+        "exit codes: 0 re-wrapped, 1 error, 2 invalid config, 3 the old key is missing or wrong"
+    )
     p = verb("schema", cmd_schema, "JSON Schema of every message, and an AsyncAPI document")
     _add_module_arguments(p, "schema")
     p = verb("demo", cmd_demo, "the whole system end to end on this machine")

@@ -224,7 +224,7 @@ class Daemon:
             store_settings.path, store_settings.resolved_pii_key_file, allow_new=self.new_store
         )
         key = load_or_create_key(store_settings.resolved_pii_key_file)
-        store = await open_store(store_settings, exclusive=True, check_integrity=True)
+        store = await open_store(store_settings, exclusive=True, check_integrity=True, unlock=True)
         stack.push_async_callback(store.close)
         self._store = store
         self._raise_if_stopped()
@@ -256,6 +256,7 @@ class Daemon:
             self.settings.store,
             application_name=f"etong/{self.settings.bridge.instance_id}",
             lease_s=self.settings.cluster.lease_s,  # a paused owner's write cannot block a takeover
+            unlock=True,
         )
         stack.push_async_callback(store.close)
         self._store = store

@@ -14,9 +14,13 @@
         ├── StoreBusyError         the store rolled a call back to break a lock (deadlock
         │                          victim, serialization failure, lock or statement timeout,
         │                          SQLite's write lock held elsewhere); retrying may succeed
+        ├── SealedValueError       a stored value did not open (moved to another row, altered,
+        │                          or its month's data key shredded): reported, never served
         └── StoreRefusedError  the daemon will not run on this store (exit 3)
             ├── StoreCorruptError  it failed its integrity check
-            └── StoreMissingError  it vanished where one existed before
+            ├── StoreMissingError  it vanished where one existed before
+            └── KeyRefusedError    the key-encryption key is missing, unreadable or not the
+                                   one the store's data keys were wrapped with
 
 A bad *message* is never an exception that escapes: validation turns it into a
 `Rejection` value (see `etong.core.validate`), which becomes a `rejected` receipt.
@@ -138,3 +142,23 @@ class StoreCorruptError(StoreRefusedError):
 
 class StoreMissingError(StoreRefusedError):
     """The store file is gone while the files that live beside it (key, lock) remain."""
+
+
+class KeyRefusedError(StoreRefusedError):
+    """The key-encryption key (DESIGN §9) is missing, unreadable, or does not unwrap the
+    store's data keys: the daemon refuses to start (exit 3) rather than run half-working."""
+
+
+class SealedValueError(StoreError):
+    """A sealed value of the store did not open: copied from another row, altered, or sealed
+    under a month's data key that was shredded. The message names the table, the column and
+    the row's key, never the value."""
+
+    def __init__(self, table: str, column: str, row_key: str, detail: str) -> None:
+        self.table = table
+        self.column = column
+        self.row_key = row_key
+        super().__init__(
+            f"sealed value {table}.{column} of row {row_key} does not open ({detail}): "
+            "not served; see docs/OPERATIONS.md, personal data at rest"
+        )

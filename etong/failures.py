@@ -12,6 +12,8 @@ answers:
     StoreUnavailableError     transient   back off, retry from a new lookup         -
     LeaseLostError            lease lost  the partition's runner ends; abandoned    -
     ConfigError               fatal       the daemon stops                          2
+    KeyRefusedError           fatal       the daemon stops                          3
+    SealedValueError          fatal       the daemon stops, naming the row          3
     StoreRefusedError         fatal       the daemon stops                          3
     anything else             fatal       the daemon stops                          1
 
@@ -20,7 +22,13 @@ answers:
 SQLite's write lock held by another process. `StoreFullError`: SQLITE_FULL, SQLSTATE class
 53. `StoreUnavailableError`: the server unreachable, the connection lost, no answer in time.
 `LeaseLostError`: a fenced write refused, the partition is another instance's now.
-`StoreRefusedError`: damaged, vanished, another key, a newer schema. Anything else:
+`KeyRefusedError`: the key-encryption key missing, unreadable or not the one the store's data
+keys were wrapped with. `SealedValueError`: a due or acked delivery's sealed context or
+payload does not open (moved from another row, altered): a restart would meet the same row,
+so the daemon stops with exit 3 and the message names table, column and row, never the value
+(a history entry that does not open is only left out and logged: `store.sealing`).
+`StoreRefusedError`: damaged, vanished, another key, a newer schema.
+Anything else:
 `StoreFailedError` (a constraint, our SQL, a failing disk), `BrokerError`, a bug.
 
 Nothing of a batch is acknowledged before its commit, so retrying a transient failure never
@@ -37,7 +45,9 @@ from dataclasses import dataclass
 from etong.errors import (
     ConfigError,
     EtongError,
+    KeyRefusedError,
     LeaseLostError,
+    SealedValueError,
     StoreBusyError,
     StoreConflictError,
     StoreFullError,
@@ -90,6 +100,8 @@ POLICY: tuple[tuple[type[BaseException], Verdict], ...] = (
     (StoreUnavailableError, Verdict(Kind.TRANSIENT, "store_unavailable")),
     (LeaseLostError, Verdict(Kind.LEASE_LOST, "lease_lost")),
     (ConfigError, Verdict(Kind.FATAL, "config", exit_code=EXIT_USAGE)),
+    (KeyRefusedError, Verdict(Kind.FATAL, "key_refused", exit_code=EXIT_STORE_REFUSED)),
+    (SealedValueError, Verdict(Kind.FATAL, "sealed_value", exit_code=EXIT_STORE_REFUSED)),
     (StoreRefusedError, Verdict(Kind.FATAL, "store_refused", exit_code=EXIT_STORE_REFUSED)),
 )
 _OTHERWISE = Verdict(Kind.FATAL, "error", exit_code=EXIT_ERROR)

@@ -79,6 +79,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="deadline of each phase (default: 60 s + 1 s per 500 events)",
     )
     parser.add_argument("--workdir", type=Path, help="keep brokers, stores and logs here")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="another etong source tree (e.g. `git archive main` unpacked), run as contender B0 "
+        "in the same rounds as B: before and after a change, interleaved",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or args.rounds < 1 or args.rate <= 0 or args.latency_s <= 0:
         parser.error("--events, --rounds, --rate and --latency-s must be positive")
@@ -115,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stations=args.stations,
                 store=PgServer(args.store) if args.store else None,
                 instances=args.instances if args.store else (),
+                compare_with=args.compare_with.resolve() if args.compare_with else None,
             )
             doc = run(settings)
         except (BenchError, PgBenchError) as exc:

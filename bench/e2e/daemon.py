@@ -51,13 +51,17 @@ def etong_config(
     return config
 
 
-def start_etong(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
-    """Start contender B, `etong run`, with a fresh SQLite store in `round_dir`."""
+def start_etong(
+    url: str, settings: Settings, plan: Plan, round_dir: Path, source: Path | None = None
+) -> Contender:
+    """Start contender B, `etong run`, with a fresh SQLite store in `round_dir`; with
+    `source`, the etong of that source tree instead (contender B0, `--compare-with`)."""
     config_path = round_dir / "etong.toml"
     port = free_port()
     config = etong_config(url, settings, plan, round_dir, http_listen=f"127.0.0.1:{port}")
     config_path.write_text(render_toml(config), "utf-8")
-    bridge = LocalBridge(config_path, log_path=round_dir / "etong.log")
+    env = {"PYTHONPATH": str(source)} if source is not None else None
+    bridge = LocalBridge(config_path, log_path=round_dir / "etong.log", extra_env=env)
     bridge.start()
     try:
         bridge.wait_ready(timeout=30)

@@ -32,6 +32,16 @@ def kinds(settings: Settings) -> list[Kind]:
         Kind("relay", "W", "W: wire relay", True, start_relay),
         Kind("etong", "B", "B: etong, SQLite", True, start_etong),
     ]
+    if (source := settings.compare_with) is not None:
+        out.append(
+            Kind(
+                "etong_before",
+                "B0",
+                f"B0: etong at {source.name}",
+                True,
+                lambda url, s, plan, d: start_etong(url, s, plan, d, source),
+            )
+        )
     if settings.store is not None:
         for n in settings.instances:
             out.append(Kind(f"pg{n}", f"P{n}", f"P{n}: etong, PG x{n}", True, cluster_starter(n)))

@@ -31,6 +31,8 @@ class Settings:
     """`--store`: the PostgreSQL server of the cluster contenders; None: no such contender."""
     instances: tuple[int, ...] = ()
     """`--instances`: one cluster contender per count (with `store`)."""
+    compare_with: Path | None = None
+    """`--compare-with`: another etong source tree, run as contender B0 beside B."""
 
 
 @dataclass

@@ -76,9 +76,12 @@ def _document(
     """The JSON document of the rounds: summaries, comparisons, goals, settings."""
     summaries: dict[str, dict[str, Any]] = {}
     for kind in contenders:
-        keys = {"baseline": BASELINE_KEYS, "relay": RELAY_KEYS, "etong": ETONG_KEYS}.get(
-            kind.key, CLUSTER_KEYS
-        )
+        keys = {
+            "baseline": BASELINE_KEYS,
+            "relay": RELAY_KEYS,
+            "etong": ETONG_KEYS,
+            "etong_before": ETONG_KEYS,
+        }.get(kind.key, CLUSTER_KEYS)
         summaries[kind.key] = summarise(results[kind.key], keys)
     baseline, etong = summaries["baseline"], summaries["etong"]
     paired = [
@@ -96,6 +99,12 @@ def _document(
     }
     if settings.store is not None:
         doc["postgres"] = {str(n): summaries[f"pg{n}"] for n in settings.instances}
+    if "etong_before" in summaries:  # --compare-with: B over B0, round by round
+        doc["etong_before"] = summaries["etong_before"]
+        doc["cpu_ratio_to_before_per_round_pair"] = [
+            round(float(b["cpu_ms_per_event"]) / float(a["cpu_ms_per_event"]), 3)
+            for a, b in zip(results["etong_before"], results["etong"], strict=True)
+        ]
     doc.update(compared)
     doc["cpu_budget"] = cpu_budget(baseline, etong)
     doc["goals"] = goals(summaries, compared)

@@ -139,3 +139,8 @@ def _print_summary(source: Path, settings: Settings, report: CopyReport) -> None
         f"the PII key's fingerprint is recorded: copy the key file to "
         f"{settings.store.resolved_pii_key_file} on every instance (mode 0600)"
     )
+    print(
+        "personal data stays sealed: the data keys were copied wrapped, so every instance "
+        "needs the old store's key-encryption key (kek.key beside it, or its key_command) at "
+        f"{settings.store.resolved_kek_file} or through store.key_command"
+    )

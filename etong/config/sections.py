@@ -266,6 +266,28 @@ class StoreSettings(_Section):
         default=None,
         description="Secret key for hashing personal ids in the store; default: pii.key beside it.",
     )
+    cipher: Literal["aes-256-gcm", "sm4-gcm"] = Field(
+        default="aes-256-gcm",
+        description=(
+            "AEAD sealing personal data at rest (DESIGN §9): aes-256-gcm (default, the cheapest "
+            "per report) or sm4-gcm (GB/T 39786); new months' data keys use it."
+        ),
+    )
+    kek_file: ConfigPath | None = Field(
+        default=None,
+        description=(
+            "The key-encryption key (32 bytes) wrapping the store's data keys; default: "
+            "kek.key beside pii_key_file. Created on the first start only. Unused when "
+            "key_command is set."
+        ),
+    )
+    key_command: str | None = Field(
+        default=None,
+        description=(
+            "Command (no shell) printing the key-encryption key as 64 hex characters on stdout, "
+            "e.g. a KMS or HSM client; takes precedence over kek_file."
+        ),
+    )
     batch_max: int = Field(
         default=500,
         ge=1,
@@ -301,6 +323,12 @@ class StoreSettings(_Section):
     def resolved_pii_key_file(self) -> Path:
         """`pii_key_file`, or `pii.key` in the store file's folder when unset."""
         return self.pii_key_file or self.path.parent / "pii.key"
+
+    @property
+    def resolved_kek_file(self) -> Path:
+        """`kek_file`, or `kek.key` beside the PII key when unset (a second file: the PII
+        key can never change, the KEK is replaced by `etong rotate-key`)."""
+        return self.kek_file or self.resolved_pii_key_file.parent / "kek.key"
 
     def read_password(self) -> str | None:
         """The PostgreSQL password from `password_file` (first line), or None."""

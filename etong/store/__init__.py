@@ -19,7 +19,10 @@ interface are in `etong/core/records.py`.
 
 from __future__ import annotations
 
+import time
+
 from etong.config import StoreSettings
+from etong.crypto.kek import KekSource
 from etong.store.base import ClusterStore, LeaseStore, Store
 from etong.store.files import backup_store, lock_file_of, refuse_vanished_store
 from etong.store.postgres import PostgresStore
@@ -35,10 +38,12 @@ __all__ = [
     "SqliteStore",
     "Store",
     "backup_store",
+    "kek_source",
     "lock_file_of",
     "open_cluster_store",
     "open_store",
     "refuse_vanished_store",
+    "unlock_store",
 ]
 
 
@@ -48,6 +53,7 @@ async def open_store(
     exclusive: bool = False,
     check_integrity: bool = False,
     application_name: str = "etong",
+    unlock: bool = False,
 ) -> SqliteStore | PostgresStore:
     """Open the store `[store]` names: the SQLite file at `path`, or, when `url` is set, the
     PostgreSQL database, as a `PostgresStore` (both a `Store` and a `LeaseStore`).
@@ -55,18 +61,39 @@ async def open_store(
     `exclusive` takes SQLite's lock file (one daemon per file); PostgreSQL has none, several
     instances share it by partition leases. `check_integrity`: see `SqliteStore.open` and
     `PostgresStore.open`. `application_name` names the connections in `pg_stat_activity`
-    (the daemon passes its instance id).
+    (the daemon passes its instance id). `unlock` (the daemon): read the key-encryption key
+    and unlock the store's data keys (`unlock_store`), so it can seal and open values.
     """
+    store: SqliteStore | PostgresStore
     if settings.url is not None:
-        return await PostgresStore.open(
+        store = await PostgresStore.open(
             settings.url,
             password=settings.read_password(),
             check_integrity=check_integrity,
             application_name=application_name,
         )
-    return await SqliteStore.open(
-        settings.path, exclusive=exclusive, check_integrity=check_integrity
-    )
+    else:
+        store = await SqliteStore.open(
+            settings.path, exclusive=exclusive, check_integrity=check_integrity
+        )
+    if unlock:
+        try:
+            await unlock_store(store, settings)
+        except BaseException:
+            await store.close()
+            raise
+    return store
+
+
+def kek_source(settings: StoreSettings) -> KekSource:
+    """Where `[store]` says the key-encryption key comes from."""
+    return KekSource(settings.resolved_kek_file, settings.key_command)
+
+
+async def unlock_store(store: SqliteStore | PostgresStore, settings: StoreSettings) -> None:
+    """Unlock `store` with the KEK `[store]` names (`KeyRefusedError`, exit 3, when missing or
+    wrong); seals what a store from before DESIGN §9 kept in clear (progress in the log)."""
+    await store.unlock(kek_source(settings), settings.cipher, time.time())
 
 
 async def open_cluster_store(
@@ -74,6 +101,7 @@ async def open_cluster_store(
     *,
     application_name: str = "etong",
     lease_s: float | None = None,
+    unlock: bool = False,
 ) -> ClusterStore:
     """Open the PostgreSQL store `[store] url` names, shared by a cluster (DESIGN §7).
 
@@ -81,13 +109,21 @@ async def open_cluster_store(
     `etong/<instance_id>`, so an operator sees which instance holds which connection).
     With `lease_s` (the daemon's `cluster.lease_s`), the server ends a connection left idle
     inside a transaction for a quarter lease (`postgres_leases.idle_in_transaction_ms`).
+    `unlock` (the daemon): as `open_store`'s.
     """
     if settings.url is None:
         raise ValueError("open_cluster_store needs [store] url")
-    return await PostgresStore.open(
+    store = await PostgresStore.open(
         settings.url,
         password=settings.read_password(),
         check_integrity=True,
         application_name=application_name,
         idle_in_transaction_ms=None if lease_s is None else idle_in_transaction_ms(lease_s),
     )
+    if unlock:
+        try:
+            await unlock_store(store, settings)
+        except BaseException:
+            await store.close()
+            raise
+    return store

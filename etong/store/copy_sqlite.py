@@ -147,6 +147,7 @@ async def copy_sqlite_store(source: Path, target: PostgresStore, stations: Stati
             await _copy_deliveries(conn, db, stamp)
             await _copy_receipts_and_dead_letters(conn, db, stamp)
             await _copy_figures(conn, db)
+            await _copy_sealing(conn, db, target.target.where)
             report.rows = await _pg_counts(conn)
             if report.rows != expected:
                 raise StoreError(
@@ -224,3 +225,27 @@ async def _copy_figures(conn: Conn, db: sqlite3.Connection) -> None:
         for chunk in _rows(db, f"SELECT {', '.join(columns)} FROM {table}"):
             rows = [(date.fromisoformat(row[0]), *row[1:]) for row in chunk]
             await _copy(conn, table, columns, rows)
+
+
+async def _copy_sealing(conn: Conn, db: sqlite3.Connection, where: str) -> None:
+    """The wrapped data keys (the rows copied are sealed under them, and stay sealed: the
+    same key-encryption key must serve the new store), and how far the source's in-place
+    sealing got (a source never sealed is sealed by the first daemon on the target)."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "data_keys" not in tables:
+        return
+    if await conn.fetchval("SELECT COUNT(*) FROM data_keys"):
+        raise StoreError(
+            f"the PostgreSQL store ({where}) already holds data keys (a daemon started on "
+            "it): migrate-store copies into a store no daemon has opened"
+        )
+    keys = ("month", "cipher", "wrapped", "kek_id", "created_at")
+    rows = [tuple(r) for r in db.execute(f"SELECT {', '.join(keys)} FROM data_keys")]
+    await _copy(conn, "data_keys", keys, rows)
+    for tbl, last_key, done in db.execute("SELECT tbl, last_key, done FROM sealing_progress"):
+        await conn.execute(
+            "UPDATE sealing_progress SET last_key = $1, done = $2 WHERE tbl = $3",
+            last_key,
+            bool(done),
+            tbl,
+        )

@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from etong.core.figure_records import FigureCell
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
+from etong.crypto.aead import CipherName
+from etong.crypto.kek import Kek, KekSource
+from etong.crypto.keys import DataKeys, MissingDataKeyError, month_of
 from etong.errors import (
     StoreBusyError,
     StoreError,
@@ -41,7 +44,13 @@ from etong.errors import (
     StoreFullError,
     StoreRefusedError,
 )
-from etong.store import postgres_admin, postgres_figures, postgres_leases, postgres_schedule
+from etong.store import (
+    postgres_admin,
+    postgres_figures,
+    postgres_leases,
+    postgres_schedule,
+    postgres_sealing,
+)
 from etong.store.base import Fence, Lease
 from etong.store.postgres_batch import read_batch, write_batch
 from etong.store.postgres_connect import (
@@ -59,6 +68,8 @@ from etong.store.postgres_schema import (
     migrate,
     schema_problems,
 )
+
+T = TypeVar("T")
 
 DEFAULT_POOL_SIZE = 10
 WRITE_ATTEMPTS = 3  # a batch the server chose as a deadlock's victim is written again
@@ -80,6 +91,7 @@ class PostgresStore:
         self._closed = False
         # (partition, epoch) -> where receipt ids stood when this object claimed it.
         self._claims: dict[tuple[str, int], int] = {}
+        self._keys: DataKeys | None = None  # set by `unlock`
 
     @classmethod
     async def open(
@@ -173,6 +185,46 @@ class PostgresStore:
         self._closed = True
         await self._pool.close()
 
+    # ---- personal data at rest (DESIGN §9; the SQL is in postgres_sealing.py) -----------
+
+    async def unlock(self, source: KekSource, cipher: CipherName, now: float) -> None:
+        """Read the key-encryption key and unwrap the shared data keys with it
+        (`KeyRefusedError`, exit 3, when missing or wrong), make this and next month's keys,
+        and seal any row still in clear (one instance at a time; resumable)."""
+        async with self.connection() as conn:
+            wrapped = await postgres_sealing.read_keys(conn)
+            keys = DataKeys(source.load(create=not wrapped), cipher)
+            for row in wrapped:
+                keys.add(row)
+            await postgres_sealing.ensure_now(conn, keys, now)
+            await postgres_sealing.seal_clear_rows(conn, keys)
+        self._keys = keys
+
+    @property
+    def data_keys(self) -> DataKeys:
+        """The unwrapped data keys; a `StoreError` before `unlock`."""
+        if self._keys is None:
+            raise StoreError(f"the PostgreSQL store ({self.target.where}) is locked: unlock it")
+        return self._keys
+
+    async def rotate_kek(self, old: Kek, new: Kek) -> int:
+        """Re-wrap every data key with `new` (`etong rotate-key`); the rows re-wrapped."""
+        async with self.connection() as conn:
+            return await postgres_sealing.rewrap(conn, old, new)
+
+    async def opening(self, read: Callable[[Conn, DataKeys], Awaitable[T]]) -> T:
+        """`read(conn, keys)`; once more after reading the data keys again when a value is
+        sealed under a month another instance made since (`MissingDataKeyError`)."""
+        keys = self.data_keys
+        async with self.connection() as conn:
+            try:
+                return await read(conn, keys)
+            except MissingDataKeyError as exc:
+                await postgres_sealing.reload(conn, keys)
+                if exc.month not in keys.months:  # shredded: no other instance has it
+                    raise
+                return await read(conn, keys)
+
     # ---- the hot path -------------------------------------------------------------------
 
     async def lookup(self, keys: BatchKeys) -> BatchLookup:
@@ -181,8 +233,7 @@ class PostgresStore:
 
     async def lookup_for(self, keys: BatchKeys, station: str | None) -> BatchLookup:
         """`lookup` with the deliveries of `station` only (None: all)."""
-        async with self.connection() as conn:
-            return await read_batch(conn, keys, station)
+        return await self.opening(lambda conn, sealing: read_batch(conn, keys, station, sealing))
 
     async def write_fenced(self, batch: BatchWrite, now: float, fence: Fence | None) -> list[int]:
         """Commit one batch; with a `fence`, first hold its lease row (or raise
@@ -190,12 +241,17 @@ class PostgresStore:
         (nothing kept; the same batch may be retried) when the server has no room."""
         if batch.is_empty():
             return []
+        sealing = self.data_keys
+        if month_of(now) not in sealing.months:  # a month's first batch (made ahead: rare)
+            async with self.connection() as conn:
+                await postgres_sealing.ensure_now(conn, sealing, now)
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 async with self.transaction() as conn:
                     if fence is not None:
                         await postgres_leases.hold_fence(conn, fence)
-                    return await write_batch(conn, batch, now, fence.partition if fence else "")
+                    station = fence.partition if fence else ""
+                    return await write_batch(conn, batch, now, station, sealing)
             except StoreBusyError as exc:
                 # The server rolled the whole transaction back to break a lock cycle (with
                 # the daily purge, an operator's replay, another partition's batch): nothing
@@ -219,8 +275,9 @@ class PostgresStore:
 
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
         """Pending deliveries due at or before `now`, earliest first, at most `limit`."""
-        async with self.connection() as conn:
-            return await postgres_schedule.due_deliveries(conn, now, limit, None)
+        return await self.opening(
+            lambda conn, keys: postgres_schedule.due_deliveries(conn, now, limit, None, keys)
+        )
 
     async def next_due_time(self) -> float | None:
         """The earliest due time of any pending delivery, or None."""
@@ -236,10 +293,11 @@ class PostgresStore:
         self, limit: int, after: str = "", *, updated_before: float = math.inf
     ) -> list[Delivery]:
         """Pending deliveries whose current push the broker never PUBACKed (crash recovery)."""
-        async with self.connection() as conn:
-            return await postgres_schedule.unpublished_deliveries(
-                conn, limit, after, None, updated_before=updated_before
+        return await self.opening(
+            lambda conn, keys: postgres_schedule.unpublished_deliveries(
+                conn, limit, after, None, sealing=keys, updated_before=updated_before
             )
+        )
 
     async def unpublished_receipts(
         self, limit: int, after: int = 0, *, below: int | None = None
@@ -297,7 +355,10 @@ class PostgresStore:
     async def purge(self, before: float) -> dict[str, int]:
         """Delete events (and what hangs off them) received before `before`; counts."""
         async with self.transaction() as conn:
-            return await postgres_admin.purge(conn, before)
+            counts = await postgres_admin.purge(conn, before)
+        if self._keys is not None:
+            self._keys.forget_before(month_of(before))
+        return counts
 
     async def figures(
         self, stations: Sequence[str] | None, first: date, last: date

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from etong.crypto.keys import month_of
 from etong.store.postgres_connect import Conn
 from etong.store.rows import TRACE_DEAD_LETTER, TRACE_DELIVERY, TRACE_EVENT, trace_receipt
 
@@ -140,4 +141,9 @@ async def purge(conn: Conn, before: float) -> dict[str, int]:
     )
     # A purged delivery has no fate left to count: its origin goes (the aggregate stays).
     await conn.execute("DELETE FROM figure_origins WHERE accepted_at < $1", before)
+    # Crypto-shredding (DESIGN §9): with its month's key gone, no copy of a purged row (an
+    # old dump, a replica's disk) can be read either.
+    counts["data_keys"] = _affected(
+        await conn.execute("DELETE FROM data_keys WHERE month < $1", month_of(before))
+    )
     return counts

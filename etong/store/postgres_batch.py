@@ -21,17 +21,19 @@ from etong.core.records import (
     BatchLookup,
     BatchWrite,
     Delivery,
-    HistoryEntry,
     KnownEvent,
 )
+from etong.crypto.keys import DataKeys
 from etong.errors import StoreConflictError
 from etong.store.postgres_connect import Conn
 from etong.store.postgres_figures import write_figures
-from etong.store.rows import (
-    DELIVERY_COLUMNS,
-    DELIVERY_COLUMNS_D,
-    delivery_from_row,
-    new_delivery_row,
+from etong.store.rows import DELIVERY_COLUMNS, DELIVERY_COLUMNS_D
+from etong.store.sealing import (
+    history_entry,
+    open_delivery,
+    sealed_dead_letters,
+    sealed_delivery_rows,
+    sealed_events,
 )
 
 
@@ -45,8 +47,11 @@ def station_filter(station: str | None, column: str, n: int) -> tuple[str, list[
 # ---- the read -------------------------------------------------------------------------------
 
 
-async def read_batch(conn: Conn, keys: BatchKeys, station: str | None) -> BatchLookup:
-    """Everything a batch's decisions need (`Store.lookup`); deliveries of `station` only."""
+async def read_batch(
+    conn: Conn, keys: BatchKeys, station: str | None, sealing: DataKeys
+) -> BatchLookup:
+    """Everything a batch's decisions need (`Store.lookup`); deliveries of `station` only;
+    sealed values (history summaries, contexts, payloads) opened."""
     out = BatchLookup()
     if keys.event_ids:
         for row in await conn.fetch(
@@ -66,13 +71,13 @@ async def read_batch(conn: Conn, keys: BatchKeys, station: str | None) -> BatchL
         out.households = household_originals(
             (HouseholdCandidate(*row) for row in rows), keys.household_since
         )
-    await _read_event_deliveries(conn, out, station)
-    await _read_history(conn, keys, out)
-    await _read_acked_deliveries(conn, keys, out, station)
+    await _read_event_deliveries(conn, out, station, sealing)
+    await _read_history(conn, keys, out, sealing)
+    await _read_acked_deliveries(conn, keys, out, (station, sealing))
     return out
 
 
-async def _read_history(conn: Conn, keys: BatchKeys, out: BatchLookup) -> None:
+async def _read_history(conn: Conn, keys: BatchKeys, out: BatchLookup, sealing: DataKeys) -> None:
     """Earlier accepted reports at the batch's addresses and of its persons, newest first."""
     if keys.address_keys:
         for row in await conn.fetch(
@@ -82,8 +87,9 @@ async def _read_history(conn: Conn, keys: BatchKeys, out: BatchLookup) -> None:
             list(keys.address_keys),
             keys.history_since,
         ):
-            entry = HistoryEntry(row[0], row[1], row[2], row[3], orjson.loads(row[4]))
-            out.address_history.setdefault(row[2], []).append(entry)
+            entry = history_entry(sealing, row)
+            if entry is not None:
+                out.address_history.setdefault(row[2], []).append(entry)
     if keys.person_keys:
         for row in await conn.fetch(
             "SELECT p.person_key, e.event_id, e.type, e.address_key, e.received_at, e.summary "
@@ -93,13 +99,15 @@ async def _read_history(conn: Conn, keys: BatchKeys, out: BatchLookup) -> None:
             list(keys.person_keys),
             keys.history_since,
         ):
-            entry = HistoryEntry(row[1], row[2], row[3], row[4], orjson.loads(row[5]))
-            out.person_history.setdefault(row[0], []).append(entry)
+            entry = history_entry(sealing, row[1:])
+            if entry is not None:
+                out.person_history.setdefault(row[0], []).append(entry)
 
 
 async def _read_acked_deliveries(
-    conn: Conn, keys: BatchKeys, out: BatchLookup, station: str | None
+    conn: Conn, keys: BatchKeys, out: BatchLookup, view: tuple[str | None, DataKeys]
 ) -> None:
+    station, sealing = view
     # Only a `declined` ack pushes (to the next officer), so only its event payload is read.
     with_payload = [d for d in keys.delivery_ids if d in keys.payload_for]
     without_payload = [d for d in keys.delivery_ids if d not in keys.payload_for]
@@ -112,7 +120,7 @@ async def _read_acked_deliveries(
             with_payload,
             *params,
         ):
-            out.deliveries[row[0]] = delivery_from_row(row)
+            out.deliveries[row[0]] = open_delivery(sealing, row)
     if without_payload:
         where, params = station_filter(station, "station", 2)
         for row in await conn.fetch(
@@ -120,10 +128,12 @@ async def _read_acked_deliveries(
             without_payload,
             *params,
         ):
-            out.deliveries[row[0]] = delivery_from_row(row)
+            out.deliveries[row[0]] = open_delivery(sealing, row)
 
 
-async def _read_event_deliveries(conn: Conn, out: BatchLookup, station: str | None) -> None:
+async def _read_event_deliveries(
+    conn: Conn, out: BatchLookup, station: str | None, sealing: DataKeys
+) -> None:
     """The deliveries of the originals that this batch's repeats name (usually none)."""
     originals = originals_named(out)
     if not originals:
@@ -135,7 +145,7 @@ async def _read_event_deliveries(conn: Conn, out: BatchLookup, station: str | No
         sorted(originals),
         *params,
     ):
-        out.event_deliveries[row[1]] = delivery_from_row(row)
+        out.event_deliveries[row[1]] = open_delivery(sealing, row)
 
 
 # ---- the write ------------------------------------------------------------------------------
@@ -146,22 +156,25 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)]
 
 
-async def write_batch(conn: Conn, batch: BatchWrite, now: float, station: str) -> list[int]:
+async def write_batch(
+    conn: Conn, batch: BatchWrite, now: float, station: str, sealing: DataKeys
+) -> list[int]:
     """Every statement of one batch, inside the caller's transaction; the receipts' ids.
+    Personal data is sealed on the way in (`sealing.py`).
 
     Raises `StoreConflictError` when one of the batch's event ids was stored meanwhile by
     another partition (the caller's transaction then rolls back: nothing is kept).
     """
-    await _insert_events(conn, batch)
-    await _insert_persons_and_deliveries(conn, batch, now, station)
+    await _insert_events(conn, batch, sealing, now)
+    await _insert_persons_and_deliveries(conn, batch, now, station, sealing)
     await _update_deliveries(conn, batch, now)
     receipt_ids = await _insert_receipts(conn, batch, now, station)
-    await _dead_letters(conn, batch, now, station)
+    await _dead_letters(conn, batch, now, station, sealing)
     await write_figures(conn, batch.figures)
     return receipt_ids
 
 
-async def _insert_events(conn: Conn, batch: BatchWrite) -> None:
+async def _insert_events(conn: Conn, batch: BatchWrite, sealing: DataKeys, now: float) -> None:
     """The batch's events; a lost race for an event id is refused, not ignored.
 
     Within one instance the lookup saw every committed event, so each of these ids is new.
@@ -179,7 +192,7 @@ async def _insert_events(conn: Conn, batch: BatchWrite) -> None:
         "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
         "$6::text[], $7::text[], $8::text[], $9::float8[], $10::bytea[], $11::bytea[]) "
         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        *_columns(batch.events, 11),
+        *_columns(sealed_events(sealing, batch.events, now), 11),
     )
     stored = {row[0] for row in rows}
     if lost := sorted({e.event_id for e in batch.events} - stored):
@@ -187,7 +200,7 @@ async def _insert_events(conn: Conn, batch: BatchWrite) -> None:
 
 
 async def _insert_persons_and_deliveries(
-    conn: Conn, batch: BatchWrite, now: float, station: str
+    conn: Conn, batch: BatchWrite, now: float, station: str, sealing: DataKeys
 ) -> None:
     if batch.event_persons:
         await conn.execute(
@@ -196,7 +209,7 @@ async def _insert_persons_and_deliveries(
             *_columns(batch.event_persons, 4),
         )
     if batch.new_deliveries:
-        rows = [new_delivery_row(d) for d in batch.new_deliveries]
+        rows = sealed_delivery_rows(sealing, batch.new_deliveries, now)
         await conn.execute(
             "INSERT INTO deliveries (delivery_id, event_id, grid_id, member_id, chain, step, "
             "attempt, state, next_due, context, acked_by, station, created_at, updated_at) "
@@ -278,15 +291,28 @@ async def _insert_receipts(conn: Conn, batch: BatchWrite, now: float, station: s
     return sorted(int(row[0]) for row in rows)
 
 
-async def _dead_letters(conn: Conn, batch: BatchWrite, now: float, station: str) -> None:
-    """Dead letters, and the open ones a late ack closed."""
+async def _dead_letters(
+    conn: Conn, batch: BatchWrite, now: float, station: str, sealing: DataKeys
+) -> None:
+    """Dead letters, and the open ones a late ack closed.
+
+    Their ids are drawn from the sequence first: a dead letter's payload is sealed to its
+    row's id (an extra round trip only for a batch that has dead letters)."""
     if batch.dead_letters:
+        ids = [
+            int(r[0])
+            for r in await conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence('dead_letters', 'id')) "
+                "FROM generate_series(1, $1)",
+                len(batch.dead_letters),
+            )
+        ]
         await conn.execute(
-            "INSERT INTO dead_letters (kind, topic, payload, reason, event_id, delivery_id, "
-            "station, created_at) SELECT u.*, $7::text, $8::float8 FROM unnest($1::text[], "
-            "$2::text[], "
-            "$3::bytea[], $4::text[], $5::text[], $6::text[]) AS u",
-            *_columns(batch.dead_letters, 6),
+            "INSERT INTO dead_letters (id, kind, topic, payload, reason, event_id, "
+            "delivery_id, station, created_at) SELECT u.*, $8::text, $9::float8 FROM "
+            "unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], "
+            "$7::text[]) AS u",
+            *_columns(sealed_dead_letters(sealing, batch.dead_letters, ids, now), 7),
             station,
             now,
         )

@@ -65,8 +65,11 @@ class PartitionStore:
 
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
         """This station's pending deliveries due at or before `now`, earliest first."""
-        async with self.whole.connection() as conn:
-            return await postgres_schedule.due_deliveries(conn, now, limit, self.station)
+        return await self.whole.opening(
+            lambda conn, keys: postgres_schedule.due_deliveries(
+                conn, now, limit, self.station, keys
+            )
+        )
 
     async def next_due_time(self) -> float | None:
         """The earliest due time of this station's pending deliveries, or None."""
@@ -77,10 +80,11 @@ class PartitionStore:
         self, limit: int, after: str = "", *, updated_before: float = math.inf
     ) -> list[Delivery]:
         """This station's pending deliveries whose current push was never PUBACKed."""
-        async with self.whole.connection() as conn:
-            return await postgres_schedule.unpublished_deliveries(
-                conn, limit, after, self.station, updated_before=updated_before
+        return await self.whole.opening(
+            lambda conn, keys: postgres_schedule.unpublished_deliveries(
+                conn, limit, after, self.station, sealing=keys, updated_before=updated_before
             )
+        )
 
     async def unpublished_receipts(
         self, limit: int, after: int = 0, *, below: int | None = None

@@ -10,14 +10,18 @@ from __future__ import annotations
 import math
 
 from etong.core.records import Delivery
+from etong.crypto.keys import DataKeys
 from etong.store.postgres_batch import station_filter
 from etong.store.postgres_connect import Conn
-from etong.store.rows import CURRENT_MARKER_D, DELIVERY_COLUMNS_D, delivery_from_row
+from etong.store.rows import CURRENT_MARKER_D, DELIVERY_COLUMNS_D
+from etong.store.sealing import open_delivery
 
 _NO_LIMIT = 2**62
 
 
-async def due_deliveries(conn: Conn, now: float, limit: int, station: str | None) -> list[Delivery]:
+async def due_deliveries(
+    conn: Conn, now: float, limit: int, station: str | None, sealing: DataKeys
+) -> list[Delivery]:
     """Pending deliveries due at or before `now`, earliest first, at most `limit`."""
     where, params = station_filter(station, "d.station", 3)
     rows = await conn.fetch(
@@ -29,7 +33,7 @@ async def due_deliveries(conn: Conn, now: float, limit: int, station: str | None
         limit,
         *params,
     )
-    return [delivery_from_row(row) for row in rows]
+    return [open_delivery(sealing, row) for row in rows]
 
 
 async def next_due_time(conn: Conn, station: str | None) -> float | None:
@@ -53,6 +57,7 @@ async def unpublished_deliveries(
     after: str,
     station: str | None,
     *,
+    sealing: DataKeys,
     updated_before: float = math.inf,
 ) -> list[Delivery]:
     """Pending deliveries whose current push the broker never PUBACKed (crash recovery)."""
@@ -67,7 +72,7 @@ async def unpublished_deliveries(
         limit,
         *params,
     )
-    return [delivery_from_row(row) for row in rows]
+    return [open_delivery(sealing, row) for row in rows]
 
 
 async def unpublished_receipts(

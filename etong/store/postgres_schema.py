@@ -17,7 +17,7 @@ from __future__ import annotations
 from etong.errors import StoreError
 from etong.store.postgres_connect import Conn
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Any constant of our own: every instance that opens the store takes the same lock, so only
 # one of several starting at once migrates and the others wait, then find nothing to do.
@@ -154,6 +154,24 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX figure_origins_accepted ON figure_origins (accepted_at);
     """,
+    # 3: personal data at rest (DESIGN §9), as SQLite's version 4: data keys per calendar
+    # month wrapped by the key-encryption key, and where the in-place sealing of a store
+    # written in clear stands (store/postgres_sealing.py).
+    """
+    CREATE TABLE data_keys (
+        month      text PRIMARY KEY,              -- YYYY-MM (UTC) of the values it seals
+        cipher     text NOT NULL,                 -- sm4-gcm | aes-256-gcm
+        wrapped    bytea NOT NULL,                -- the data key sealed by the KEK
+        kek_id     text NOT NULL,                 -- which KEK wrapped it (a fingerprint)
+        created_at double precision NOT NULL
+    );
+    CREATE TABLE sealing_progress (
+        tbl      text PRIMARY KEY,                -- events | deliveries | dead_letters
+        last_key text NOT NULL DEFAULT '',        -- the primary key sealed last, in key order
+        done     boolean NOT NULL DEFAULT false
+    );
+    INSERT INTO sealing_progress (tbl) VALUES ('events'), ('deliveries'), ('dead_letters');
+    """,
 ]
 
 # What `integrity_problems` expects to find (besides `meta`, which holds the version).
@@ -167,6 +185,8 @@ REQUIRED_TABLES = (
     "instances",
     "figures_daily",
     "figure_origins",
+    "data_keys",
+    "sealing_progress",
 )
 
 CREATE_META = "CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)"

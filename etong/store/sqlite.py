@@ -38,6 +38,9 @@ import aiosqlite
 
 from etong.core.figure_records import FigureCell
 from etong.core.records import BatchKeys, BatchLookup, BatchWrite, Delivery
+from etong.crypto.aead import CipherName
+from etong.crypto.kek import Kek, KekSource
+from etong.crypto.keys import DataKeys, month_of
 from etong.errors import (
     StoreBusyError,
     StoreCorruptError,
@@ -46,7 +49,7 @@ from etong.errors import (
     StoreFullError,
 )
 from etong.logging import get_logger
-from etong.store import sqlite_admin, sqlite_schedule
+from etong.store import sqlite_admin, sqlite_schedule, sqlite_sealing
 from etong.store.durability import CHECKPOINT_BYTES, WalSyncer
 from etong.store.files import (
     _create_private,
@@ -74,6 +77,8 @@ class SqliteStore:
         self._conn = conn
         self.path = path
         self._next_receipt_id = 1
+        self._next_dead_letter_id = 1
+        self._keys: DataKeys | None = None  # set by `unlock`
         self._lock_fd: int | None = None
         # One write transaction at a time: the ingest batches and the scheduler (on the
         # loop's connection) and the daily purge (on aiosqlite's) all take this lock.
@@ -135,6 +140,10 @@ class SqliteStore:
             rows = list(await conn.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM receipts"))
             store._next_receipt_id = int(rows[0][0]) + 1
             store.first_receipt_id_of_run = store._next_receipt_id
+            rows = list(
+                await conn.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM dead_letters")
+            )
+            store._next_dead_letter_id = int(rows[0][0]) + 1
         except sqlite3.Error as exc:
             await store.close()  # the connection, and the lock file if taken
             if exc.sqlite_errorcode in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
@@ -271,12 +280,38 @@ class SqliteStore:
                     await self._conn.execute(statement)
                 await self._conn.execute(f"PRAGMA user_version={target}")
 
+    # ---- personal data at rest (DESIGN §9; the SQL is in sqlite_sealing.py) -------------
+
+    async def unlock(self, source: KekSource, cipher: CipherName, now: float) -> None:
+        """Read the key-encryption key and unwrap the data keys with it (`KeyRefusedError`,
+        exit 3, when it is missing or wrong), make this and next month's keys, and seal any
+        row still in clear (a store from before sealing; resumable). Before any batch."""
+        with self._translated():
+            wrapped = await sqlite_sealing.read_keys(self._conn)
+        keys = DataKeys(source.load(create=not wrapped), cipher)
+        for row in wrapped:
+            keys.add(row)
+        await sqlite_sealing.ensure_now(self._conn, self._transaction, keys, now)
+        await sqlite_sealing.seal_clear_rows(self._conn, self._transaction, keys)
+        self._keys = keys
+
+    @property
+    def data_keys(self) -> DataKeys:
+        """The unwrapped data keys; a `StoreError` before `unlock`."""
+        if self._keys is None:
+            raise StoreError(f"store {self.path} is locked: unlock it with its key first")
+        return self._keys
+
+    async def rotate_kek(self, old: Kek, new: Kek) -> int:
+        """Re-wrap every data key with `new` (`etong rotate-key`); the rows re-wrapped."""
+        return await sqlite_sealing.rewrap(self._conn, self._transaction, old, new)
+
     # ---- batch read -------------------------------------------------------------------
 
     async def lookup(self, keys: BatchKeys) -> BatchLookup:
         """Everything a batch's decisions need from the store, in one call (see `_run_batch`)."""
         with self._translated():
-            return await self._run_batch(_read_batch, keys)
+            return await self._run_batch(_read_batch, keys, self.data_keys)
 
     # ---- batch write ------------------------------------------------------------------
 
@@ -289,17 +324,25 @@ class SqliteStore:
         """
         if batch.is_empty():
             return []
+        keys = self.data_keys
+        if month_of(now) not in keys.months:  # a month's first batch (made ahead: rare)
+            await sqlite_sealing.ensure_now(self._conn, self._transaction, keys, now)
         receipt_ids = list(
             range(self._next_receipt_id, self._next_receipt_id + len(batch.receipts))
         )
+        # Assigned here, like receipt ids: a dead letter's payload is sealed to its row's id.
+        letter_ids = range(
+            self._next_dead_letter_id, self._next_dead_letter_id + len(batch.dead_letters)
+        )
         async with self._tx_lock:
             try:
-                await self._run_batch(_write_batch, batch, now, receipt_ids)
+                await self._run_batch(_write_batch, batch, now, (receipt_ids, letter_ids), keys)
             except sqlite3.Error as exc:
                 raise self._write_failed(exc) from exc
             self.syncer.committed()
             self.full = None
             self._next_receipt_id += len(receipt_ids)
+            self._next_dead_letter_id += len(letter_ids)
         # Outside the lock: the next batch (or the scheduler's) may commit while this fsync
         # runs, and the next fsync then covers it. Nothing of this batch is acknowledged
         # before this returns.
@@ -382,7 +425,7 @@ class SqliteStore:
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
         """Pending deliveries due at or before `now`, earliest first, at most `limit`."""
         with self._translated():
-            return await sqlite_schedule.due_deliveries(self._conn, now, limit)
+            return await sqlite_schedule.due_deliveries(self._conn, now, limit, self.data_keys)
 
     async def next_due_time(self) -> float | None:
         """The earliest due time of any pending delivery, or None when nothing is pending."""
@@ -400,7 +443,7 @@ class SqliteStore:
         """Pending deliveries whose current push the broker never PUBACKed (crash recovery)."""
         with self._translated():
             return await sqlite_schedule.unpublished_deliveries(
-                self._conn, limit, after, updated_before=updated_before
+                self._conn, limit, after, self.data_keys, updated_before=updated_before
             )
 
     async def unpublished_receipts(
@@ -436,8 +479,12 @@ class SqliteStore:
         return await sqlite_admin.replay_dead_letters(self._conn, self._transaction, ids, now)
 
     async def purge(self, before: float) -> dict[str, int]:
-        """Delete events (and what hangs off them) received before `before`; returns counts"""
-        return await sqlite_admin.purge(self._conn, self._transaction, before)
+        """Delete events (and what hangs off them) received before `before`, and the data keys
+        of the months wholly before it (crypto-shredding); returns counts"""
+        counts = await sqlite_admin.purge(self._conn, self._transaction, before)
+        if self._keys is not None:
+            self._keys.forget_before(month_of(before))
+        return counts
 
     async def figures(
         self, stations: Sequence[str] | None, first: date, last: date

@@ -11,6 +11,7 @@ import aiosqlite
 
 from etong.store.rows import TRACE_DEAD_LETTER, TRACE_DELIVERY, TRACE_EVENT, trace_receipt
 from etong.store.sqlite_batch import _placeholders
+from etong.store.sqlite_sealing import shred_before
 
 # `SqliteStore._transaction`: BEGIN IMMEDIATE ... COMMIT, one at a time.
 Transaction = Callable[[], contextlib.AbstractAsyncContextManager[aiosqlite.Connection]]
@@ -151,4 +152,7 @@ async def purge(
         counts["receipts"] += cur.rowcount
         # A purged delivery has no fate left to count: its origin goes (the aggregate stays).
         await conn.execute("DELETE FROM figure_origins WHERE accepted_at < ?", (before,))
+        # Crypto-shredding (DESIGN §9): with its month's key gone, no copy of a purged row
+        # (an old backup, a WAL on a disk) can be read either.
+        counts["data_keys"] = await shred_before(conn, before)
     return counts

@@ -18,14 +18,20 @@ from etong.core.records import (
     BatchKeys,
     BatchLookup,
     BatchWrite,
-    HistoryEntry,
     KnownEvent,
 )
+from etong.crypto.keys import DataKeys
 from etong.store.rows import (
     DELIVERY_COLUMNS,
     DELIVERY_COLUMNS_D,
     delivery_from_row,
-    new_delivery_row,
+)
+from etong.store.sealing import (
+    history_entry,
+    open_delivery,
+    sealed_dead_letters,
+    sealed_delivery_rows,
+    sealed_events,
 )
 from etong.store.sqlite_figures import write_figures
 
@@ -46,7 +52,8 @@ _DELIVERY_COLUMNS_D = DELIVERY_COLUMNS_D
 _delivery_from_row = delivery_from_row
 
 
-def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
+def _read_batch(db: sqlite3.Connection, keys: BatchKeys, sealing: DataKeys) -> BatchLookup:
+    """The batch's lookup; sealed values (history summaries, contexts, payloads) opened."""
     out = BatchLookup()
     for chunk in _chunks(keys.event_ids):
         sql = (
@@ -67,7 +74,7 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
         )
     # Which candidate is the original (window, tie-break) is the core's rule.
     out.households = household_originals(candidates, keys.household_since)
-    _read_event_deliveries(db, out)
+    _read_event_deliveries(db, out, sealing)
     for chunk in _chunks(keys.address_keys):
         sql = (
             "SELECT event_id, type, address_key, received_at, summary FROM events "
@@ -75,8 +82,9 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
             "AND received_at >= ? ORDER BY received_at DESC"
         )
         for row in db.execute(sql, [*chunk, keys.history_since]):
-            entry = HistoryEntry(row[0], row[1], row[2], row[3], orjson.loads(row[4]))
-            out.address_history.setdefault(row[2], []).append(entry)
+            entry = history_entry(sealing, row)
+            if entry is not None:
+                out.address_history.setdefault(row[2], []).append(entry)
     for chunk in _chunks(keys.person_keys):
         sql = (
             "SELECT p.person_key, e.event_id, e.type, e.address_key, e.received_at, "
@@ -85,8 +93,9 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
             "AND e.status = 'accepted' ORDER BY p.received_at DESC"
         )
         for row in db.execute(sql, [*chunk, keys.history_since]):
-            entry = HistoryEntry(row[1], row[2], row[3], row[4], orjson.loads(row[5]))
-            out.person_history.setdefault(row[0], []).append(entry)
+            entry = history_entry(sealing, row[1:])
+            if entry is not None:
+                out.person_history.setdefault(row[0], []).append(entry)
     # Only a `declined` ack pushes (to the next officer), so only its event payload is read;
     # most acks are `received`/`verified` and skip the join and the ~1 KB copy.
     with_payload = [d for d in keys.delivery_ids if d in keys.payload_for]
@@ -101,25 +110,39 @@ def _read_batch(db: sqlite3.Connection, keys: BatchKeys) -> BatchLookup:
     ):
         for chunk in _chunks(ids):
             for row in db.execute(f"{select} IN ({_placeholders(len(chunk))})", chunk):
-                out.deliveries[row[0]] = _delivery_from_row(row)
+                out.deliveries[row[0]] = open_delivery(sealing, row)
     return out
 
 
-def _read_event_deliveries(db: sqlite3.Connection, out: BatchLookup) -> None:
+def _read_event_deliveries(db: sqlite3.Connection, out: BatchLookup, sealing: DataKeys) -> None:
     """The deliveries of the originals that this batch's repeats name (usually none)."""
     for chunk in _chunks(sorted(originals_named(out))):
         sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_id IN "
         for row in db.execute(sql + f"({_placeholders(len(chunk))})", chunk):
-            out.event_deliveries[row[1]] = _delivery_from_row(row)
+            out.event_deliveries[row[1]] = open_delivery(sealing, row)
 
 
 def _write_batch(
-    db: sqlite3.Connection, batch: BatchWrite, now: float, receipt_ids: Sequence[int]
+    db: sqlite3.Connection,
+    batch: BatchWrite,
+    now: float,
+    ids: tuple[Sequence[int], Sequence[int]],
+    sealing: DataKeys,
 ) -> None:
-    """BEGIN IMMEDIATE, every statement of the batch, COMMIT; ROLLBACK on any failure."""
+    """BEGIN IMMEDIATE, every statement of the batch, COMMIT; ROLLBACK on any failure.
+
+    `ids`: the receipts' and the dead letters' (`SqliteStore.write` assigns them). Sealed
+    first (`sealing.py`), so a value that cannot be sealed writes nothing."""
+    receipt_ids, letter_ids = ids
+    events = sealed_events(sealing, batch.events, now)
+    deliveries = sealed_delivery_rows(sealing, batch.new_deliveries, now)
+    letters = sealed_dead_letters(sealing, batch.dead_letters, letter_ids, now)
     db.execute("BEGIN IMMEDIATE")
     try:
-        _write_statements(db, batch, now, receipt_ids)
+        _insert_reports(db, batch, events, deliveries, now)
+        _update_deliveries(db, batch, now)
+        _insert_receipts_and_dead_letters(db, batch, letters, now, receipt_ids)
+        write_figures(db, batch.figures)  # the station figures, in the batch's transaction
         db.execute("COMMIT")
     except BaseException:
         # A failed COMMIT (disk full, I/O error) can leave the transaction open; the next
@@ -129,23 +152,20 @@ def _write_batch(
         raise
 
 
-def _write_statements(
-    db: sqlite3.Connection, batch: BatchWrite, now: float, receipt_ids: Sequence[int]
+def _insert_reports(
+    db: sqlite3.Connection,
+    batch: BatchWrite,
+    events: Sequence[Sequence[Any]],
+    deliveries: Sequence[Sequence[Any]],
+    now: float,
 ) -> None:
-    _insert_reports(db, batch, now)
-    _update_deliveries(db, batch, now)
-    _insert_receipts_and_dead_letters(db, batch, now, receipt_ids)
-    write_figures(db, batch.figures)
-
-
-def _insert_reports(db: sqlite3.Connection, batch: BatchWrite, now: float) -> None:
-    """The batch's events, their persons, and the deliveries it made."""
-    if batch.events:
+    """The batch's events, their persons, and the deliveries it made (rows sealed)."""
+    if events:
         db.executemany(
             "INSERT OR IGNORE INTO events (event_id, type, grid_id, member_id, status, "
             "duplicate_of, address_key, household_key, received_at, payload, summary) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            batch.events,
+            events,
         )
     if batch.event_persons:
         db.executemany(
@@ -153,12 +173,12 @@ def _insert_reports(db: sqlite3.Connection, batch: BatchWrite, now: float) -> No
             "VALUES (?,?,?,?)",
             batch.event_persons,
         )
-    if batch.new_deliveries:
+    if deliveries:
         db.executemany(
             "INSERT INTO deliveries (delivery_id, event_id, grid_id, member_id, chain, "
             "step, attempt, state, next_due, context, acked_by, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(*new_delivery_row(d), now, now) for d in batch.new_deliveries],
+            [(*row, now, now) for row in deliveries],
         )
 
 
@@ -196,9 +216,13 @@ def _update_deliveries(db: sqlite3.Connection, batch: BatchWrite, now: float) ->
 
 
 def _insert_receipts_and_dead_letters(
-    db: sqlite3.Connection, batch: BatchWrite, now: float, receipt_ids: Sequence[int]
+    db: sqlite3.Connection,
+    batch: BatchWrite,
+    letters: Sequence[Sequence[Any]],
+    now: float,
+    receipt_ids: Sequence[int],
 ) -> None:
-    """Receipts (with the ids `SqliteStore.write` assigned), dead letters, closed ones."""
+    """Receipts and dead letters (with the ids `SqliteStore.write` assigned), closed ones."""
     if batch.receipts:
         db.executemany(
             "INSERT INTO receipts (id, event_id, topic, status, payload, created_at) "
@@ -210,11 +234,11 @@ def _insert_receipts_and_dead_letters(
                 )
             ],
         )
-    if batch.dead_letters:
+    if letters:
         db.executemany(
-            "INSERT INTO dead_letters (kind, topic, payload, reason, event_id, "
-            "delivery_id, created_at) VALUES (?,?,?,?,?,?,?)",
-            [(*row, now) for row in batch.dead_letters],
+            "INSERT INTO dead_letters (id, kind, topic, payload, reason, event_id, "
+            "delivery_id, created_at) VALUES (?,?,?,?,?,?,?,?)",
+            [(*row, now) for row in letters],
         )
     if batch.closed_dead_letters:
         db.executemany(

@@ -8,11 +8,15 @@ import math
 import aiosqlite
 
 from etong.core.records import Delivery
+from etong.crypto.keys import DataKeys
 from etong.store.rows import CURRENT_MARKER_D
-from etong.store.sqlite_batch import _DELIVERY_COLUMNS_D, _delivery_from_row
+from etong.store.sealing import open_delivery
+from etong.store.sqlite_batch import _DELIVERY_COLUMNS_D
 
 
-async def due_deliveries(conn: aiosqlite.Connection, now: float, limit: int) -> list[Delivery]:
+async def due_deliveries(
+    conn: aiosqlite.Connection, now: float, limit: int, keys: DataKeys
+) -> list[Delivery]:
     """Pending deliveries due at or before `now`, earliest first, at most `limit`."""
     sql = (
         f"SELECT {_DELIVERY_COLUMNS_D}, "
@@ -20,7 +24,7 @@ async def due_deliveries(conn: aiosqlite.Connection, now: float, limit: int) -> 
         "WHERE d.state = 'pending' AND d.next_due <= ? ORDER BY d.next_due LIMIT ?"
     )
     rows = await conn.execute_fetchall(sql, (now, limit))
-    return [_delivery_from_row(row) for row in rows]
+    return [open_delivery(keys, row) for row in rows]
 
 
 async def next_due_time(conn: aiosqlite.Connection) -> float | None:
@@ -46,7 +50,12 @@ async def oldest_pending_created_at(conn: aiosqlite.Connection) -> float | None:
 
 
 async def unpublished_deliveries(
-    conn: aiosqlite.Connection, limit: int, after: str = "", *, updated_before: float = math.inf
+    conn: aiosqlite.Connection,
+    limit: int,
+    after: str,
+    keys: DataKeys,
+    *,
+    updated_before: float = math.inf,
 ) -> list[Delivery]:
     """Pending deliveries whose current push the broker never PUBACKed (crash recovery).
 
@@ -60,7 +69,7 @@ async def unpublished_deliveries(
         "AND d.updated_at < ? AND d.delivery_id > ? ORDER BY d.delivery_id LIMIT ?"
     )
     rows = await conn.execute_fetchall(sql, (updated_before, after, limit))
-    return [_delivery_from_row(row) for row in rows]
+    return [open_delivery(keys, row) for row in rows]
 
 
 async def unpublished_receipts(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each migration takes the schema from version N-1 to N. Append only; never edit a shipped one.
 _MIGRATIONS: list[str] = [
@@ -119,6 +119,24 @@ _MIGRATIONS: list[str] = [
         marks       INTEGER NOT NULL
     );
     CREATE INDEX figure_origins_accepted ON figure_origins (accepted_at);
+    """,
+    # 4: personal data at rest (DESIGN §9). Data keys per calendar month, wrapped by the
+    # key-encryption key (which never enters the store); and where the in-place sealing of a
+    # store written in clear stands (store/sqlite_sealing.py: resumable after a kill).
+    """
+    CREATE TABLE data_keys (
+        month      TEXT PRIMARY KEY,          -- YYYY-MM (UTC) of the values it seals
+        cipher     TEXT NOT NULL,             -- sm4-gcm | aes-256-gcm
+        wrapped    BLOB NOT NULL,             -- the data key sealed by the KEK
+        kek_id     TEXT NOT NULL,             -- which KEK wrapped it (a fingerprint)
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE sealing_progress (
+        tbl      TEXT PRIMARY KEY,            -- events | deliveries | dead_letters
+        last_key TEXT NOT NULL DEFAULT '',    -- the primary key sealed last, in key order
+        done     INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO sealing_progress (tbl) VALUES ('events'), ('deliveries'), ('dead_letters');
     """,
 ]
 

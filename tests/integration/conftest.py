@@ -24,6 +24,7 @@ from etong.roster import Roster, load_roster
 from etong.store import PostgresStore, SqliteStore, Store
 from etong.store.base import Fence
 from tests.postgres import Databases
+from tests.sealing import unlocked
 
 EXAMPLE_ROSTER = Path(__file__).parents[2] / "config" / "roster.example.toml"
 
@@ -112,7 +113,7 @@ class Backend:
         else:
             store = await SqliteStore.open(self.tmp_path / "etong.db")
         self.opened.append(store)
-        return store
+        return await unlocked(store, self.tmp_path)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -174,9 +175,10 @@ class _Stores:
         if self.url is None:
             store = await SqliteStore.open(settings.store.path)
             self.opened.append(store)
-            return store
+            return await unlocked(store, settings.store.path.parent)
         whole = await PostgresStore.open(self.url)
         self.opened.append(whole)
+        await unlocked(whole, self.settings_path.parent)
         await whole.ensure_partitions(roster.stations)
         station = sorted(roster.stations)[0]
         lease = await whole.claim(station, settings.bridge.instance_id, HARNESS_LEASE_S)

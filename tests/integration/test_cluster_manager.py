@@ -27,6 +27,7 @@ from etong.store import SqliteStore
 from tests.cluster_fakes import DbClock, MemoryLeases
 from tests.integration.conftest import make_settings
 from tests.rosters import stations_roster
+from tests.sealing import unlocked
 from tests.waiting import wait_until
 
 LEASE_S = 10.0
@@ -85,7 +86,7 @@ class Instance:
 
 @pytest.fixture
 async def shared(tmp_path: Path) -> AsyncIterator[MemoryLeases]:
-    store = await SqliteStore.open(tmp_path / "etong.db")
+    store = await unlocked(await SqliteStore.open(tmp_path / "etong.db"), tmp_path)
     leases = MemoryLeases(store, DbClock())
     yield leases
     await store.close()

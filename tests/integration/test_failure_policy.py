@@ -30,6 +30,7 @@ from etong.errors import StoreBusyError, StoreFailedError, StoreUnavailableError
 from etong.failures import EXIT_ERROR, FatalError
 from etong.store import PostgresStore, SqliteStore, Store
 from tests.integration.conftest import EXAMPLE_ROSTER, make_settings
+from tests.sealing import unlocked
 from tests.waiting import DEADLINE_S, wait_until, wait_until_async
 
 OLD = 1.0  # received in 1970: older than any retention
@@ -81,9 +82,10 @@ class Purges:
 
 
 @pytest.fixture
-async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
+async def pg_store(pg_url: str, tmp_path: Path) -> AsyncIterator[PostgresStore]:
     store = await PostgresStore.open(pg_url, application_name="etong/purge-test")
     try:
+        await unlocked(store, tmp_path, now=OLD)
         await store.write(_old_report(1), now=OLD)
         yield store
     finally:
@@ -173,7 +175,7 @@ async def test_a_purge_that_meets_sqlites_write_lock_held_elsewhere_is_retried_a
 ) -> None:
     """An `etong purge` or a backup in another process holds the write lock past the busy
     timeout (5 s): the daemon's purge is refused as busy, and runs again once it is free."""
-    store = await SqliteStore.open(tmp_path / "etong.db")
+    store = await unlocked(await SqliteStore.open(tmp_path / "etong.db"), tmp_path, now=OLD)
     other = sqlite3.connect(tmp_path / "etong.db", isolation_level=None)
     try:
         await store.write(_old_report(1), now=OLD)

@@ -25,6 +25,7 @@ from etong.devkit.localbridge import render_toml
 from etong.devkit.messages import make_event
 from etong.store import PostgresStore, lock_file_of
 from tests.integration.conftest import EXAMPLE_ROSTER, START_RFC3339, Harness
+from tests.sealing import unlocked
 
 KEY = b"k" * 32  # the harness's PII key
 
@@ -93,6 +94,20 @@ async def test_migrate_store_copies_every_row_and_stamps_each_with_its_station(
         for event_id, trace in traces.items():
             assert await new.trace(event_id) == trace
         await new.check_key_fingerprint(key_fingerprint(KEY))  # recorded: the same key passes
+        # Sealed rows travel sealed, with their wrapped data keys: the old KEK opens them all.
+        await unlocked(new, old.parent)
+        async with new.connection() as db:
+            sealed = [
+                *[("events", "payload", r[0], r[1]) for r in await db.fetch(
+                    "SELECT event_id, payload FROM events")],
+                *[("deliveries", "context", r[0], r[1]) for r in await db.fetch(
+                    "SELECT delivery_id, context FROM deliveries")],
+                *[("dead_letters", "payload", r[0], r[1]) for r in await db.fetch(
+                    "SELECT id, payload FROM dead_letters")],
+            ]  # fmt: skip
+        assert len(sealed) >= counts["events"] + counts["dead_letters"]
+        for table, column, key, value in sealed:
+            new.data_keys.open(table, column, key, value)  # raises if it does not
     finally:
         await new.close()
     conn = await asyncpg.connect(pg_url)

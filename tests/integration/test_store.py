@@ -22,6 +22,7 @@ from etong.core.records import (
 from etong.errors import StoreError, StoreFailedError
 from etong.store import SCHEMA_VERSION, SqliteStore
 from tests.integration.conftest import Backend
+from tests.sealing import unlocked
 
 
 def _delivery(i: int, due: float) -> Delivery:
@@ -227,7 +228,8 @@ async def test_a_batch_waits_on_the_thread_not_the_loop_while_another_process_wr
     block the event loop (busy_timeout 0 there) but wait on aiosqlite's thread and commit
     once the lock is free, with nothing of it written twice."""
     path = tmp_path / "etong.db"
-    store = await SqliteStore.open(path)
+    # The month of the batch (1970-01) has its key already, as a running daemon's has.
+    store = await unlocked(await SqliteStore.open(path), tmp_path, now=1.0)
     other = sqlite3.connect(path, isolation_level=None)  # as another process would
     other.execute("BEGIN IMMEDIATE")
     write = BatchWrite()

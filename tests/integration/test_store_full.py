@@ -38,6 +38,7 @@ from etong.store.base import Fence
 from etong.store.sqlite import _translate_write_error
 from tests.integration.conftest import START_RFC3339, FakeClock, make_settings
 from tests.postgres import Databases, admin_connection
+from tests.sealing import unlocked
 from tests.smallfs import MountNotPermittedError, SmallFilesystem, mount_small_fs
 from tests.waiting import wait_until_async
 
@@ -164,9 +165,9 @@ async def running_bridge(
     closing: SqliteStore | PostgresStore
     store: Store
     if pg_url is None:
-        store = closing = await SqliteStore.open(settings.store.path)
+        store = closing = await unlocked(await SqliteStore.open(settings.store.path), directory)
     else:
-        closing = whole = await PostgresStore.open(pg_url)
+        closing = whole = await unlocked(await PostgresStore.open(pg_url), directory)
         await whole.ensure_partitions(["zhuangshi"])
         lease = await whole.claim("zhuangshi", "etong-1", 3600)
         assert lease is not None

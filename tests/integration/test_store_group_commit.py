@@ -22,6 +22,7 @@ from etong.devkit.messages import make_event
 from etong.store import SqliteStore, durability
 from tests.integration.conftest import EXAMPLE_ROSTER, make_settings
 from tests.integration.test_daemon_lifecycle import EVENTS, restore_signal_handlers
+from tests.sealing import unlocked
 from tests.waiting import DEADLINE_S, wait_until
 
 __all__ = ["restore_signal_handlers"]  # a fixture this module's tests use
@@ -67,7 +68,7 @@ def _report(i: int) -> BatchWrite:
 async def test_a_write_returns_after_the_wal_fsync_and_the_loop_runs_meanwhile(
     tmp_path: Path, stalled_disk: StalledDisk
 ) -> None:
-    store = await SqliteStore.open(tmp_path / "etong.db")
+    store = await unlocked(await SqliteStore.open(tmp_path / "etong.db"), tmp_path, now=5.0)
     try:
         write = asyncio.create_task(store.write(_report(1), now=5.0))
         # Polled on this loop: it turns while the fsync blocks on its thread.
@@ -85,7 +86,7 @@ async def test_a_write_returns_after_the_wal_fsync_and_the_loop_runs_meanwhile(
 async def test_writers_that_wait_together_share_one_fsync(
     tmp_path: Path, stalled_disk: StalledDisk
 ) -> None:
-    store = await SqliteStore.open(tmp_path / "etong.db")
+    store = await unlocked(await SqliteStore.open(tmp_path / "etong.db"), tmp_path, now=5.0)
     try:
         first = asyncio.create_task(store.write(_report(1), now=5.0))
         await wait_until(stalled_disk.entered.is_set, "the first batch's fsync")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -28,6 +29,7 @@ from etong.store import PostgresStore, postgres, postgres_batch
 from etong.store.base import Fence, Lease
 from etong.store.postgres_leases import idle_in_transaction_ms
 from etong.store.postgres_partition import PartitionStore
+from tests.sealing import unlocked
 from tests.waiting import wait_until_async
 
 SHORT_S = 0.3  # a lease that runs out within the test
@@ -36,8 +38,8 @@ TAKEOVER_DEADLINE_S = 10.0  # for a claim that must not wait on a paused owner
 
 
 @pytest.fixture
-async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    opened = await PostgresStore.open(pg_url)
+async def store(pg_url: str, tmp_path: Path) -> AsyncIterator[PostgresStore]:
+    opened = await unlocked(await PostgresStore.open(pg_url), tmp_path)
     try:
         await opened.ensure_partitions(["north", "south"])
         yield opened
@@ -363,7 +365,7 @@ async def test_a_batch_chosen_as_a_deadlocks_victim_is_written_again(
 
 
 async def test_a_write_paused_inside_its_transaction_is_ended_by_the_server_not_waited_for(
-    pg_url: str, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, store: PostgresStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A paused owner (SIGSTOP, a frozen VM) holding the lease row FOR SHARE: with a
     cluster's `idle_in_transaction_session_timeout` (a quarter lease) the server ends its
@@ -373,6 +375,7 @@ async def test_a_write_paused_inside_its_transaction_is_ended_by_the_server_not_
         pg_url, idle_in_transaction_ms=idle_in_transaction_ms(SHORT_S)
     )
     try:
+        await unlocked(bounded, tmp_path, now=1.0)  # the KEK of `store`; 1970-01's keys now
         old = await _view(bounded, "north", "i-1", SHORT_S)
         started, proceed = _pause_writes(monkeypatch)
         in_hand = asyncio.create_task(old.write(_report(1), now=1.0))

@@ -29,11 +29,12 @@ from etong.store import PostgresStore, open_store
 from etong.store.base import Fence
 from etong.store.postgres_schema import REQUIRED_TABLES, SCHEMA_VERSION
 from tests.postgres import Databases, url_of
+from tests.sealing import unlocked
 
 
 @pytest.fixture
-async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    opened = await PostgresStore.open(pg_url)
+async def store(pg_url: str, tmp_path: Path) -> AsyncIterator[PostgresStore]:
+    opened = await unlocked(await PostgresStore.open(pg_url), tmp_path)
     try:
         yield opened
     finally:
