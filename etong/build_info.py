@@ -1,6 +1,6 @@
 """What `etong --version` says: the release and the git commit it was built from.
 
-`scripts/package` writes `_build_info.py` (`VERSION`, `COMMIT`) beside this module in the tree it
+`scripts/package` writes a `_build_info` module (`VERSION`, `COMMIT`) beside this one in the tree it
 packages, so an installed etong names its build without git. A checkout has no such file and
 asks git (`git describe`, with `-dirty` for uncommitted changes); anything else says "unknown".
 """
