@@ -7,7 +7,7 @@ import csv
 import io
 from collections.abc import Iterator
 
-from etong.report.build import Figures, Report
+from etong.report.build import OFFICER_MEASURES, Figures, Report
 
 Line = tuple[str, str, str, str, object]
 
@@ -38,16 +38,7 @@ def _lines(f: Figures) -> Iterator[Line]:
         yield s, "latency", name, "median_s", _num(lat.median_s)
         yield s, "latency", name, "p90_s", _num(lat.p90_s)
     for o in f.officers:
-        for key in (
-            "accepted",
-            "received",
-            "verified",
-            "declined",
-            "escalated",
-            "resend",
-            "undeliverable",
-            "registrar_copy",
-        ):
+        for key in OFFICER_MEASURES:
             yield s, "officer", o.id, key, getattr(o, key)
         yield s, "officer", o.id, "to_received_median_s", _num(o.to_received.median_s)
         yield s, "officer", o.id, "to_received_p90_s", _num(o.to_received.p90_s)

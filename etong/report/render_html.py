@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from html import escape
 
-from etong.report.build import Figures, Latency, Report
+from etong.report.build import OFFICER_MEASURES, Figures, Latency, Report
 from etong.report.labels import en, zh
 from etong.report.percentiles import human_duration
 from etong.report.svg import bar_chart, series_chart
@@ -153,16 +153,7 @@ def _lat(lat: Latency) -> list[str]:
 def _officers(f: Figures) -> Iterator[str]:
     if not f.officers:
         return
-    keys = (
-        "accepted",
-        "received",
-        "verified",
-        "declined",
-        "escalated",
-        "resend",
-        "undeliverable",
-        "registrar_copy",
-    )
+    keys = OFFICER_MEASURES
     yield f"<h3>{_l('officers')}</h3>"
     yield _table(
         [_l("officer"), _l("name"), *(_l(k) for k in keys), _l("to_received"), _l("to_verified")],

@@ -76,13 +76,20 @@ async def open_store(
         store = await SqliteStore.open(
             settings.path, exclusive=exclusive, check_integrity=check_integrity
         )
+    await _unlock_or_close(unlock, store, settings)
+    return store
+
+
+async def _unlock_or_close(
+    unlock: bool, store: SqliteStore | PostgresStore, settings: StoreSettings
+) -> None:
+    """Unlock `store` with its data keys when `unlock`; close it again if that fails."""
     if unlock:
         try:
             await unlock_store(store, settings)
         except BaseException:
             await store.close()
             raise
-    return store
 
 
 def kek_source(settings: StoreSettings) -> KekSource:
@@ -120,10 +127,5 @@ async def open_cluster_store(
         application_name=application_name,
         idle_in_transaction_ms=None if lease_s is None else idle_in_transaction_ms(lease_s),
     )
-    if unlock:
-        try:
-            await unlock_store(store, settings)
-        except BaseException:
-            await store.close()
-            raise
+    await _unlock_or_close(unlock, store, settings)
     return store
