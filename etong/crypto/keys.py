@@ -16,10 +16,11 @@ from __future__ import annotations
 import calendar
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from etong.crypto.aead import KEY_BYTES, Aead, AeadError, CipherName
-from etong.crypto.kek import Kek
+from etong.crypto.kek import Kek, KekSource
 from etong.errors import KeyRefusedError, SealedValueError
 
 MAGIC = b"\xe7\x01"
@@ -78,6 +79,17 @@ class DataKeys:
         # The last sealing instant's month, header and key: a batch seals all its values at
         # one `now`, and the month's computation cost as much as the AES.
         self._last: tuple[float, bytes, Aead] | None = None
+
+    @classmethod
+    def unwrapped(
+        cls, source: KekSource, cipher: CipherName, wrapped: Sequence[WrappedKey]
+    ) -> DataKeys:
+        """The store's `wrapped` data keys opened with the KEK from `source` (created only
+        when the store holds no data key yet); `KeyRefusedError` when it is not theirs."""
+        keys = cls(source.load(create=not wrapped), cipher)
+        for row in wrapped:
+            keys.add(row)
+        return keys
 
     @property
     def months(self) -> frozenset[str]:

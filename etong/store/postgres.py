@@ -193,9 +193,7 @@ class PostgresStore:
         and seal any row still in clear (one instance at a time; resumable)."""
         async with self.connection() as conn:
             wrapped = await postgres_sealing.read_keys(conn)
-            keys = DataKeys(source.load(create=not wrapped), cipher)
-            for row in wrapped:
-                keys.add(row)
+            keys = DataKeys.unwrapped(source, cipher, wrapped)
             await postgres_sealing.ensure_now(conn, keys, now)
             await postgres_sealing.seal_clear_rows(conn, keys)
         self._keys = keys

@@ -288,9 +288,7 @@ class SqliteStore:
         row still in clear (a store from before sealing; resumable). Before any batch."""
         with self._translated():
             wrapped = await sqlite_sealing.read_keys(self._conn)
-        keys = DataKeys(source.load(create=not wrapped), cipher)
-        for row in wrapped:
-            keys.add(row)
+        keys = DataKeys.unwrapped(source, cipher, wrapped)
         await sqlite_sealing.ensure_now(self._conn, self._transaction, keys, now)
         await sqlite_sealing.seal_clear_rows(self._conn, self._transaction, keys)
         self._keys = keys
