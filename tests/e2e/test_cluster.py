@@ -287,7 +287,8 @@ def test_a_store_migrated_from_sqlite_is_served_by_the_cluster(
         )
         assert single.sigterm(timeout=15) == 0
 
-    # The move (docs/OPERATIONS.md): copy the store, then the old key to the instances.
+    # The move (docs/OPERATIONS.md): copy the store, then the old keys to the instances: the
+    # PII key that indexes persons, and the key-encryption key that wraps the data keys.
     cluster.configure()
     first = cluster.instances["etong-a"].bridge
     command = [first.python, "-m", "etong", "migrate-store", "--config", str(first.config_path)]
@@ -301,6 +302,7 @@ def test_a_store_migrated_from_sqlite_is_served_by_the_cluster(
     )
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     shutil.copyfile(old / "pii.key", cluster.pii_key)
+    shutil.copyfile(old / "kek.key", cluster.pii_key.with_name("kek.key"))
 
     # The cluster re-sends what was pending (same delivery ids), answers the old reports
     # sent again `duplicate`, and takes new ones.
