@@ -137,7 +137,12 @@ async def headless_page(profile: Path) -> AsyncIterator[Page]:
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        await wait_until(port_file.exists, "Chromium's DevTools port")
+
+        def port_written() -> bool:
+            # Chromium creates the file before it writes the port into it.
+            return port_file.exists() and bool(port_file.read_text().split())
+
+        await wait_until(port_written, "Chromium's DevTools port")
         port = port_file.read_text().split()[0]
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
