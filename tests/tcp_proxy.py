@@ -63,7 +63,7 @@ class TcpProxy:
         pair = {writer, up_writer}
         self._writers |= pair
         try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
         finally:
             self._writers -= pair
 
@@ -107,7 +107,8 @@ class TcpProxy:
             self._stop_loop()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy `reader` into `writer` until either side ends; then close `writer`."""
     try:
         while data := await reader.read(65536):
             writer.write(data)

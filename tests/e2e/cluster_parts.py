@@ -29,6 +29,7 @@ import asyncpg
 from etong.devkit.localbridge import LocalBridge, local_bridge_config, render_toml
 from etong.devkit.mosquitto import free_port
 from tests.e2e.helpers import TOPICS
+from tests.tcp_proxy import pump
 from tests.waiting import poll_until
 
 T = TypeVar("T")
@@ -217,7 +218,7 @@ class DbProxy:
             return
         self._writers |= {writer, up_writer}
         try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
         finally:
             self._writers -= {writer, up_writer}
 
@@ -244,17 +245,6 @@ class DbProxy:
                 writer.close()
 
         self._loop.run(drop())
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
 
 
 # --- the instances' logs ------------------------------------------------------------------

@@ -123,9 +123,9 @@ def test_rollback_works_on_the_same_schema_and_is_refused_on_a_newer_one(
     same_schema = offline_root.run(f"dpkg -i {releases.deb(OLD)} && etong --version")
     offline_root.check(
         f"dpkg -i {releases.deb(NEW)} >&2\n"
-        "python3.11 -c 'import sqlite3; db = sqlite3.connect(\"/var/lib/etong/etong.db\"); "
-        "v = db.execute(\"PRAGMA user_version\").fetchone()[0]; "
-        "db.execute(f\"PRAGMA user_version={v + 1}\"); db.commit()'"
+        'python3.11 -c \'import sqlite3; db = sqlite3.connect("/var/lib/etong/etong.db"); '
+        'v = db.execute("PRAGMA user_version").fetchone()[0]; '
+        'db.execute(f"PRAGMA user_version={v + 1}"); db.commit()\''
     )
     newer_schema = offline_root.run(f"dpkg -i {releases.deb(OLD)}")
     still = offline_root.check("dpkg-query -W -f='${Version}\\n' etong; etong --version")

@@ -27,7 +27,10 @@ def _install_sh(releases: Releases, version: str, *args: str) -> str:
 def test_checksums_and_signature_verify(releases: Releases) -> None:
     folder = releases.base / NEW
     sums = subprocess.run(
-        ["sha256sum", "--check", "SHA256SUMS"], cwd=folder, capture_output=True, text=True,
+        ["sha256sum", "--check", "SHA256SUMS"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
         check=False,
     )
     allowed = releases.base / "allowed_signers"
