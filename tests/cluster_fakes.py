@@ -8,7 +8,7 @@ raises `LeaseLostError` and commits nothing. Station filtering is the PostgreSQL
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -76,13 +76,15 @@ class MemoryLeases:
             and row.is_live(self.clock.now)
         )
 
-    async def renew(self, fence: Fence, lease_s: float) -> Lease | None:
+    async def renew(self, fences: Sequence[Fence], lease_s: float) -> list[Lease]:
         self._check("renew")
-        if not self._holds(fence):
-            return None
-        new = replace(self.rows[fence.partition], expires_at=self.clock.now + lease_s)
-        self.rows[fence.partition] = new
-        return new
+        renewed = []
+        for fence in fences:
+            if self._holds(fence):
+                new = replace(self.rows[fence.partition], expires_at=self.clock.now + lease_s)
+                self.rows[fence.partition] = new
+                renewed.append(new)
+        return renewed
 
     async def release(self, fence: Fence) -> bool:
         self._check("release")

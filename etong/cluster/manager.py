@@ -1,8 +1,11 @@
 """The lease loop of one instance in a cluster (DESIGN §7): claim, renew, serve, hand over.
 
-Every `lease_s / 4` the instance records its heartbeat, renews the leases it holds, and
-carries out `core/balance.plan`: claim free or expired partitions up to its fair share, hand
-one over when it holds more and another instance holds less. Each partition it holds is a
+Every `lease_s / 4` (from the start of the last tick, so slow claims never delay the next
+renewal) the instance records its heartbeat, renews the leases it holds (one statement for
+all of them: a province's share is hundreds), and carries out `core/balance.plan`: claim free
+or expired partitions up to its fair share, a bounded batch per tick (`CLAIMS_PER_TICK`, and
+no longer than `lease_s / 8`), hand one over when it holds more and another instance holds
+less. Each partition it holds is a
 `BridgeRunner` over the partition's fenced store view, with its own MQTT client ids.
 
 Losing a lease is always safe, and the rules for it are the issue's:
@@ -44,7 +47,7 @@ from etong.brokers.base import BrokerFactory
 from etong.cluster.metrics import ClusterMetrics
 from etong.cluster.reach import ReachWatch
 from etong.config import Settings
-from etong.core.balance import plan
+from etong.core.balance import CLAIMS_PER_TICK, plan
 from etong.core.keys import Keyer
 from etong.core.partitions import Fence, Lease, partition_client_id, station_subscriptions
 from etong.errors import StoreError, StoreUnavailableError
@@ -64,6 +67,7 @@ T = TypeVar("T")
 RENEWALS_PER_LEASE = 4  # a tick every lease_s / 4
 UNRENEWED_LIMIT = 0.75  # stop serving after lease_s * 3/4 without a renewal
 WATCH_STEPS_PER_LEASE = 20  # the unrenewed deadline checked every lease_s / 20
+CLAIM_BUDGET_OF_LEASE = 0.125  # a tick's claims stop after lease_s / 8
 
 
 @dataclass(slots=True)
@@ -115,6 +119,7 @@ class ClusterManager:
         self.reach = ReachWatch(self.lease_s, broker_up=broker_up, monotonic=monotonic)
         self._topics = Topics(settings.bridge.topic_prefix)
         self.held: dict[str, _Held] = {}
+        self.claims_per_tick = CLAIMS_PER_TICK
         self._group = TaskSet()
         """The ticks, the deadline watch and each partition's serving task: one group."""
         self._beats: list[asyncio.Task[None]] = []
@@ -153,8 +158,13 @@ class ClusterManager:
             await asyncio.wait(self._beats)
 
     async def _ticks(self) -> None:
+        """A tick every lease_s / 4 from the start of the last, not from its end: however
+        long a tick's claims took, the renewals keep their own pace."""
+        period = self.lease_s / RENEWALS_PER_LEASE
+        next_at = self._monotonic() + period
         while True:
-            await asyncio.sleep(self.lease_s / RENEWALS_PER_LEASE)
+            await asyncio.sleep(max(0.0, next_at - self._monotonic()))
+            next_at = max(next_at + period, self._monotonic())
             await self.tick()
 
     async def tick(self) -> None:
@@ -183,12 +193,17 @@ class ClusterManager:
             return  # cut off from the broker: claim nothing (core/broker_reach.py)
         todo = plan(
             rows, me=self.me, live=self._state.live, owned=list(self.held), now=now,
-            lease_s=self.lease_s,
+            lease_s=self.lease_s, most=self.claims_per_tick,
         )  # fmt: skip
         for partition in todo.release:
             await self._hand_over(partition, reason="balancing")
         before = {row.partition: row for row in rows}
+        # Claims stop after a budget of the tick, so the next renewal is never late: the
+        # rest are claimed at the next tick (core/balance.py bounds how many are planned).
+        budget_ends = self._monotonic() + self.lease_s * CLAIM_BUDGET_OF_LEASE
         for partition in todo.claim:
+            if self._monotonic() >= budget_ends:
+                break
             await self._claim(partition, before[partition])
 
     async def _watch(self) -> None:
@@ -247,14 +262,22 @@ class ClusterManager:
             raise StoreUnavailableError(f"the store did not answer within {bound:g} s") from exc
 
     async def _renew_all(self) -> None:
-        for partition, held in list(self.held.items()):
-            started = self._monotonic()
-            lease = await self._db(self._leases.renew(held.fence, self.lease_s))
-            if lease is None:
-                await self._lose(partition, "renew_refused")
-            else:
+        """Renew every partition held, in one round trip; lose each one the store refused."""
+        asked = list(self.held.values())
+        if not asked:
+            return
+        started = self._monotonic()
+        leases = await self._db(self._leases.renew([h.fence for h in asked], self.lease_s))
+        renewed = {lease.partition for lease in leases}
+        for held in asked:
+            partition = held.fence.partition
+            if self.held.get(partition) is not held:
+                continue  # handed over or lost while the renewal was under way
+            if partition in renewed:
                 held.renewed_at = started
                 self._cm.renewals.inc()
+            else:
+                await self._lose(partition, "renew_refused")
 
     def still_held(self, fence: Fence) -> bool:
         """Whether `fence` is held and renewed recently enough to serve (UNRENEWED_LIMIT):

@@ -16,6 +16,10 @@ The rules, and why:
 - **Spread the first claims.** Each instance tries free partitions in its own order
   (rendezvous hashing of instance and partition), so instances starting together mostly
   try different partitions instead of all racing for the first.
+- **A bounded number of claims per tick** (`most`): each claim starts a partition's broker
+  sessions, so a lone instance starting with a province's 1,178 free stations takes them a
+  batch at a time, over a few ticks, instead of opening thousands of connections at once;
+  partitions abandoned longest (an owner's death) come first, then the fair share.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from etong.core.partitions import Lease
+
+CLAIMS_PER_TICK = 100
+"""The most partitions one tick claims (see `plan`'s `most`): a province's cold start in a few
+ticks (1,178 stations over three instances: 4 ticks each), a dead owner's share in one or two."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +63,13 @@ def plan(
     owned: Sequence[str],
     now: float,
     lease_s: float,
+    most: int = CLAIMS_PER_TICK,
 ) -> Plan:
     """The claims and hand-overs for instance `me` (see the module docstring).
 
     `owned` is what this instance serves now (its own record; a lease row may lag it), `live`
-    the instances whose heartbeat is current (`me` among them), `now` the database's clock.
+    the instances whose heartbeat is current (`me` among them), `now` the database's clock;
+    at most `most` claims.
     """
     alive = set(live) | {me}
     share = fair_share(len(leases), len(alive))
@@ -73,13 +83,19 @@ def plan(
     room = max(0, share - len(mine))
     # Free for longer than a lease: whoever should have taken it did not; take it anyway.
     # (A row never taken has no expiry to judge by: only shares claim it.)
-    abandoned = [
-        lease.partition
-        for lease in free
-        if lease.expires_at is not None and now - lease.expires_at > lease_s
+    abandoned = sorted(
+        (
+            lease
+            for lease in free
+            if lease.expires_at is not None and now - lease.expires_at > lease_s
+        ),
+        key=lambda lease: lease.expires_at or 0.0,
+    )
+    first = [lease.partition for lease in abandoned]
+    taken = set(first)
+    claim = (first + [lease.partition for lease in free[:room] if lease.partition not in taken])[
+        :most
     ]
-    claim = [lease.partition for lease in free[:room]]
-    claim += [p for p in abandoned if p not in claim]
     if claim or len(mine) <= share:
         return Plan(claim=tuple(claim))
     under = any(holders[other] < share for other in alive if other != me)

@@ -144,9 +144,10 @@ class LeaseStore(Protocol):
         `lease_s`. None if another owner's lease is live (or the row does not exist)."""
         ...
 
-    async def renew(self, fence: Fence, lease_s: float) -> Lease | None:
-        """Extend the lease to now + `lease_s` if it is still `fence`'s and unexpired; None
-        when lost (another owner, another epoch, or expired)."""
+    async def renew(self, fences: Sequence[Fence], lease_s: float) -> list[Lease]:
+        """Extend each lease to now + `lease_s` if it is still its fence's and unexpired, all
+        in one round trip; the leases renewed. One missing was lost (another owner, another
+        epoch, or expired)."""
         ...
 
     async def release(self, fence: Fence) -> bool:

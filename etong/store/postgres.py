@@ -417,10 +417,11 @@ class PostgresStore:
         self._claims[partition, lease.epoch] = receipt_floor
         return lease
 
-    async def renew(self, fence: Fence, lease_s: float) -> Lease | None:
-        """Extend the lease to now + `lease_s` if still `fence`'s and unexpired; else None."""
+    async def renew(self, fences: Sequence[Fence], lease_s: float) -> list[Lease]:
+        """Extend each lease to now + `lease_s` if still its fence's and unexpired, in one
+        statement; the leases renewed (a lost one is missing)."""
         async with self.connection() as conn:
-            return await postgres_leases.renew(conn, fence, lease_s)
+            return await postgres_leases.renew(conn, fences, lease_s)
 
     async def release(self, fence: Fence) -> bool:
         """Free the partition at once (graceful hand-over) if it is still `fence`'s."""

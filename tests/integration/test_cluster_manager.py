@@ -126,6 +126,25 @@ async def test_a_lone_instance_takes_every_station_with_partition_client_ids(
     assert a.manager.readiness() == (True, "ready (partitions: s1, s2, s3)")
 
 
+async def test_a_lone_instance_claims_a_batch_a_tick_and_renews_all_it_holds_at_once(
+    instances: Any, shared: MemoryLeases
+) -> None:
+    """A province starting on one instance: bounded claims per tick, one renewal call each
+    tick for everything held, and nothing claimed is lost on the way."""
+    a = instances("i1")
+    a.manager.claims_per_tick = 2
+    await a.manager.first_tick()
+    assert len(a.held) == 2
+    await a.manager.tick()
+    await a.serving()
+    assert a.held == ["s1", "s2", "s3"]
+    shared.calls.clear()
+    await a.manager.tick()
+    assert shared.calls.count("renew") == 1 and shared.calls.count("claim") == 0
+    assert a.cluster_metrics.leases_lost.labels("renew_refused")._value.get() == 0
+    assert a.cluster_metrics.renewals._value.get() == 2 + 3  # the 2 of tick two, 3 of three
+
+
 async def test_a_second_instance_gets_its_share_by_hand_over_not_by_takeover(
     instances: Any, shared: MemoryLeases
 ) -> None:

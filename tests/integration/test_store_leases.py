@@ -103,7 +103,7 @@ async def test_a_free_partition_is_claimed_once_and_its_owner_renews_and_release
     assert lease is not None and (lease.owner, lease.epoch) == ("i-1", 1)
     assert lease.expires_at is not None and lease.expires_at >= before + LONG_S
     assert await store.claim("north", "i-2", LONG_S) is None  # live: not taken
-    renewed = await store.renew(_fence(lease), LONG_S * 2)
+    [renewed] = await store.renew([_fence(lease)], LONG_S * 2)
     assert renewed is not None and renewed.epoch == 1
     assert renewed.expires_at is not None and renewed.expires_at > lease.expires_at
     assert await store.release(_fence(lease)) is True
@@ -123,10 +123,10 @@ async def test_an_expired_lease_is_taken_over_and_the_old_owner_can_neither_rene
 ) -> None:
     old = await store.claim("north", "i-1", SHORT_S)
     await _expired(store, old)
-    assert await store.renew(_fence(old), LONG_S) is None  # expired: renewing is too late
+    assert await store.renew([_fence(old)], LONG_S) == []  # expired: renewing is too late
     new = await store.claim("north", "i-2", LONG_S)
     assert new is not None and (new.owner, new.epoch) == ("i-2", 2)
-    assert await store.renew(_fence(old), LONG_S) is None
+    assert await store.renew([_fence(old)], LONG_S) == []
     assert await store.release(_fence(old)) is False
     assert [lease.owner for lease in await store.leases()] == ["i-2", None]
 
@@ -137,7 +137,29 @@ async def test_an_owner_that_claims_again_after_a_restart_gets_a_new_epoch(
     first = await store.claim("south", "i-1", LONG_S)
     again = await store.claim("south", "i-1", LONG_S)  # the same instance, restarted
     assert first is not None and again is not None and again.epoch == first.epoch + 1
-    assert await store.renew(_fence(first), LONG_S) is None  # its old run is fenced off
+    assert await store.renew([_fence(first)], LONG_S) == []  # its old run is fenced off
+
+
+async def test_one_renewal_extends_every_lease_still_held_and_leaves_out_the_lost(
+    store: PostgresStore,
+) -> None:
+    """An instance renews all it holds in one statement: each fence judged on its own."""
+    await store.ensure_partitions(["east", "west"])
+    held = [await store.claim(p, "i-1", LONG_S) for p in ("north", "south", "east")]
+    stale = await store.claim("west", "i-1", LONG_S)
+    retaken = await store.claim("west", "i-1", LONG_S)  # restarted: the old epoch is fenced off
+    assert stale is not None and retaken is not None
+    renewed = await store.renew([_fence(lease) for lease in [*held, stale]], LONG_S * 2)
+    assert sorted(lease.partition for lease in renewed) == ["east", "north", "south"]
+    for before, after in zip(
+        held,
+        sorted(renewed, key=lambda lease: ["north", "south", "east"].index(lease.partition)),
+        strict=True,
+    ):
+        assert before is not None and before.expires_at is not None
+        assert after.epoch == before.epoch and after.expires_at is not None
+        assert after.expires_at > before.expires_at
+    assert await store.renew([], LONG_S) == []
 
 
 async def test_ensure_partitions_adds_missing_rows_and_keeps_existing_ones(

@@ -93,3 +93,23 @@ def test_the_hand_over_is_stable_between_ticks() -> None:
     one = plan(leases, me="i1", owned=["a", "b", "c", "d"], **args)  # type: ignore[arg-type]
     two = plan(leases, me="i1", owned=["a", "b", "c", "d"], **args)  # type: ignore[arg-type]
     assert one == two and len(one.release) == 1
+
+
+def test_a_tick_claims_at_most_its_bound_and_the_next_ticks_take_the_rest() -> None:
+    """A lone instance starting with a province: a batch per tick, every partition in the end."""
+    leases = [free(f"s{i:04d}") for i in range(250)]
+    owned: list[str] = []
+    ticks = 0
+    while len(owned) < len(leases):
+        got = plan(leases, me="i1", live=["i1"], owned=owned, now=NOW, lease_s=LEASE_S, most=100)
+        assert 0 < len(got.claim) <= 100 and not set(got.claim) & set(owned)
+        owned += got.claim
+        ticks += 1
+    assert ticks == 3 and sorted(owned) == sorted(lease.partition for lease in leases)
+
+
+def test_partitions_abandoned_longest_are_claimed_before_the_share() -> None:
+    leases = [free("new-a"), free("new-b"), free("old", expired_ago=3 * LEASE_S)]
+    leases.append(free("older", expired_ago=9 * LEASE_S))
+    got = plan(leases, me="i1", live=["i1"], owned=[], now=NOW, lease_s=LEASE_S, most=3)
+    assert got.claim[:2] == ("older", "old") and len(got.claim) == 3
