@@ -1,0 +1,174 @@
+"""A cluster at the size where one lease and one session pair per station start to cost
+(issue 18): three `etong run` on one PostgreSQL database and one mosquitto share 300
+stations; one instance is killed (`kill -9`) mid-stream and its stations are served again.
+
+The roster is generated (300 stations, a grid of one member each); the traffic is a sample
+of it — the members and officers of every tenth station, whose reports each owner serves
+among its hundred — so the test's own MQTT clients stay few. The watcher sees every push of
+the whole cluster, so "pushed once, under one delivery id" is checked for every report sent.
+The province itself (1,178 stations) is `bench/province.py`'s; this size fits CI's time.
+Figures are printed (SCALE_COLD_START, SCALE_TAKEOVER) so that they can be quoted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etong.devkit.mosquitto import LocalMosquitto
+from tests.e2e.cluster_parts import LEASE_S, Cluster, Instance, LeaseRow, held_by, timestamp
+from tests.e2e.cluster_traffic import Traffic
+from tests.e2e.helpers import write_roster
+from tests.rosters import stations_roster
+from tests.waiting import poll_until
+
+pytestmark = pytest.mark.e2e
+
+STATIONS = 300
+SAMPLE_EVERY = 10
+"""The traffic's members and officers: those of station 1, 11, 21, ... (30 stations)."""
+RATE = 20.0
+SETTLE_S = 60.0
+COLD_START_TIMEOUT_S = 120.0
+"""Generous: the figure printed is what to quote; a cluster stuck short of it is a failure."""
+
+
+def sample(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the roster the test's terminals play: every tenth station's members and
+    officers (the cluster itself serves the whole roster)."""
+    chosen = {f"s{n}" for n in range(1, STATIONS + 1, SAMPLE_EVERY)}
+    communities = {c["id"] for c in document["communities"] if c["station"] in chosen}
+    return {
+        "grids": [g for g in document["grids"] if g["community"] in communities],
+        "officers": [o for o in document["officers"] if o["station"] in chosen],
+    }
+
+
+@pytest.fixture
+def roster_document() -> dict[str, Any]:
+    return stations_roster(stations=STATIONS, grids_per_station=1, members_per_grid=1)
+
+
+@pytest.fixture
+def traffic(mosquitto: LocalMosquitto, roster_document: dict[str, Any]) -> Iterator[Traffic]:
+    made = Traffic(mosquitto.url, sample(roster_document))
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, mosquitto: LocalMosquitto, pg_url: str, roster_document: dict[str, Any]
+) -> Iterator[Cluster]:
+    made = Cluster(
+        tmp_path, mosquitto.url, pg_url, write_roster(tmp_path / "roster.toml", roster_document)
+    )
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def served_since(instances: Mapping[str, Instance], since: float) -> dict[tuple[str, int], str]:
+    """(partition, epoch) -> the instance that logged `partition_serving` for it since `since`."""
+    served: dict[tuple[str, int], str] = {}
+    for instance in instances.values():
+        for record in instance.log.find("partition_serving", since=since):
+            served[str(record["partition"]), int(record["epoch"])] = instance.id
+    return served
+
+
+def wait_all_served(cluster: Cluster, timeout: float) -> list[LeaseRow]:
+    """Wait until every station's live lease is held by a running instance that serves it."""
+    running = {i.id for i in cluster.running()}
+    rows: list[LeaseRow] = []
+    missing: list[str] = []
+
+    def all_served() -> bool:
+        nonlocal rows, missing
+        rows = cluster.db.leases()
+        served = served_since(cluster.instances, 0.0)
+        missing = [
+            r.partition
+            for r in rows
+            if not (r.live and r.owner in running and served.get((r.partition, r.epoch)) == r.owner)
+        ]
+        return len(rows) == STATIONS and not missing
+
+    poll_until(
+        all_served,
+        timeout=timeout,
+        interval=0.5,
+        what=lambda: f"all {STATIONS} stations served; {len(missing)} not, e.g. {missing[:5]}",
+    )
+    return rows
+
+
+@pytest.mark.timeout(600)
+def test_three_instances_serve_300_stations_and_a_killed_ones_share_moves_losing_nothing(
+    cluster: Cluster, traffic: Traffic, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.configure()
+    started = time.time()
+    for instance in cluster.instances.values():
+        instance.bridge.start()
+    for instance in cluster.instances.values():
+        instance.bridge.wait_ready(timeout=60)
+    rows = wait_all_served(cluster, COLD_START_TIMEOUT_S)
+    cold_start_s = time.time() - started
+    shares = sorted(len(held_by(rows, i)) for i in cluster.instances)
+
+    stream = traffic.stream(int(RATE * 240), RATE, seed=18)
+    traffic.wait_answered(stream.event_ids, 20, timeout=30)
+    victim = cluster.instances[max(cluster.instances, key=lambda i: len(held_by(rows, i)))]
+    held = held_by(rows, victim.id)
+    killed_at = time.time()
+    victim.bridge.kill9()
+    survivors = {i: inst for i, inst in cluster.instances.items() if i != victim.id}
+    epochs = {row.partition: row.epoch for row in held}
+    again: dict[str, float] = {}
+
+    def all_taken_over() -> bool:
+        for record in [
+            r for s in survivors.values() for r in s.log.find("partition_serving", since=killed_at)
+        ]:
+            partition = str(record["partition"])
+            if partition in epochs and int(record["epoch"]) > epochs[partition]:
+                again.setdefault(partition, timestamp(record))
+        return len(again) == len(held)
+
+    poll_until(
+        all_taken_over,
+        timeout=LEASE_S + 60,
+        interval=0.5,
+        what=lambda: (
+            f"{len(held) - len(again)} of {victim.id}'s {len(held)} stations not served again"
+        ),
+    )
+    takeover = [at - killed_at for at in again.values()]
+
+    stream.finish()
+    with contextlib.suppress(AssertionError):  # the ledger names what is missing
+        traffic.wait_answered(stream.event_ids, len(stream.event_ids), timeout=SETTLE_S)
+    ledger = traffic.monitor.ledger(stream.event_ids)
+    lost = [
+        (r.get("partition"), r.get("reason"))
+        for inst in survivors.values()
+        for r in inst.log.find("lease_lost", since=started)
+    ]
+    with capsys.disabled():
+        print(
+            f"\nSCALE_COLD_START stations={STATIONS} instances=3 all_served_s={cold_start_s:.1f} "
+            f"shares={shares} (lease_s={LEASE_S:g})"
+            f"\nSCALE_TAKEOVER stations_moved={len(held)} "
+            f"median={statistics.median(takeover):.1f}s max={max(takeover):.1f}s "
+            f"(lease_s={LEASE_S:g}) leases_lost_by_survivors={len(lost)}; {ledger.summary()}"
+        )
+    assert ledger.problems() == {}
+    assert lost == [], lost[:10]
