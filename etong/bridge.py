@@ -43,7 +43,13 @@ from etong.roster import Roster
 from etong.shell.delivery_ids import new_delivery_id
 from etong.shell.ingest import Ingest
 from etong.shell.outbox import Outbox
-from etong.shell.scheduler import RESEND_RATE_PER_S, SCHEDULER_PAGE, Scheduler
+from etong.shell.scheduler import (
+    PARTITION_MAX_SLEEP_S,
+    RESEND_RATE_PER_S,
+    SCHEDULER_MAX_SLEEP_S,
+    SCHEDULER_PAGE,
+    Scheduler,
+)
 from etong.store import Store
 from etong.topics import Topics
 
@@ -111,6 +117,7 @@ class Bridge:
             clock=clock,
         )
         self.ingest, self.scheduler = self._shell(store, clock)
+        self.outbox.on_first_unrecorded = self.ingest.pubacks_waiting
         self.batches = 0
         self.processed = 0
 
@@ -131,6 +138,10 @@ class Bridge:
             report_store_state=self._report_store_state,
             clock=clock,
             on_republished=lambda p, r: log.info("republished_unconfirmed", pushes=p, receipts=r),
+            # One scheduler per station in a cluster (PostgreSQL): look less often.
+            max_sleep_s=(
+                PARTITION_MAX_SLEEP_S if self.settings.store.url else SCHEDULER_MAX_SLEEP_S
+            ),
         )
         return ingest, scheduler
 

@@ -85,6 +85,10 @@ class Ingest:
         """Received and not yet committed: queued, or in the batch in hand."""
         return len(self.queue) + self.in_hand
 
+    def pubacks_waiting(self) -> None:
+        """PUBACKs now wait to be recorded: an idle loop starts its flush timer."""
+        self._wake.set()
+
     def stop_accepting(self) -> None:
         """Stop taking new batches (SIGTERM); messages not yet taken stay unacked at the broker."""
         self._accepting = False
@@ -95,11 +99,15 @@ class Ingest:
         """Take whatever is queued (up to `store.batch_max`), process it as one batch, repeat."""
         while self._accepting:
             if not self.queue:
+                # Idle: sleep until a message (or a first PUBACK, `pubacks_waiting`) comes;
+                # with PUBACKs to record, at most IDLE_FLUSH_S. No timer otherwise: a
+                # province's hundreds of idle partitions would each wake twice a second.
                 self._wake.clear()
+                flush_after = IDLE_FLUSH_S if self._has_unrecorded() else None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_FLUSH_S)
+                    await asyncio.wait_for(self._wake.wait(), flush_after)
                 if not self.queue:
-                    if self._has_unrecorded():
+                    if flush_after is not None and self._has_unrecorded():
                         await self._commit_batch([])  # record PUBACKs while idle
                     continue
             if not self._accepting:

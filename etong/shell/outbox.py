@@ -57,6 +57,9 @@ class Outbox:
         # PUBACKs seen since the last transaction, recorded by the next one.
         self.published_receipts: list[int] = []
         self.published_pushes: list[tuple[int, str]] = []  # (attempt marker, delivery id)
+        self.on_first_unrecorded: Callable[[], None] = lambda: None
+        """Called when a PUBACK arrives while none waited: the ingest loop, idle, then
+        records it after a short wait instead of looking every half second (`Ingest`)."""
 
     # ---- the ledger -------------------------------------------------------------------
 
@@ -64,6 +67,18 @@ class Outbox:
     def has_unrecorded(self) -> bool:
         """Whether PUBACKs wait to be recorded in the store."""
         return bool(self.published_receipts or self.published_pushes)
+
+    def _note_push_puback(self, marker: int, delivery_id: str) -> None:
+        first = not self.has_unrecorded
+        self.published_pushes.append((marker, delivery_id))
+        if first:
+            self.on_first_unrecorded()
+
+    def _note_receipt_puback(self, receipt_id: int) -> None:
+        first = not self.has_unrecorded
+        self.published_receipts.append(receipt_id)
+        if first:
+            self.on_first_unrecorded()
 
     def take_unrecorded(self) -> tuple[list[int], list[tuple[int, str]]]:
         """The PUBACKs to record in the next transaction (the ledger starts again empty)."""
@@ -135,14 +150,14 @@ class Outbox:
                 response_topic=acks_topic,
                 message_expiry_s=int(self._expiry_s) if self._expiry_s else None,
             ),
-            on_published=lambda: self.published_pushes.append((marker, delivery_id)),
+            on_published=lambda: self._note_push_puback(marker, delivery_id),
         )
         self._count_push[push_kind(d)].inc()
 
     def publish_receipt(self, receipt_id: int, topic: str, payload: bytes) -> None:
         """Publish a stored receipt; note it once the broker PUBACKs it."""
         self.grid_broker.publish(
-            topic, payload, on_published=lambda: self.published_receipts.append(receipt_id)
+            topic, payload, on_published=lambda: self._note_receipt_puback(receipt_id)
         )
 
     def _expires_at(self, now: float) -> str | None:
