@@ -33,8 +33,8 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 DETAIL_UP_TO = 10
 """`--detail auto` lists grids, members and officers when at most this many stations are
-shown (one station's month is a fraction of a second; a province's, minutes and a page of
-every grid and member: bench/report.py), and the province view otherwise."""
+shown (one station's month is a fraction of a second; a province's, half a minute to
+minutes and a 112 MB page: docs/BENCHMARKS.md), and the province view otherwise."""
 RENDERERS: dict[str, Callable[[Report], str]] = {
     "text": render_text,
     "json": render_json,
