@@ -6,9 +6,12 @@ across 1,178 police stations. This bench writes the daily aggregate such a year 
 than running 12 million reports through the bridge (days of machine time here): each day's
 reports are drawn per station, grid, member, officer and type, with the outcomes, fates,
 latency buckets, flags and registrar copies in the proportions written below, and stored as
-the bridge would store them (one row per key, counts summed). Then it times what
+the bridge would store them (one row per key, counts summed), and the monthly rollup
+(`figures_monthly`) filled from them by the migration's own SQL. Then it times what
 `etong report` does after loading its config: read the rows, build the figures (roster in
-hand), render the page — for one station over a month and for every station over a month.
+hand), render the page — for one station over a month in full detail, and for every station
+over a month in the province view (`--detail summary`, the default for a province);
+`--full` times every station in full detail too (minutes).
 
     .venv/bin/python bench/report.py --json bench/results/report-province.json
     .venv/bin/python bench/report.py --days 30 --reports-per-day 3000   # a quick look
@@ -36,6 +39,7 @@ from etong.report.period import Period
 from etong.report.render_html import render_html
 from etong.roster import Roster, build_roster
 from etong.store import PostgresStore
+from etong.store.postgres_schema import FILL_MONTHLY
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 FIRST_DAY = date(2025, 1, 1)
@@ -142,20 +146,47 @@ async def generate(url: str, args: argparse.Namespace) -> dict[str, Any]:
             )
             if d % 30 == 29:
                 print(f"  generated {d + 1} days", file=sys.stderr)
+        daily_s = time.perf_counter() - started
+        await conn.execute(FILL_MONTHLY)
         await conn.execute("ANALYZE figures_daily")
-        rows = await conn.fetchval("SELECT count(*) FROM figures_daily")
-        size = await conn.fetchval("SELECT pg_total_relation_size('figures_daily')")
+        await conn.execute("ANALYZE figures_monthly")
+        fill_s = time.perf_counter() - started - daily_s
     finally:
         await conn.close()
-    return {"rows": rows, "seconds": round(time.perf_counter() - started, 1), "bytes": size}
+    return {
+        "seconds": round(daily_s, 1),
+        "monthly_fill_s": round(fill_s, 1),
+        **await _sizes(url),
+    }
+
+
+async def _sizes(url: str) -> dict[str, Any]:
+    """Rows and bytes (with indexes) of the daily aggregate and the monthly rollup."""
+    conn = await asyncpg.connect(url)
+    try:
+        out: dict[str, Any] = {}
+        for table, name in (("figures_daily", ""), ("figures_monthly", "monthly_")):
+            out[f"{name}rows"] = await conn.fetchval(f"SELECT count(*) FROM {table}")  # noqa: S608
+            out[f"{name}bytes"] = await conn.fetchval(f"SELECT pg_total_relation_size('{table}')")
+        return out
+    finally:
+        await conn.close()
 
 
 async def one_report(
-    store: PostgresStore, roster: Roster, stations: list[str] | None, period: Period
+    store: PostgresStore,
+    roster: Roster,
+    stations: list[str] | None,
+    period: Period,
+    *,
+    detail: bool,
 ) -> dict[str, float]:
     """What `etong report --format html` does once its config and roster are loaded."""
     t0 = time.perf_counter()
-    rows = await store.figures(stations, period.first, period.last)
+    if detail:
+        rows = await store.figures(stations, period.first, period.last)
+    else:
+        rows = await store.figure_summary(stations, period.first, period.last)
     t1 = time.perf_counter()
     shown = stations if stations is not None else sorted(roster.stations)
     report = build_report(
@@ -166,6 +197,7 @@ async def one_report(
         generated_at="bench",
         zone="Asia/Shanghai",
         with_total=stations is None,
+        detail=detail,
     )
     t2 = time.perf_counter()
     page = render_html(report)
@@ -188,8 +220,18 @@ async def measure(url: str, roster: Roster, args: argparse.Namespace) -> dict[st
     store = await PostgresStore.open(url)
     out: dict[str, Any] = {"period": period.label()}
     try:
-        for name, stations in (("one_station", ["s0042"]), ("every_station", None)):
-            runs = [await one_report(store, roster, stations, period) for _ in range(args.rounds)]
+        cases: list[tuple[str, list[str] | None, bool]] = [
+            ("one_station", ["s0042"], True),
+            ("every_station", None, False),
+        ]
+        if args.full:
+            cases.append(("every_station_full", None, True))
+        for name, stations, detail in cases:
+            rounds = 1 if name == "every_station_full" else args.rounds
+            runs = [
+                await one_report(store, roster, stations, period, detail=detail)
+                for _ in range(rounds)
+            ]
             out[name] = {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
             out[name]["runs_total_s"] = [round(r["total_s"], 3) for r in runs]
             print(f"  {name}: {out[name]}", file=sys.stderr)
@@ -235,11 +277,12 @@ async def _generated(url: str) -> dict[str, Any]:
     """What an earlier run left in the database `--reuse` names."""
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetchval("SELECT count(*) FROM figures_daily")
-        size = await conn.fetchval("SELECT pg_total_relation_size('figures_daily')")
+        if not await conn.fetchval("SELECT count(*) FROM figures_monthly"):
+            await conn.execute(FILL_MONTHLY)  # kept from before the rollup existed
+            await conn.execute("ANALYZE figures_monthly")
     finally:
         await conn.close()
-    return {"rows": rows, "reused": True, "bytes": size}
+    return {"reused": True, **await _sizes(url)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -248,8 +291,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--reports-per-day", type=int, default=33_000)
     p.add_argument("--stations", type=int, default=1178)
     p.add_argument("--grids-per-station", type=int, default=72, help="85,000 in a province")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--admin-url", default=ADMIN_URL)
+    p.add_argument("--full", action="store_true", help="also every station in full detail")
     p.add_argument("--keep", action="store_true", help="keep the database")
     p.add_argument("--reuse", default=None, metavar="DB", help="measure a kept database again")
     p.add_argument("--json", default=None, help="write the results here too")

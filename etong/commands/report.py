@@ -31,6 +31,10 @@ from etong.store import open_store
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+DETAIL_UP_TO = 10
+"""`--detail auto` lists grids, members and officers when at most this many stations are
+shown (one station's month is a fraction of a second; a province's, half a minute to
+minutes and a 112 MB page: docs/BENCHMARKS.md), and the province view otherwise."""
 RENDERERS: dict[str, Callable[[Report], str]] = {
     "text": render_text,
     "json": render_json,
@@ -62,6 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DATE",
         help="last local day, inclusive (default: last full month)",
     )
+    parser.add_argument(
+        "--detail",
+        choices=("auto", "full", "summary"),
+        default="auto",
+        help="full: per grid, member and officer for every station shown; summary: each "
+        "station's figures only, from the monthly rollup (the province view); auto "
+        f"(default): full for --station or up to {DETAIL_UP_TO} stations, else summary",
+    )
     parser.add_argument("--format", choices=sorted(RENDERERS), default="text")
     parser.add_argument("--out", default=None, metavar="FILE", help="write here, not stdout")
     parser.epilog = (
@@ -83,7 +95,9 @@ def run(args: argparse.Namespace, clock: Callable[[], float] = time.time) -> int
     except BadRequestError as exc:
         print(f"etong report: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    rows = asyncio.run(_read(settings, None if args.station is None else stations, period))
+    detail = _detail(getattr(args, "detail", "auto"), args.station, stations)
+    asked = None if args.station is None else stations
+    rows = asyncio.run(_read(settings, asked, period, detail=detail))
     report = build_report(
         rows,
         roster,
@@ -92,6 +106,7 @@ def run(args: argparse.Namespace, clock: Callable[[], float] = time.time) -> int
         generated_at=iso_from_unix(now, zone),
         zone=settings.bridge.timezone,
         with_total=args.station is None or len(stations) > 1,
+        detail=detail,
     )
     text = RENDERERS[args.format](report)
     if args.out is None:
@@ -118,11 +133,22 @@ def _stations(roster: Roster, asked: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(asked))
 
 
-async def _read(settings: Any, stations: Sequence[str] | None, period: Period) -> list[Any]:
+def _detail(choice: str, asked: Sequence[str] | None, stations: Sequence[str]) -> bool:
+    """Whether the report lists grids, members and officers (`--detail`)."""
+    if choice != "auto":
+        return choice == "full"
+    return asked is not None or len(stations) <= DETAIL_UP_TO
+
+
+async def _read(
+    settings: Any, stations: Sequence[str] | None, period: Period, *, detail: bool
+) -> list[Any]:
     if settings.store.url is None and not settings.store.path.exists():
         raise EtongError(f"no store at {settings.store.path} (has the bridge ever run?)")
     store = await open_store(settings.store, application_name="etong-report")
     try:
-        return await store.figures(stations, period.first, period.last)
+        if detail:
+            return await store.figures(stations, period.first, period.last)
+        return await store.figure_summary(stations, period.first, period.last)
     finally:
         await store.close()

@@ -41,6 +41,11 @@ REPORT_MEASURES = ("accepted", "duplicate_id", "duplicate_household", "rejected"
 FATE_MEASURES = ("received", "verified", "declined", "escalated", "undeliverable", "resend")
 OTHER_MEASURES = ("flag", "registrar_copy", "settled")
 LATENCY_MEASURES = frozenset({"received", "verified"})
+SERIES_MEASURES = (*REPORT_MEASURES, "verified")
+"""What the day-by-day series counts (and the monthly rollup keeps per day)."""
+DAY_PREFIX = "day:"
+"""A monthly rollup row whose measure starts so counts one day of the series (`detail` the
+day): `day:accepted`, `day:verified` ..."""
 
 
 class FigureRow(NamedTuple):
@@ -57,6 +62,24 @@ class FigureRow(NamedTuple):
     grid: str
     member: str
     officer: str
+    type: str
+    measure: str
+    detail: str
+    bucket: int
+    n: int
+
+
+class MonthlyRow(NamedTuple):
+    """One increment of the monthly rollup (`figures_monthly`): a `FigureRow` without grid,
+    member and officer, on the first day of its month (ISO), so the province-wide view reads
+    ~400 rows a station and month rather than every grid's and member's day.
+
+    Besides the station's sums (`measure` as in `FigureRow`), the series measures are kept
+    per day: `measure` `day:<measure>`, `detail` the day, `type` '' and `bucket` -1.
+    """
+
+    month: str
+    station: str
     type: str
     measure: str
     detail: str

@@ -20,12 +20,15 @@ import orjson
 from etong.core.admission import Admitted
 from etong.core.context import BatchContext
 from etong.core.figure_records import (
+    DAY_PREFIX,
     LATENCY_EDGES_S,
     LATENCY_MEASURES,
     NO_BUCKET,
+    SERIES_MEASURES,
     Fate,
     FigureBatch,
     FigureRow,
+    MonthlyRow,
     Origin,
 )
 from etong.core.outcome import Outcome
@@ -244,4 +247,24 @@ def merged(rows: Iterable[FigureRow]) -> list[FigureRow]:
     for row in rows:
         key = row._replace(n=0)
         sums[key] = sums.get(key, 0) + row.n
+    return [key._replace(n=n) for key, n in sums.items()]
+
+
+_SERIES = frozenset(SERIES_MEASURES)
+
+
+def monthly(rows: Iterable[FigureRow]) -> list[MonthlyRow]:
+    """The monthly rollup's increments of these daily increments, summed per key: each row
+    under its month without grid, member and officer, and the series measures per day too.
+
+    The same sums the migration fills from `figures_daily` (sqlite_schema, postgres_schema).
+    """
+    sums: dict[MonthlyRow, int] = {}
+    for r in rows:
+        month = r.day[:8] + "01"
+        key = MonthlyRow(month, r.station, r.type, r.measure, r.detail, r.bucket, 0)
+        sums[key] = sums.get(key, 0) + r.n
+        if r.measure in _SERIES:
+            day = MonthlyRow(month, r.station, "", DAY_PREFIX + r.measure, r.day, NO_BUCKET, 0)
+            sums[day] = sums.get(day, 0) + r.n
     return [key._replace(n=n) for key, n in sums.items()]

@@ -102,6 +102,9 @@ class Figures:
     flags: dict[str, int]
     registrar_copies: int
     series: list[SeriesPoint]
+    detail: bool = True
+    """False in the province view (`build_report(detail=False)`): no officer, grid or member
+    lists (nor silent grids), which only the detailed report reads."""
 
 
 @dataclass(slots=True)
@@ -126,12 +129,15 @@ def build_report(
     generated_at: str,
     zone: str,
     with_total: bool,
+    detail: bool = True,
 ) -> Report:
-    """The report of `stations` over `period` from the aggregate's `rows`."""
+    """The report of `stations` over `period` from the aggregate's `rows`: with `detail`,
+    the four views of `figure_cells.cells_sql`; without, the province view of
+    `figure_cells.summary_sql` (per station its figures, no grid, member or officer lists)."""
     per_station: dict[str, list[FigureCell]] = defaultdict(list)
     for row in rows:
         per_station[row.station].append(row)
-    grids = _grids_by_station(roster)
+    grids = _grids_by_station(roster) if detail else {}
     shown = [
         figures_of(
             per_station.get(s, []),
@@ -140,6 +146,7 @@ def build_report(
             period,
             station=s,
             name=roster.stations[s].name if s in roster.stations else s,
+            detail=detail,
         )
         for s in stations
     ]
@@ -152,6 +159,7 @@ def build_report(
             period,
             station="*",
             name="合计 Total",
+            detail=detail,
         )
     return Report(
         period.first.isoformat(),
@@ -182,6 +190,7 @@ def figures_of(
     *,
     station: str,
     name: str,
+    detail: bool = True,
 ) -> Figures:
     """One station's (or the total's) figures from its rows and its grids in the roster."""
     measures: Counter[str] = Counter()
@@ -229,6 +238,7 @@ def figures_of(
         flags=dict(sorted(flags.items())),
         registrar_copies=measures["registrar_copy"],
         series=_series(views["series"], period),
+        detail=detail,
     )
 
 

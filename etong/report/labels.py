@@ -54,6 +54,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "series_weekly": ("逐周趋势", "Week by week"),
     "day": ("日期", "Day"),
     "none": ("无", "None"),
+    "no_detail": (
+        "全省视图：网格、网格员、民警明细请用 --station 查询",
+        "Province view: grids, members and officers with --station",
+    ),
 }
 
 

@@ -87,8 +87,12 @@ def _station(f: Figures, *, weekly: bool) -> Iterator[str]:
     yield "</div>"
     yield from _reports(f)
     yield from _fates(f)
-    yield from _officers(f)
-    yield from _grids(f)
+    if not f.detail and f.station != "*":
+        yield f'<p class="note">{_l("no_detail")}</p></section>'
+        return
+    if f.detail:
+        yield from _officers(f)
+        yield from _grids(f)
     label = "series_weekly" if weekly else "series"
     yield f"<h3>{_l(label)}</h3>"
     yield series_chart(

@@ -48,13 +48,17 @@ def _station(f: Figures, *, weekly: bool) -> Iterator[str]:
     yield f"{both('latency')}:"
     yield f"  {both('to_received'):<28} {_lat(f.to_received)}"
     yield f"  {both('to_verified'):<28} {_lat(f.to_verified)}"
-    yield from _officers(f)
-    yield from _grids(f)
+    if f.detail:
+        yield from _officers(f)
+        yield from _grids(f)
     if f.flags or f.registrar_copies:
         yield f"{both('flags')}: " + (
             ", ".join(f"{both(k)} {n}" for k, n in f.flags.items()) or both("none")
         )
         yield f"{both('registrar_copy')}: {f.registrar_copies}"
+    if not f.detail and f.station != "*":
+        yield f"{both('no_detail')}"
+        return
     yield f"{both('series_weekly' if weekly else 'series')}:"
     for p in f.series:
         span = p.first if p.first == p.last else f"{p.first}–{p.last[5:]}"

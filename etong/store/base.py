@@ -109,6 +109,13 @@ class Store(Protocol):
         (inclusive), of `stations` (every station when None); `purge` never deletes them."""
         ...
 
+    async def figure_summary(
+        self, stations: Sequence[str] | None, first: date, last: date
+    ) -> list[FigureCell]:
+        """The province view of the same period: per station the `station` and `series`
+        views only, from the monthly rollup for the whole months (never purged either)."""
+        ...
+
     async def close(self) -> None:
         """Release connections and locks (idempotent)."""
         ...

@@ -27,13 +27,13 @@ from typing import Any
 from etong.errors import StoreError
 from etong.store.postgres import PostgresStore
 from etong.store.postgres_connect import Conn
-from etong.store.sqlite_figures import FIGURE_COLUMNS, ORIGIN_COLUMNS
+from etong.store.sqlite_figures import FIGURE_COLUMNS, MONTHLY_COLUMNS, ORIGIN_COLUMNS
 from etong.store.sqlite_schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
 CHUNK = 5000
 TABLES = (
     "events", "event_persons", "deliveries", "receipts", "dead_letters", "figures_daily",
-    "figure_origins",
+    "figure_origins", "figures_monthly",
 )  # fmt: skip
 
 
@@ -221,6 +221,7 @@ async def _copy_figures(conn: Conn, db: sqlite3.Connection) -> None:
     for table, columns in (
         ("figures_daily", FIGURE_COLUMNS),
         ("figure_origins", ORIGIN_COLUMNS),
+        ("figures_monthly", MONTHLY_COLUMNS),
     ):
         for chunk in _rows(db, f"SELECT {', '.join(columns)} FROM {table}"):
             rows = [(date.fromisoformat(row[0]), *row[1:]) for row in chunk]

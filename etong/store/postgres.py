@@ -365,6 +365,13 @@ class PostgresStore:
         async with self.connection() as conn:
             return await postgres_figures.read_figures(conn, stations, first, last)
 
+    async def figure_summary(
+        self, stations: Sequence[str] | None, first: date, last: date
+    ) -> list[FigureCell]:
+        """The province view of the period, mostly from the monthly rollup (DESIGN §10)."""
+        async with self.connection() as conn:
+            return await postgres_figures.read_summary(conn, stations, first, last)
+
     # ---- the PII key ----------------------------------------------------------------------
 
     async def check_key_fingerprint(self, fingerprint: str) -> None:

@@ -10,12 +10,13 @@ from typing import Any
 
 from etong.core import figures
 from etong.core.figure_records import FigureBatch, FigureCell, Origin
-from etong.store.figure_cells import cells_sql
+from etong.store.figure_cells import cells_sql, split_period, summary_sql
 from etong.store.postgres_connect import Conn
 
 REPORT_WORK_MEM = "256MB"
 REPORT_TIMEOUT_MS = 600_000
 _ORIGIN_COLUMNS = "delivery_id, day, station, grid, member, officer, type, accepted_at, marks"
+_MONTHLY_COLUMNS = "month, station, type, measure, detail, bucket, n"
 _ROW_COLUMNS = "day, station, grid, member, officer, type, measure, detail, bucket, n"
 
 
@@ -57,6 +58,13 @@ async def write_figures(conn: Conn, batch: FigureBatch) -> None:
             "DO UPDATE SET n = figures_daily.n + excluded.n",
             *_columns(figures.merged(rows), 10),
         )
+        await conn.execute(
+            f"INSERT INTO figures_monthly ({_MONTHLY_COLUMNS}) SELECT * FROM unnest("
+            "$1::text[]::date[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], "
+            "$7::int8[]) ON CONFLICT (station, month, type, measure, detail, bucket) "
+            "DO UPDATE SET n = figures_monthly.n + excluded.n",
+            *_columns(figures.monthly(rows), 7),
+        )
 
 
 async def read_figures(
@@ -73,6 +81,26 @@ async def read_figures(
     async with conn.transaction(readonly=True):
         # A province's month is millions of rows summed in one statement: room to hash them
         # in memory, and longer than the bridge's own statements may take (60 s).
+        await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
+        await conn.execute(f"SET LOCAL statement_timeout = {REPORT_TIMEOUT_MS}")
+        return [FigureCell(*r) for r in await conn.fetch(sql, *params)]
+
+
+async def read_summary(
+    conn: Conn, stations: Sequence[str] | None, first: date, last: date
+) -> list[FigureCell]:
+    """The province view's sums of the period (`figure_cells.summary_sql`): the whole months
+    from the monthly rollup, the days before and after them from the daily aggregate."""
+    where = "" if stations is None else " AND station = ANY($7::text[])"
+    params: list[Any] = list(split_period(first, last))
+    if stations is not None:
+        params.append(list(stations))
+    sql = summary_sql(
+        months="month >= $1 AND month < $2" + where,
+        days="((day >= $3 AND day < $4) OR (day >= $5 AND day < $6))" + where,
+        day_text="day::text",
+    )
+    async with conn.transaction(readonly=True):
         await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
         await conn.execute(f"SET LOCAL statement_timeout = {REPORT_TIMEOUT_MS}")
         return [FigureCell(*r) for r in await conn.fetch(sql, *params)]

@@ -133,5 +133,11 @@ class PartitionStore:
         """The whole store's daily aggregate rows (DESIGN §10)."""
         return await self.whole.figures(stations, first, last)
 
+    async def figure_summary(
+        self, stations: Sequence[str] | None, first: date, last: date
+    ) -> list[FigureCell]:
+        """The whole store's province view (DESIGN §10)."""
+        return await self.whole.figure_summary(stations, first, last)
+
     async def close(self) -> None:
         """Nothing to release: the connections are the whole store's (its `close()`)."""

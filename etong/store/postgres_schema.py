@@ -17,11 +17,26 @@ from __future__ import annotations
 from etong.errors import StoreError
 from etong.store.postgres_connect import Conn
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Any constant of our own: every instance that opens the store takes the same lock, so only
 # one of several starting at once migrates and the others wait, then find nothing to do.
 MIGRATION_LOCK_KEY = 0x6574_6F6E_6701  # "etong" + 1
+
+# The monthly rollup's sums of the daily aggregate (figures.monthly does the same per batch):
+# the migration fills an upgraded store's history with it, bench/report.py a generated one.
+FILL_MONTHLY = """
+    INSERT INTO figures_monthly (month, station, type, measure, detail, bucket, n)
+        SELECT date_trunc('month', day)::date, station, type, measure, detail, bucket, sum(n)
+        FROM figures_daily GROUP BY 1, 2, 3, 4, 5, 6
+        UNION ALL
+        SELECT date_trunc('month', day)::date, station, '', 'day:' || measure, day::text, -1,
+               sum(n)
+        FROM figures_daily
+        WHERE measure IN ('accepted', 'duplicate_id', 'duplicate_household', 'rejected',
+                          'verified')
+        GROUP BY 1, 2, 4, 5;
+"""
 
 # Each migration takes the schema from version N-1 to N. Append only; never edit a shipped one.
 MIGRATIONS: list[str] = [
@@ -172,6 +187,23 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO sealing_progress (tbl) VALUES ('events'), ('deliveries'), ('dead_letters');
     """,
+    # 4: the station figures' monthly rollup, as SQLite's version 5 (figure_records.MonthlyRow):
+    # figures_daily without grid, member and officer, per month, plus the series per day;
+    # filled from figures_daily so an upgraded store's history answers at once.
+    """
+    CREATE TABLE figures_monthly (
+        month    date NOT NULL,                   -- first local day of the month
+        station  text NOT NULL,
+        type     text NOT NULL,
+        measure  text NOT NULL,                   -- as figures_daily, or day:<measure>
+        detail   text NOT NULL,                   -- as figures_daily, or (day:) the day
+        bucket   int4 NOT NULL,
+        n        int8 NOT NULL,
+        PRIMARY KEY (station, month, type, measure, detail, bucket)
+    );
+    CREATE INDEX figures_monthly_month ON figures_monthly (month);
+    """
+    + FILL_MONTHLY,
 ]
 
 # What `integrity_problems` expects to find (besides `meta`, which holds the version).
@@ -185,6 +217,7 @@ REQUIRED_TABLES = (
     "instances",
     "figures_daily",
     "figure_origins",
+    "figures_monthly",
     "data_keys",
     "sealing_progress",
 )

@@ -62,7 +62,7 @@ from etong.store.sqlite_batch import (
     _read_batch,
     _write_batch,
 )
-from etong.store.sqlite_figures import figures_query
+from etong.store.sqlite_figures import figures_query, summary_query
 from etong.store.sqlite_schema import _MIGRATIONS, SCHEMA_VERSION, _split_sql
 
 T = TypeVar("T")
@@ -489,6 +489,13 @@ class SqliteStore:
     ) -> list[FigureCell]:
         """The daily aggregate's rows from local day `first` to `last`, inclusive (DESIGN §10)"""
         sql, params = figures_query(stations, first.isoformat(), last.isoformat())
+        return [FigureCell(*row) for row in await self._conn.execute_fetchall(sql, params)]
+
+    async def figure_summary(
+        self, stations: Sequence[str] | None, first: date, last: date
+    ) -> list[FigureCell]:
+        """The province view of the period, mostly from the monthly rollup (DESIGN §10)."""
+        sql, params = summary_query(stations, first, last)
         return [FigureCell(*row) for row in await self._conn.execute_fetchall(sql, params)]
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import date
 
 from etong.core import figures
 from etong.core.figure_records import FigureBatch, Origin
-from etong.store.figure_cells import cells_sql
+from etong.store.figure_cells import cells_sql, split_period, summary_sql
 
 # The columns in the records' order (`Origin`, `FigureRow`); the day first, as ISO text.
 ORIGIN_COLUMNS = (
@@ -34,6 +35,8 @@ FIGURE_COLUMNS = (
     "bucket",
     "n",
 )
+MONTHLY_COLUMNS = ("month", "station", "type", "measure", "detail", "bucket", "n")
+_MONTHLY_COLUMNS = ", ".join(MONTHLY_COLUMNS)
 _ORIGIN_COLUMNS = "delivery_id, day, station, grid, member, officer, type, accepted_at, marks"
 _ROW_COLUMNS = ", ".join(FIGURE_COLUMNS)
 
@@ -69,6 +72,12 @@ def write_figures(db: sqlite3.Connection, batch: FigureBatch) -> None:
             "DO UPDATE SET n = n + excluded.n",
             figures.merged(rows),
         )
+        db.executemany(
+            f"INSERT INTO figures_monthly ({_MONTHLY_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT (station, month, type, measure, detail, bucket) "
+            "DO UPDATE SET n = n + excluded.n",
+            figures.monthly(rows),
+        )
 
 
 def figures_query(stations: Sequence[str] | None, first: str, last: str) -> tuple[str, list[str]]:
@@ -78,3 +87,16 @@ def figures_query(stations: Sequence[str] | None, first: str, last: str) -> tupl
     if stations is not None:
         where += f" AND station IN ({','.join('?' * len(stations)) or 'NULL'})"
     return cells_sql(where, "day"), [first, last, *(stations or [])]
+
+
+def summary_query(stations: Sequence[str] | None, first: date, last: date) -> tuple[str, list[str]]:
+    """The province view's sums of the period (`figure_cells.summary_sql`): SQL, parameters."""
+    where = ""
+    if stations is not None:
+        where = f" AND station IN ({','.join(f'?{7 + i}' for i in range(len(stations))) or 'NULL'})"
+    bounds = [d.isoformat() for d in split_period(first, last)]
+    return summary_sql(
+        months="month >= ?1 AND month < ?2" + where,
+        days="((day >= ?3 AND day < ?4) OR (day >= ?5 AND day < ?6))" + where,
+        day_text="day",
+    ), [*bounds, *(stations or [])]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each migration takes the schema from version N-1 to N. Append only; never edit a shipped one.
 _MIGRATIONS: list[str] = [
@@ -137,6 +137,32 @@ _MIGRATIONS: list[str] = [
         done     INTEGER NOT NULL DEFAULT 0
     );
     INSERT INTO sealing_progress (tbl) VALUES ('events'), ('deliveries'), ('dead_letters');
+    """,
+    # 5: the station figures' monthly rollup (figure_records.MonthlyRow), for the
+    # province-wide report: figures_daily without grid, member and officer, per month, plus
+    # the series per day; no personal data, never purged. Filled here from figures_daily so
+    # an upgraded store's history answers at once; the batch writes both from then on.
+    """
+    CREATE TABLE figures_monthly (
+        month    TEXT NOT NULL,               -- first local day of the month, ISO
+        station  TEXT NOT NULL,
+        type     TEXT NOT NULL,
+        measure  TEXT NOT NULL,               -- as figures_daily, or day:<measure>
+        detail   TEXT NOT NULL,               -- as figures_daily, or (day:) the day
+        bucket   INTEGER NOT NULL,
+        n        INTEGER NOT NULL,
+        PRIMARY KEY (station, month, type, measure, detail, bucket)
+    ) WITHOUT ROWID;
+    CREATE INDEX figures_monthly_month ON figures_monthly (month);
+    INSERT INTO figures_monthly (month, station, type, measure, detail, bucket, n)
+        SELECT substr(day, 1, 8) || '01', station, type, measure, detail, bucket, sum(n)
+        FROM figures_daily GROUP BY 1, 2, 3, 4, 5, 6
+        UNION ALL
+        SELECT substr(day, 1, 8) || '01', station, '', 'day:' || measure, day, -1, sum(n)
+        FROM figures_daily
+        WHERE measure IN ('accepted', 'duplicate_id', 'duplicate_household', 'rejected',
+                          'verified')
+        GROUP BY 1, 2, 4, 5;
     """,
 ]
 

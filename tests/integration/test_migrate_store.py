@@ -24,10 +24,11 @@ from etong.core.keys import key_fingerprint
 from etong.devkit.localbridge import render_toml
 from etong.devkit.messages import make_event
 from etong.store import PostgresStore, lock_file_of
-from tests.integration.conftest import EXAMPLE_ROSTER, START_RFC3339, Harness
+from tests.integration.conftest import EXAMPLE_ROSTER, START_RFC3339, Harness, store_rows
 from tests.sealing import unlocked
 
 KEY = b"k" * 32  # the harness's PII key
+MONTHLY = "SELECT month, station, type, measure, detail, bucket, n FROM figures_monthly"
 
 
 async def _fill(h: Harness) -> list[str]:
@@ -76,6 +77,8 @@ async def test_migrate_store_copies_every_row_and_stamps_each_with_its_station(
     accepted = await _fill(h)
     counts = await h.store.counts()
     assert counts["dead_letters"] >= 2 and counts["deliveries_undeliverable"] >= 1
+    monthly = set(await store_rows(h, MONTHLY))
+    assert monthly  # the station figures' monthly rollup, written with the batches
     traces = {event_id: await h.store.trace(event_id) for event_id in accepted}
     await h.store.close()
     old = h.settings.store.path
@@ -122,8 +125,10 @@ async def test_migrate_store_copies_every_row_and_stamps_each_with_its_station(
         unknown = await conn.fetchval(
             "SELECT count(*) FROM receipts WHERE station = '' AND topic LIKE '%/ZS-099/%'"
         )
+        copied = {(r[0].isoformat(), *r[1:]) for r in await conn.fetch(MONTHLY)}
     finally:
         await conn.close()
+    assert copied == monthly
     assert stations["deliveries"] == {("zhuangshi",)}
     assert stations["receipts"] == stations["dead_letters"] == {("zhuangshi",), ("",)}
     assert unknown == 1

@@ -84,6 +84,41 @@ async def test_one_station_asked_for_has_no_total(
     assert orjson.loads(out)["total"] is None
 
 
+async def test_the_province_view_lists_each_stations_figures_and_no_grids(
+    harness: Harness,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _november_traffic(harness)
+    config = _config(harness, tmp_path / "etong.toml")
+    code, out, _ = await _run(capsys, config, *NOVEMBER, "--detail", "summary", "--format", "json")
+    assert code == 0
+    body = orjson.loads(out)
+    [station] = body["stations"]
+    assert station["detail"] is False and body["total"]["detail"] is False
+    assert station["reports"]["total"] == 5 and station["fates"]["open"] == 1
+    assert station["silent_grids"] == station["members"] == station["officers"] == []
+    assert body["total"]["reports"] == station["reports"]
+    code, text, _ = await _run(capsys, config, *NOVEMBER, "--detail", "summary")
+    assert code == 0 and "Grids that sent nothing" not in text
+    assert "庄市派出所 (zhuangshi)" in text and "grids, members and officers with --station" in text
+    code, page, _ = await _run(capsys, config, *NOVEMBER, "--detail", "summary", "--format", "html")
+    assert code == 0 and 'data-figure="silent_grids"' not in page
+
+    # auto: the province view beyond DETAIL_UP_TO stations, unless stations are asked for.
+    monkeypatch.setattr(report_command, "DETAIL_UP_TO", 0)
+    code, out, _ = await _run(capsys, config, *NOVEMBER, "--format", "json")
+    assert code == 0 and orjson.loads(out)["stations"][0]["detail"] is False
+    code, out, _ = await _run(
+        capsys, config, *NOVEMBER, "--station", "zhuangshi", "--format", "json"
+    )
+    [asked] = orjson.loads(out)["stations"]
+    assert asked["detail"] is True and [g["id"] for g in asked["grids"]] == ["ZS-017"]
+    code, out, _ = await _run(capsys, config, *NOVEMBER, "--detail", "full", "--format", "json")
+    assert code == 0 and orjson.loads(out)["stations"][0]["detail"] is True
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
