@@ -6,33 +6,43 @@ The roster is generated (300 stations, a grid of one member each); the traffic i
 of it — the members and officers of every tenth station, whose reports each owner serves
 among its hundred — so the test's own MQTT clients stay few. The watcher sees every push of
 the whole cluster, so "pushed once, under one delivery id" is checked for every report sent.
-The province itself (1,178 stations) is `bench/province.py`'s; this size fits CI's time.
 Figures are printed (SCALE_COLD_START, SCALE_TAKEOVER) so that they can be quoted.
+
+This size fits CI's time. The province's station count is the same test with
+`ETONG_SCALE_STATIONS=1178`; `ETONG_SCALE_IDLE_S=40` also prints what each instance costs at
+rest (SCALE_AT_REST: CPU, RSS, descriptors, the database's transactions a second) and the
+survivors after the kill (docs/SCALING.md quotes both).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from etong.devkit.mosquitto import LocalMosquitto
 from tests.e2e.cluster_parts import LEASE_S, Cluster, Instance, LeaseRow, held_by, timestamp
 from tests.e2e.cluster_traffic import Traffic
 from tests.e2e.helpers import write_roster
+from tests.e2e.process_figures import cpu_seconds, descriptors, rss_mb
 from tests.rosters import stations_roster
 from tests.waiting import poll_until
 
 pytestmark = pytest.mark.e2e
 
-STATIONS = 300
-SAMPLE_EVERY = 10
-"""The traffic's members and officers: those of station 1, 11, 21, ... (30 stations)."""
+STATIONS = int(os.environ.get("ETONG_SCALE_STATIONS", "300"))
+SAMPLE_EVERY = max(10, STATIONS // 30)
+"""The traffic's members and officers: those of station 1, 11, 21, ... (about 30 stations)."""
+IDLE_S = float(os.environ.get("ETONG_SCALE_IDLE_S", "0"))
+"""How long to measure the instances at rest after the cold start (0: not at all)."""
 RATE = 20.0
 SETTLE_S = 60.0
 COLD_START_TIMEOUT_S = 120.0
@@ -73,6 +83,34 @@ def cluster(
         yield made
     finally:
         made.close()
+
+
+def at_rest(cluster: Cluster, seconds: float) -> str:
+    """Each instance's CPU share, RSS and descriptors, and the database's transactions a
+    second, over `seconds` with nothing to do."""
+
+    async def transactions() -> int:
+        conn = await asyncpg.connect(cluster.database_url)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                    "WHERE datname = current_database()"
+                )
+            )
+        finally:
+            await conn.close()
+
+    pids = [pid for i in cluster.instances.values() if (pid := i.bridge.pid) is not None]
+    cpu0, xacts0, t0 = [cpu_seconds(p) for p in pids], asyncio.run(transactions()), time.time()
+    time.sleep(seconds)
+    cpu1, xacts1, t1 = [cpu_seconds(p) for p in pids], asyncio.run(transactions()), time.time()
+    shares = [f"{100 * (b - a) / (t1 - t0):.1f}%" for a, b in zip(cpu0, cpu1, strict=True)]
+    return (
+        f"SCALE_AT_REST over {t1 - t0:.0f}s cpu={shares} rss_mb={[round(rss_mb(p)) for p in pids]} "
+        f"fds={[descriptors(p) for p in pids]} "
+        f"db_transactions_per_s={(xacts1 - xacts0) / (t1 - t0):.1f}"
+    )
 
 
 def served_since(instances: Mapping[str, Instance], since: float) -> dict[tuple[str, int], str]:
@@ -123,6 +161,7 @@ def test_three_instances_serve_300_stations_and_a_killed_ones_share_moves_losing
     rows = wait_all_served(cluster, COLD_START_TIMEOUT_S)
     cold_start_s = time.time() - started
     shares = sorted(len(held_by(rows, i)) for i in cluster.instances)
+    rest = at_rest(cluster, IDLE_S) if IDLE_S > 0 else ""
 
     stream = traffic.stream(int(RATE * 240), RATE, seed=18)
     traffic.wait_answered(stream.event_ids, 20, timeout=30)
@@ -152,6 +191,10 @@ def test_three_instances_serve_300_stations_and_a_killed_ones_share_moves_losing
         ),
     )
     takeover = [at - killed_at for at in again.values()]
+    pids = [pid for s in survivors.values() if (pid := s.bridge.pid) is not None]
+    after_kill = (
+        f"survivors rss_mb={[round(rss_mb(p)) for p in pids]} fds={[descriptors(p) for p in pids]}"
+    )
 
     stream.finish()
     with contextlib.suppress(AssertionError):  # the ledger names what is missing
@@ -168,7 +211,8 @@ def test_three_instances_serve_300_stations_and_a_killed_ones_share_moves_losing
             f"shares={shares} (lease_s={LEASE_S:g})"
             f"\nSCALE_TAKEOVER stations_moved={len(held)} "
             f"median={statistics.median(takeover):.1f}s max={max(takeover):.1f}s "
-            f"(lease_s={LEASE_S:g}) leases_lost_by_survivors={len(lost)}; {ledger.summary()}"
+            f"(lease_s={LEASE_S:g}) leases_lost_by_survivors={len(lost)}; {ledger.summary()}; "
+            f"{after_kill}" + (f"\n{rest}" if rest else "")
         )
     assert ledger.problems() == {}
     assert lost == [], lost[:10]
