@@ -34,9 +34,14 @@ def quantile(counts: Mapping[int, int], q: float) -> float | None:
 
 
 def human_duration(seconds: float | None) -> str:
-    """`45 s`, `12 min`, `3.5 h`, `2.1 d`; `-` for none."""
+    """`< 10 s`, `45 s`, `12 min`, `3.5 h`, `2.1 d`; `-` for none.
+
+    Inside the first bucket the aggregate knows only "under its upper edge": interpolating
+    there would print a 50 ms push as "5 s", so it says `< 10 s` instead."""
     if seconds is None:
         return "-"
+    if seconds < LATENCY_EDGES_S[0]:
+        return f"< {LATENCY_EDGES_S[0]:g} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:

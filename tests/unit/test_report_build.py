@@ -11,7 +11,7 @@ import pytest
 
 from etong.core.figure_records import NO_BUCKET, FigureCell
 from etong.report.build import build_report
-from etong.report.percentiles import quantile
+from etong.report.percentiles import human_duration, quantile
 from etong.report.period import BadRequestError, Period, buckets, last_full_month, period_from
 from etong.report.render_csv import render_csv
 from etong.report.render_html import render_html
@@ -138,3 +138,10 @@ def test_every_format_shows_the_names_escaped_and_no_url() -> None:
     assert "警<script>" in render_text(report)  # a terminal shows it as written
     assert "s1,officer,p1,accepted,1" in render_csv(report)
     assert orjson.loads(orjson.dumps(report.stations[0].reports))["total"] == 0
+
+
+def test_a_latency_inside_the_first_bucket_reads_as_under_its_edge() -> None:
+    """The aggregate cannot tell 50 ms from 9 s: the page must not print an interpolated 5 s."""
+    assert human_duration(quantile({0: 10}, 0.5)) == "< 10 s"
+    assert human_duration(45.0) == "45 s"
+    assert human_duration(None) == "-"
