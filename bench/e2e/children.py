@@ -1,4 +1,4 @@
-"""Contenders A and W: the naive republisher and the wire relay, each a spawned child."""
+"""Contenders A, W and WP: the naive republisher and the two wire relays, each a spawned child."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from e2e.baseline import republisher_main
 from e2e.contender import Contender
 from e2e.errors import BenchError
 from e2e.load import PREFIX, TOPICS, BenchRoster
+from e2e.paho_relay import paho_relay_main
 from e2e.plan import Plan, Settings
 from e2e.relay import Routes, relay_main
 
@@ -64,6 +65,12 @@ def wire_relay(url: str, protocol: int, roster: BenchRoster) -> ChildContender:
     return ChildContender("wire relay", relay_main, (url, protocol, routes))
 
 
+def paho_relay(url: str, protocol: int, roster: BenchRoster) -> ChildContender:
+    """Contender WP, the same relay with plain paho (`paho_relay.py`), not yet started."""
+    routes = Routes(PREFIX, dict(roster.officer_of), roster.contexts())
+    return ChildContender("plain-paho relay", paho_relay_main, (url, protocol, routes))
+
+
 def start_child(child: ChildContender) -> Contender:
     """Start the republisher or the relay."""
     child.start()
@@ -83,3 +90,8 @@ def start_baseline(url: str, settings: Settings, plan: Plan, round_dir: Path) ->
 def start_relay(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
     """Start contender W, the wire relay."""
     return start_child(wire_relay(url, settings.protocol, plan.roster))
+
+
+def start_paho_relay(url: str, settings: Settings, plan: Plan, round_dir: Path) -> Contender:
+    """Start contender WP, the plain-paho relay."""
+    return start_child(paho_relay(url, settings.protocol, plan.roster))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2e.children import start_baseline, start_relay
+from e2e.children import start_baseline, start_paho_relay, start_relay
 from e2e.cluster import cluster_starter
 from e2e.contender import Contender
 from e2e.daemon import start_etong
@@ -30,6 +30,7 @@ def kinds(settings: Settings) -> list[Kind]:
     out = [
         Kind("baseline", "A", "A: naive republisher", False, start_baseline),
         Kind("relay", "W", "W: wire relay", True, start_relay),
+        Kind("paho_relay", "WP", "WP: wire relay, plain paho", True, start_paho_relay),
         Kind("etong", "B", "B: etong, SQLite", True, start_etong),
     ]
     if (source := settings.compare_with) is not None:

@@ -130,6 +130,13 @@ def _comparison_lines(doc: Mapping[str, Any]) -> list[str]:
         + ", ".join(f"{r:.2f}" for r in relay["lifecycle_events_per_s"]["per_round"])
         + f"), CPU per report {relay['cpu_ms_per_event']['ratio']:.2f}x"
     )
+    paho = doc["etong_vs_paho_relay"]
+    lines.append(
+        f"etong/plain-paho relay: lifecycle {paho['lifecycle_events_per_s']['ratio']:.3f} "
+        "(per round "
+        + ", ".join(f"{r:.2f}" for r in paho["lifecycle_events_per_s"]["per_round"])
+        + f"; issue 23's goal >= 1.2), CPU per report {paho['cpu_ms_per_event']['ratio']:.2f}x"
+    )
     if "pg_vs_sqlite" in doc:
         pg = doc["pg_vs_sqlite"]
         lines.append(

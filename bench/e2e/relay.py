@@ -29,10 +29,11 @@ import os
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as MpEvent
+from typing import Protocol
 
 import orjson
 
-from etong.brokers.base import InboundMessage, PublishOptions
+from etong.brokers.base import InboundMessage, OnPublished, PublishOptions
 from etong.brokers.mqtt import MqttBroker
 from etong.clock import iso_from_unix
 from etong.config import BrokerSettings
@@ -54,26 +55,38 @@ class Routes:
     contexts: dict[str, bytes]
 
 
+class Publisher(Protocol):
+    """What the relay publishes through: etong's adapter (W) or a plain paho client (WP)."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        options: PublishOptions | None = None,
+        on_published: OnPublished | None = None,
+    ) -> None:
+        """Publish at QoS 1; `on_published` at its PUBACK."""
+
+
 class WireRelay:
     """The relay's state: who each grid's officer is, and the deliveries not yet received."""
 
-    def __init__(self, routes: Routes, publisher: MqttBroker, listener: MqttBroker) -> None:
+    def __init__(self, routes: Routes, publisher: Publisher) -> None:
         self.topics = Topics(routes.prefix)
         self.officer_of = routes.officer_of
         self.contexts = routes.contexts
         self.publisher = publisher
-        self.listener = listener
         # delivery id -> (the member's receipts topic, the event id)
         self.open: dict[str, tuple[str, str | None]] = {}
 
-    def on_message(self, msg: InboundMessage) -> None:
-        """A report or an ack (the listener's loop callback)."""
-        parts = msg.topic.split("/")
+    def handle(self, topic: str, payload: bytes, correlation_data: bytes | None) -> None:
+        """A report or an ack: publish what it calls for (the caller then PUBACKs it)."""
+        parts = topic.split("/")
         if parts[-1] == "events":  # {p}/grid/{grid}/member/{member}/events
-            self._report(parts[-4], parts[-2], msg.payload)
+            self._report(parts[-4], parts[-2], payload)
         elif parts[-1] == "acks":  # {p}/officer/{officer}/acks
-            self._ack(parts[-2], msg)
-        self.listener.ack(msg)
+            self._ack(parts[-2], payload, correlation_data)
 
     def _report(self, grid: str, member: str, payload: bytes) -> None:
         officer = self.officer_of.get(grid)
@@ -115,13 +128,13 @@ class WireRelay:
             on_published=_noted,
         )
 
-    def _ack(self, officer: str, msg: InboundMessage) -> None:
+    def _ack(self, officer: str, payload: bytes, correlation_data: bytes | None) -> None:
         try:
-            delivery_id = orjson.loads(msg.payload).get("delivery_id")
+            delivery_id = orjson.loads(payload).get("delivery_id")
         except orjson.JSONDecodeError:
             return
-        if delivery_id is None and msg.correlation_data is not None:
-            delivery_id = msg.correlation_data.decode(errors="replace")
+        if delivery_id is None and correlation_data is not None:
+            delivery_id = correlation_data.decode(errors="replace")
         known = self.open.pop(str(delivery_id), None)
         if known is None:
             return
@@ -149,11 +162,16 @@ async def _serve(url: str, protocol: int, routes: Routes, ready: MpEvent) -> Non
     )
     listener = MqttBroker(settings, name="relay", status_topic=None)
     publisher = MqttBroker(settings, name="relay-pub", status_topic=None, publisher=True)
-    relay = WireRelay(routes, publisher, listener)
+    relay = WireRelay(routes, publisher)
+
+    def on_message(msg: InboundMessage) -> None:
+        relay.handle(msg.topic, msg.payload, msg.correlation_data)
+        listener.ack(msg)
+
     topics = Topics(routes.prefix)
     await publisher.start(lambda msg: None, [])
     events = f"{routes.prefix}/grid/+/member/+/events"
-    await listener.start(relay.on_message, [events, topics.acks("+")])
+    await listener.start(on_message, [events, topics.acks("+")])
     ready.set()
     try:
         await asyncio.Event().wait()  # until the parent terminates the process

@@ -105,13 +105,17 @@ def cluster_total_cpu(summary: Mapping[str, Any]) -> float:
 
 def comparisons(summaries: Mapping[str, Mapping[str, Any]], settings: Settings) -> dict[str, Any]:
     """etong against the wire relay, PostgreSQL against SQLite, N instances against one."""
-    etong, relay = summaries["etong"], summaries["relay"]
+    etong, relay, paho = summaries["etong"], summaries["relay"], summaries["paho_relay"]
     out: dict[str, Any] = {
         "etong_vs_relay": {
             "events_per_s": ratio(relay, etong, "events_per_s"),
             "lifecycle_events_per_s": ratio(relay, etong, "lifecycle_events_per_s"),
             "cpu_ms_per_event": ratio(relay, etong, "cpu_ms_per_event"),
-        }
+        },
+        "etong_vs_paho_relay": {
+            "lifecycle_events_per_s": ratio(paho, etong, "lifecycle_events_per_s"),
+            "cpu_ms_per_event": ratio(paho, etong, "cpu_ms_per_event"),
+        },
     }
     pg = {n: summaries[f"pg{n}"] for n in settings.instances if f"pg{n}" in summaries}
     if 1 in pg:

@@ -79,6 +79,7 @@ def _document(
         keys = {
             "baseline": BASELINE_KEYS,
             "relay": RELAY_KEYS,
+            "paho_relay": RELAY_KEYS,
             "etong": ETONG_KEYS,
             "etong_before": ETONG_KEYS,
         }.get(kind.key, CLUSTER_KEYS)
@@ -96,6 +97,7 @@ def _document(
         "ratio": round(etong["events_per_s"] / baseline["events_per_s"], 3),
         "ratio_per_round_pair": [round(r, 3) for r in paired],
         "relay": summaries["relay"],
+        "paho_relay": summaries["paho_relay"],
     }
     if settings.store is not None:
         doc["postgres"] = {str(n): summaries[f"pg{n}"] for n in settings.instances}
