@@ -1,8 +1,9 @@
 """paho's socket watched by the asyncio loop instead of paho's network thread (DESIGN §6).
 
 paho's socket callbacks (`on_socket_open`, `on_socket_close`, `on_socket_register_write`)
-become `add_reader`/`add_writer` on the event loop, and a task calls `loop_misc()` about once
-a second, so every paho callback runs on the loop thread and needs no locks (paho
+become `add_reader`/`add_writer` on the event loop, and the loop's keepalive ticker
+(`keepalive.py`, one task for every connection) calls `loop_misc()` about once a second, so
+every paho callback runs on the loop thread and needs no locks (paho
 `examples/loop_asyncio.py`, Home Assistant's MQTT client). `connect()` blocks (DNS, TCP, TLS
 handshake) and runs in an executor; the socket callbacks it triggers there hop back to the
 loop with `call_soon_threadsafe`.
@@ -20,6 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from etong.brokers.buffered_socket import BufferedSocket
+from etong.brokers.keepalive import KeepaliveTicker, ticker
 
 # paho calls it with (client, userdata, socket).
 SocketCallback = Callable[[Any, Any, Any], None]
@@ -51,24 +53,24 @@ class LoopIO:
         self._socket_failure: OSError | None = None
         self._write_scheduled = False
         self._reading_paused = False
-        self._misc_task: asyncio.Task[None] | None = None
+        self._ticker: KeepaliveTicker | None = None
         client.on_socket_open = self.threadsafe(self._socket_open)
         client.on_socket_close = self.threadsafe(self._socket_close)
         client.on_socket_register_write = self.threadsafe(self._register_write)
         client.on_socket_unregister_write = self.threadsafe(self._unregister_write)
 
     def start(self) -> None:
-        """Bind to the running loop and start paho's keepalive timer task."""
+        """Bind to the running loop and join its keepalive ticker."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._misc_task = asyncio.create_task(self._misc_loop(), name=f"mqtt-misc-{self._name}")
+        self._ticker = ticker()
+        self._ticker.add(self, self._name, self._client.loop_misc)
 
     async def close(self) -> None:
-        """Stop the timer task and stop watching the socket."""
-        if self._misc_task is not None:
-            self._misc_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._misc_task
+        """Leave the keepalive ticker and stop watching the socket."""
+        if self._ticker is not None:
+            self._ticker.discard(self)
+            self._ticker = None
         if self._fd is not None and self._loop is not None:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
@@ -173,9 +175,3 @@ class LoopIO:
             self._loop.remove_writer(self._fd)
         else:
             self._loop.add_writer(self._fd, self._write)
-
-    async def _misc_loop(self) -> None:
-        # Keepalive pings and timeouts; paho expects this about once a second.
-        while True:
-            await asyncio.sleep(1)
-            self._client.loop_misc()

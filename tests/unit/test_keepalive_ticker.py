@@ -1,0 +1,42 @@
+"""One keepalive timer per loop (etong/brokers/keepalive.py): every connection ticked, a
+failing one logged and the others still ticked, the task gone with the last connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from etong.brokers import keepalive
+from etong.brokers.keepalive import ticker
+
+
+async def test_one_task_ticks_every_connection_and_ends_with_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(keepalive, "TICK_S", 0.01)
+    calls = {"a": 0, "b": 0}
+    third_tick = asyncio.Event()
+    first, second = object(), object()
+
+    def broken() -> None:
+        calls["a"] += 1
+        raise RuntimeError("a bug in one connection")
+
+    def fine() -> None:
+        calls["b"] += 1
+        if calls["b"] == 3:
+            third_tick.set()
+
+    shared = ticker()
+    assert ticker() is shared  # one per loop
+    shared.add(first, "a", broken)
+    shared.add(second, "b", fine)
+    tasks = [t for t in asyncio.all_tasks() if t.get_name() == "mqtt-keepalive"]
+    assert len(tasks) == 1
+    await asyncio.wait_for(third_tick.wait(), 10)
+    assert calls["a"] >= 2  # still ticked after raising
+    shared.discard(first)
+    shared.discard(second)
+    await asyncio.sleep(0)
+    assert tasks[0].cancelled() or tasks[0].done()
