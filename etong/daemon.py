@@ -48,7 +48,8 @@ from etong.http import HttpServer
 from etong.keyfile import load_or_create_key
 from etong.logging import get_logger
 from etong.metrics import Metrics
-from etong.roster import Roster, load_roster
+from etong.roster import Roster
+from etong.roster.apart import load_roster_apart
 from etong.runner import BridgeRunner, Identity
 from etong.sdnotify import notify, watchdog_interval_s
 from etong.service import Service, SingleInstance
@@ -376,8 +377,11 @@ class Daemon:
     # ---- the roster and the broker's ACL ---------------------------------------------------
 
     def _checked_roster(self) -> Roster:
-        """The roster file, refused (ConfigError) when a cluster cannot partition it."""
-        roster = load_roster(self.settings.roster.path)
+        """The roster file, refused (ConfigError) when a cluster cannot partition it.
+
+        A large one is parsed and checked in a child process (issue 18): the parse holds the
+        interpreter's lock, and its garbage would stay in the daemon's heap."""
+        roster = load_roster_apart(self.settings.roster.path)
         if self.settings.store.is_postgres and (problems := cross_station_problems(roster)):
             raise ConfigError(problems, str(self.settings.roster.path))
         return roster

@@ -4,6 +4,8 @@
 - `index`: `Roster`, the checked rows indexed by id, with the bridge's lookups.
 - `check`: `load_roster(path)` / `build_roster(data)`: every row and every reference checked,
   one `ConfigError` listing every problem, so a roster is either wholly valid or not loaded.
+- `apart`: `load_roster_apart(path)`, the same load in a child process (the daemon's start and
+  SIGHUP): the parse's garbage and its hold on the interpreter stay out of the daemon.
 
 The daemon swaps the whole `Roster` on SIGHUP: a `Roster` is never changed after it is built,
 so code holding the old one keeps a consistent view until it is done.
