@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from datetime import date
 from typing import TypeVar
@@ -35,9 +36,6 @@ class Roster:
         self.officers: dict[str, Officer] = {row.id: row for row in officers}
         self.grids: dict[str, Grid] = {row.id: row for row in grids}
         self.members: dict[str, Member] = {row.id: row for row in members}
-        self.grid_of_member: dict[str, str] = {
-            member_id: grid.id for grid in self.grids.values() for member_id in grid.members
-        }
         self.warnings: tuple[str, ...] = tuple(warnings)
         # A station's grids and officers, sorted, so a partition's topics (core/partitions.py)
         # need no scan of a province's 85,000 grids per station.
@@ -49,9 +47,16 @@ class Roster:
             self.officers.values(), lambda o: o.station
         )
 
+    @functools.cached_property
+    def grid_of_member(self) -> dict[str, str]:
+        """Member id → the grid listing it; built when first asked for (not on the bridge's
+        path: a province's 425,000 entries are ~21 MB per roster, and a reload holds two)."""
+        return {member_id: grid.id for grid in self.grids.values() for member_id in grid.members}
+
     def member_in_grid(self, member_id: str, grid_id: str) -> bool:
-        """True when the roster lists `member_id` in grid `grid_id`."""
-        return self.grid_of_member.get(member_id) == grid_id
+        """True when the roster lists `member_id` in grid `grid_id` (a grid lists ~5)."""
+        grid = self.grids.get(grid_id)
+        return grid is not None and member_id in grid.members
 
     def is_absent(self, officer_id: str, day: date) -> bool:
         """True when the officer is away on `day` (a local date); False for unknown officers."""
