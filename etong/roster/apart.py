@@ -3,7 +3,7 @@
 Why a child: the TOML parser (tomli, compiled) holds the interpreter's lock for the whole
 parse, 2-5 s for a province, so a parse in a worker thread still stops the event loop; and
 the parse's dicts (~400 MB for a province) would stay in the daemon's heap after it, as
-allocator arenas never given back. The child parses and checks with `load_roster`, then
+allocator arenas never given back. The child parses and checks with `load_rows`, then
 sends the checked rows as plain tuples, a few thousand a frame; the parent rebuilds the
 rows frame by frame (plain bytecode, so the loop gets its turns) and shares each id string
 among the rows naming it. The child exits, and its memory with it.
@@ -25,11 +25,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any
 
 from etong.errors import ConfigError
-from etong.roster.check import load_roster
+from etong.roster.check import CheckedRows, load_roster, load_rows
 from etong.roster.index import Roster
 from etong.roster.rows import Absence, Community, Grid, Member, Officer, Station
 
@@ -137,36 +138,39 @@ _REBUILD: dict[str, Callable[[tuple[Any, ...], _Canon], Any]] = {
 # --------------------------------------------------------------------------- the child
 
 
-def _frames(roster: Roster) -> Iterator[tuple[Any, ...]]:
-    """The roster as frames of plain tuples, in `_REBUILD`'s field order."""
-    tables: dict[str, list[tuple[Any, ...]]] = {
-        "stations": [(s.id, s.name, s.duty_officer) for s in roster.stations.values()],
-        "communities": [
-            (c.id, c.name, c.station, c.registrar) for c in roster.communities.values()
-        ],
-        "officers": [
-            (o.id, o.name, o.station, o.backup, tuple((a.from_, a.to) for a in o.absent), o.phone)
-            for o in roster.officers.values()
-        ],
-        "grids": [
-            (g.id, g.name, g.community, g.officer, g.head, g.members) for g in roster.grids.values()
-        ],
-        "members": [(m.id, m.name, m.phone) for m in roster.members.values()],
-    }
-    for table, rows in tables.items():
-        for start in range(0, len(rows), FRAME_ROWS):
-            yield ("rows", table, rows[start : start + FRAME_ROWS])
-    yield ("end", list(roster.warnings))
+def _officer_fields(officer: Officer) -> tuple[Any, ...]:
+    absent = tuple((a.from_, a.to) for a in officer.absent)
+    return (officer.id, officer.name, officer.station, officer.backup, absent, officer.phone)
+
+
+# A row as the tuple `_REBUILD` takes, table by table.
+_FIELDS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
+    "stations": attrgetter("id", "name", "duty_officer"),
+    "communities": attrgetter("id", "name", "station", "registrar"),
+    "officers": _officer_fields,
+    "grids": attrgetter("id", "name", "community", "officer", "head", "members"),
+    "members": attrgetter("id", "name", "phone"),
+}
+
+
+def _frames(rows: CheckedRows) -> Iterator[tuple[Any, ...]]:
+    """The rows as frames of plain tuples, FRAME_ROWS a frame, made as they are sent (the
+    parent rebuilds one frame while the child makes the next)."""
+    for table, fields in _FIELDS.items():
+        entries = list(getattr(rows, table).values())
+        for start in range(0, len(entries), FRAME_ROWS):
+            yield ("rows", table, list(map(fields, entries[start : start + FRAME_ROWS])))
+    yield ("end", rows.warnings)
 
 
 def _child(path: Path, out: IO[bytes]) -> None:
     gc.disable()  # a short-lived process building millions of objects: no cycles to find
     try:
-        roster = load_roster(path)
+        rows = load_rows(path)  # the parent builds the indexes
     except ConfigError as exc:
         frames: Iterator[tuple[Any, ...]] = iter([("problems", exc.problems)])
     else:
-        frames = _frames(roster)
+        frames = _frames(rows)
     for frame in frames:
         pickle.dump(frame, out, protocol=pickle.HIGHEST_PROTOCOL)
     out.flush()

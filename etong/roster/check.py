@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +28,15 @@ from etong.ids import ID_PATTERN
 from etong.roster.index import Roster
 from etong.roster.rows import ROW_TYPES, Community, Grid, Member, Officer, Row, Station
 
-__all__ = ["build_roster", "check_roster", "load_roster", "roster_problems"]
+__all__ = [
+    "CheckedRows",
+    "build_roster",
+    "check_roster",
+    "check_rows",
+    "load_roster",
+    "load_rows",
+    "roster_problems",
+]
 
 _ID_RE = re.compile(ID_PATTERN)
 _RowT = TypeVar("_RowT", bound=Row)
@@ -39,10 +48,18 @@ _ABSENCE_KEYS = {"from": None, "to": None}
 # --------------------------------------------------------------------------- loading
 def load_roster(path: Path) -> Roster:
     """Read and check the roster file; ConfigError(problems, source=str(path)) lists them all."""
+    return load_rows(path).roster()
+
+
+def load_rows(path: Path) -> CheckedRows:
+    """`load_roster` without the indexes: what a loader child sends (etong.roster.apart)."""
     data, problems = read_toml(path)
     if data is None:
         raise ConfigError(problems, source=str(path))
-    return build_roster(data, source=str(path))
+    rows, problems = check_rows(data)
+    if rows is None:
+        raise ConfigError(problems, source=str(path))
+    return rows
 
 
 def build_roster(data: Mapping[str, Any], source: str = "") -> Roster:
@@ -60,6 +77,35 @@ def roster_problems(data: Mapping[str, Any]) -> list[str]:
 
 def check_roster(data: Mapping[str, Any]) -> tuple[Roster | None, list[str]]:
     """(roster, []) when `data` is valid, else (None, every problem found)."""
+    rows, problems = check_rows(data)
+    return (rows.roster() if rows is not None else None), problems
+
+
+@dataclass(frozen=True)
+class CheckedRows:
+    """A valid roster's rows, by id table by table, and its warnings: a `Roster` unindexed."""
+
+    stations: dict[str, Station]
+    communities: dict[str, Community]
+    officers: dict[str, Officer]
+    grids: dict[str, Grid]
+    members: dict[str, Member]
+    warnings: list[str]
+
+    def roster(self) -> Roster:
+        """The rows indexed for the bridge's lookups."""
+        return Roster(
+            stations=self.stations.values(),
+            communities=self.communities.values(),
+            officers=self.officers.values(),
+            grids=self.grids.values(),
+            members=self.members.values(),
+            warnings=self.warnings,
+        )
+
+
+def check_rows(data: Mapping[str, Any]) -> tuple[CheckedRows | None, list[str]]:
+    """(rows, []) when `data` is valid, else (None, every problem found)."""
     problems = [
         f"unknown table '{key}'{close_match_hint(key, ROW_TYPES)}"
         for key in data
@@ -93,15 +139,7 @@ def check_roster(data: Mapping[str, Any]) -> tuple[Roster | None, list[str]]:
         if member_id not in member_grids
     ]
     warnings += _station_mismatches(grids, communities, officers)
-    roster = Roster(
-        stations=stations.values(),
-        communities=communities.values(),
-        officers=officers.values(),
-        grids=grids.values(),
-        members=members.values(),
-        warnings=warnings,
-    )
-    return roster, []
+    return CheckedRows(stations, communities, officers, grids, members, warnings), []
 
 
 def _rows(data: Mapping[str, Any], table: str, problems: list[str]) -> list[Any]:
