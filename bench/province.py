@@ -10,10 +10,12 @@ roster and measures, each as a child process of its own (wall time, peak RSS fro
   every 20 ms, a SIGHUP: the longest PUBACK wait from the signal on (the stall connected
   clients see) and whether every client is still connected;
 - `etong check-config`: time and peak RSS;
-- the roster loaded in a child: time, RSS after loading, RSS after `--reloads` more loads
-  (each replacing the last), and the longest an asyncio loop's 10 ms ticker was held up while
-  the load ran on the loop itself (before issue 18) and in a worker thread with the cyclic
-  collector paused (`asyncio.to_thread` and `daemon.collector_paused`: the daemon's SIGHUP).
+- the roster loaded as the daemon loads it (`etong.roster.apart.load_roster_apart`: a child
+  process parses and checks it, the daemon rebuilds the rows), in a process of its own: time,
+  the CPU of both, RSS after loading and after each of `--reloads` more loads (each replacing
+  the last), and the longest an asyncio loop's 10 ms ticker was held up while the load ran on
+  the loop itself (`load_roster`, before issue 18) and as the daemon's SIGHUP runs it (a
+  worker thread, `daemon.collector_paused`, the child).
 
 `--code DIR` runs `etong acl` and `check-config` from another checkout (say main before this
 change) for a before/after table. Example:
@@ -52,47 +54,56 @@ PASSWORD = "bench-password"  # noqa: S105 - a throwaway broker's test terminals
 BRIDGE = "etong"
 
 _LOAD_CHILD = """
-import asyncio, gc, sys, time
+import asyncio, gc, resource, sys, time
 from pathlib import Path
-from etong.daemon import collector_paused
+from etong.daemon import collector_paused, give_back_freed_memory
 from etong.roster import load_roster
+from etong.roster.apart import load_roster_apart
 path, reloads = Path(sys.argv[1]), int(sys.argv[2])
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
-start = time.perf_counter(); cpu = time.process_time()
-roster = load_roster(path)
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+def quietly():  # as the daemon's start and SIGHUP do it
+    with collector_paused():
+        return load_roster_apart(path)
+def replace():  # the new roster in, the old one out, the freed heap given back
+    global roster
+    roster = quietly()
+    give_back_freed_memory()
+start = time.perf_counter(); cpu = time.process_time(); child_cpu = children_cpu()
+replace()
 load_s = time.perf_counter() - start; load_cpu_s = time.process_time() - cpu
+load_child_cpu_s = children_cpu() - child_cpu
 gc.collect(); after_load = rss_mb()
+after_each = []
 for _ in range(reloads):
-    roster = load_roster(path)
-gc.collect(); after_reloads = rss_mb()
-async def blocked(in_thread):
-    worst = 0.0
+    replace()
+    gc.collect(); after_each.append(round(rss_mb(), 1))
+async def blocked(apart):
+    lags = []
     done = False
     async def ticker():
-        nonlocal worst
         last = time.perf_counter()
         while not done:
             await asyncio.sleep(0.01)
-            now = time.perf_counter(); worst = max(worst, now - last - 0.01); last = now
+            now = time.perf_counter(); lags.append(now - last - 0.01); last = now
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0.05)
-    if in_thread:  # as the daemon's SIGHUP does it
-        def quietly():
-            with collector_paused():
-                return load_roster(path)
-        await asyncio.to_thread(quietly)
-    else:
+    if apart:  # the daemon's SIGHUP: a worker thread, the collector paused, a child parsing
+        await asyncio.to_thread(replace)
+    else:  # before issue 18: parsed on the loop
         load_roster(path)
     done = True
     await task
-    return worst
+    return max(lags)
 on_loop = asyncio.run(blocked(False)) if sys.argv[3] == "both" else None
-in_thread = asyncio.run(blocked(True))
-print({"load_s": load_s, "load_cpu_s": load_cpu_s, "rss_after_load_mb": after_load,
-       "rss_after_reloads_mb": after_reloads, "reloads": reloads,
-       "loop_block_on_loop_s": on_loop, "loop_block_in_thread_s": in_thread})
+apart = asyncio.run(blocked(True))
+print({"load_s": load_s, "load_cpu_s": load_cpu_s, "load_child_cpu_s": load_child_cpu_s,
+       "rss_after_load_mb": after_load, "rss_after_each_reload_mb": after_each,
+       "reloads": reloads, "loop_block_on_loop_s": on_loop, "loop_block_reload_s": apart})
 """
 
 

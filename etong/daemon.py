@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import gc
 import signal
 import time
@@ -48,7 +50,8 @@ from etong.http import HttpServer
 from etong.keyfile import load_or_create_key
 from etong.logging import get_logger
 from etong.metrics import Metrics
-from etong.roster import Roster, load_roster
+from etong.roster import Roster
+from etong.roster.apart import load_roster_apart
 from etong.runner import BridgeRunner, Identity
 from etong.sdnotify import notify, watchdog_interval_s
 from etong.service import Service, SingleInstance
@@ -98,6 +101,25 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)
+
+
+def give_back_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system, after a roster is built or replaced.
+
+    glibc keeps freed memory for reuse, and after the first large free it serves even
+    multi-megabyte blocks from its heap: the dicts of a replaced province roster and of its
+    load (tens of MB each) then stay in the RSS for good. Measured with bench/province.py's
+    loads: RSS after four reloads 288 MB without, 218 MB with (issue 18). Runs in a few ms,
+    without the interpreter's lock (ctypes releases it).
+    """
+    if (trim := _malloc_trim()) is not None:
+        trim(0)
 
 
 class Daemon:
@@ -203,6 +225,7 @@ class Daemon:
         self._raise_if_stopped()  # stage "starting": nothing opened yet
         self._stage = "store"
         roster = self._checked_roster()  # before anything opens: a bad one is exit 2
+        give_back_freed_memory()  # what the load freed (issue 18)
         acl = self._acl_for(roster)
         if acl is not None:
             try:
@@ -376,8 +399,11 @@ class Daemon:
     # ---- the roster and the broker's ACL ---------------------------------------------------
 
     def _checked_roster(self) -> Roster:
-        """The roster file, refused (ConfigError) when a cluster cannot partition it."""
-        roster = load_roster(self.settings.roster.path)
+        """The roster file, refused (ConfigError) when a cluster cannot partition it.
+
+        A large one is parsed and checked in a child process (issue 18): the parse holds the
+        interpreter's lock, and its garbage would stay in the daemon's heap."""
+        roster = load_roster_apart(self.settings.roster.path)
         if self.settings.store.is_postgres and (problems := cross_station_problems(roster)):
             raise ConfigError(problems, str(self.settings.roster.path))
         return roster
@@ -400,8 +426,9 @@ class Daemon:
                     "roster_reload_failed", problems=exc.problems, kept="previous roster"
                 )
             else:
-                await apply(roster)
+                await apply(roster)  # the previous roster goes once no batch holds it
                 log.info("roster_reloaded", roster=roster.summary())
+                await asyncio.to_thread(give_back_freed_memory)
                 if acl is not None:
                     await asyncio.to_thread(install_acl_or_log, self.settings, acl)
             notify("READY=1")

@@ -96,7 +96,7 @@ def derive_rules(roster: Roster, settings: Settings) -> AclRules:
 def terminal_users(roster: Roster) -> frozenset[str]:
     """The user names that may log in as terminals: every officer entry, and every member
     listed in a grid (a member in no grid, a roster warning, cannot report)."""
-    members = {m for m in roster.grid_of_member if m in roster.members}
+    members = {m for grid in roster.grids.values() for m in grid.members if m in roster.members}
     return frozenset(members | set(roster.officers))
 
 

@@ -9,11 +9,11 @@ wrong is raised as one `ConfigError` listing every problem, each naming its key
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import tomli
 from pydantic import ValidationError
 
 from etong.config.fields import NOT_CONFIG_KEYS
@@ -30,10 +30,10 @@ def read_toml(path: Path) -> tuple[dict[str, Any] | None, list[str]]:
     except OSError as exc:
         return None, [f"cannot read file: {exc.strerror or exc}"]
     try:
-        return tomllib.loads(raw.decode("utf-8")), []
+        return tomli.loads(raw.decode("utf-8")), []
     except UnicodeDecodeError as exc:
         return None, [f"not UTF-8 text (byte {exc.start})"]
-    except tomllib.TOMLDecodeError as exc:
+    except tomli.TOMLDecodeError as exc:
         # The message already ends with "(at line L, column C)".
         return None, [f"TOML syntax error: {exc}"]
 

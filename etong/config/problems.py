@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -35,6 +35,8 @@ _TEMPLATES: dict[str, str] = {
     "path_type": "must be a path (a string)",
     "model_type": "must be a table",
     "model_attributes_type": "must be a table",
+    "dataclass_type": "must be a table",
+    "dataclass_args_type": "must be a table",
     "dict_type": "must be a table",
     "list_type": "must be a list",
     "tuple_type": "must be a list",
@@ -45,6 +47,7 @@ _TEMPLATES: dict[str, str] = {
     "too_short": "must have at least {min_length} entries",
     "too_long": "must have at most {max_length} entries",
     "missing": "is required",
+    "missing_argument": "is required",
 }
 
 
@@ -64,7 +67,10 @@ def raise_problems(found: list[str]) -> None:
 
 
 def validation_problems(
-    exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = ""
+    exc: ValidationError,
+    model: type[BaseModel] | None = None,
+    prefix: str = "",
+    keys_at: Callable[[tuple[int | str, ...]], Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """Turn a pydantic ValidationError into "dotted.key: what is wrong" lines.
 
@@ -72,13 +78,19 @@ def validation_problems(
     validators name a value, and only where it is harmless (a time zone). `model` lets an
     unknown key get a "did you mean" hint; `prefix` is put before every key (e.g. a roster row).
     A validator raising ValueError("key: text\\nother: text") reports two problems on those keys.
+    `keys_at(location)` gives the keys accepted there instead, where `model` is not a model
+    (the roster's rows are dataclasses: pydantic names their unknown keys
+    "unexpected_keyword_argument").
     """
     problems: list[str] = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = tuple(error["loc"])
         where = _dotted(loc, prefix)
-        if error["type"] == "extra_forbidden":
-            choices = config_fields(_model_at(model, loc[:-1])) if model else {}
+        if error["type"] in {"extra_forbidden", "unexpected_keyword_argument"}:
+            if keys_at is not None:
+                choices = keys_at(loc[:-1])
+            else:
+                choices = config_fields(_model_at(model, loc[:-1])) if model else {}
             owner = where.rpartition(".")[0] if "." in where else ""
             hint = close_match_hint(str(loc[-1]), choices, prefix=f"{owner}." if owner else "")
             problems.append(f"unknown key '{where}'{hint}")

@@ -183,4 +183,5 @@ def test_province_bench_measures_every_stage_of_a_sub_district(tmp_path: Path) -
     assert broker["unanswered"] == 0 and broker["stall_s"] > 0
     roster = row["roster"]
     assert roster["load_s"] > 0 and roster["rss_after_load_mb"] > 0
-    assert roster["loop_block_on_loop_s"] > 0 and roster["loop_block_in_thread_s"] > 0
+    assert roster["loop_block_on_loop_s"] > 0 and roster["loop_block_reload_s"] > 0
+    assert len(roster["rss_after_each_reload_mb"]) == 1
