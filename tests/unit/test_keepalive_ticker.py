@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from etong.brokers import keepalive
-from etong.brokers.keepalive import ticker
+from etong.brokers.keepalive import KeepaliveTicker, ticker
 
 
 async def test_one_task_ticks_every_connection_and_ends_with_the_last(
@@ -28,15 +28,17 @@ async def test_one_task_ticks_every_connection_and_ends_with_the_last(
         if calls["b"] == 3:
             third_tick.set()
 
-    shared = ticker()
-    assert ticker() is shared  # one per loop
-    shared.add(first, "a", broken)
-    shared.add(second, "b", fine)
-    tasks = [t for t in asyncio.all_tasks() if t.get_name() == "mqtt-keepalive"]
+    assert ticker() is ticker()  # one per loop
+    # A ticker of this test's own: the loop's may hold other tests' connections.
+    own = KeepaliveTicker()
+    before = {t for t in asyncio.all_tasks() if t.get_name() == "mqtt-keepalive"}
+    own.add(first, "a", broken)
+    own.add(second, "b", fine)
+    tasks = [t for t in asyncio.all_tasks() if t.get_name() == "mqtt-keepalive" and t not in before]
     assert len(tasks) == 1
     await asyncio.wait_for(third_tick.wait(), 10)
     assert calls["a"] >= 2  # still ticked after raising
-    shared.discard(first)
-    shared.discard(second)
+    own.discard(first)
+    own.discard(second)
     await asyncio.sleep(0)
     assert tasks[0].cancelled() or tasks[0].done()
