@@ -9,8 +9,8 @@ station — so the test's own MQTT clients stay few. The watcher sees every push
 cluster, so "pushed once, under one delivery id" is checked for every report sent. Figures
 are printed (SCALE_COLD_START, SCALE_TAKEOVER) so that they can be quoted.
 
-This size fits CI's time. The province is the same test with `ETONG_SCALE_STATIONS=1178`
-(and `ETONG_SCALE_GRIDS=72 ETONG_SCALE_MEMBERS=5` for its whole roster: 85,000 grids);
+This size fits CI's time. The province's station count is the same test with
+`ETONG_SCALE_STATIONS=1178` (a grid per station: the roster's own size is bench/province.py's);
 `ETONG_SCALE_IDLE_S=40` also prints what each instance costs at rest (SCALE_AT_REST: CPU,
 RSS, descriptors, the database's transactions a second) and the survivors after the kill
 (docs/SCALING.md quotes both).
@@ -43,10 +43,6 @@ pytestmark = pytest.mark.e2e
 STATIONS = int(os.environ.get("ETONG_SCALE_STATIONS", "300"))
 SAMPLE_EVERY = max(10, STATIONS // 30)
 """The traffic's members and officers: those of station 1, 11, 21, ... (about 30 stations)."""
-GRIDS = int(os.environ.get("ETONG_SCALE_GRIDS", "1"))
-"""Grids per station (the traffic plays the first of each sampled station's)."""
-MEMBERS = int(os.environ.get("ETONG_SCALE_MEMBERS", "1"))
-"""Members per grid (the traffic plays the first of each sampled grid's)."""
 IDLE_S = float(os.environ.get("ETONG_SCALE_IDLE_S", "0"))
 """How long to measure the instances at rest after the cold start (0: not at all)."""
 RATE = 20.0
@@ -73,7 +69,7 @@ def sample(document: Mapping[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def roster_document() -> dict[str, Any]:
-    return stations_roster(stations=STATIONS, grids_per_station=GRIDS, members_per_grid=MEMBERS)
+    return stations_roster(stations=STATIONS, grids_per_station=1, members_per_grid=1)
 
 
 @pytest.fixture
