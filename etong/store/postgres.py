@@ -245,13 +245,11 @@ class PostgresStore:
                 await postgres_sealing.ensure_now(conn, sealing, now)
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                async with self.transaction() as conn:
-                    if fence is not None:
-                        await postgres_leases.hold_fence(conn, fence)
-                    station = fence.partition if fence else ""
-                    return await write_batch(conn, batch, now, station, sealing)
+                # One statement, its own transaction (`write_batch`): no BEGIN, no COMMIT.
+                async with self.connection() as conn:
+                    return await write_batch(conn, batch, now, fence, sealing)
             except StoreBusyError as exc:
-                # The server rolled the whole transaction back to break a lock cycle (with
+                # The server rolled the whole statement back to break a lock cycle (with
                 # the daily purge, an operator's replay, another partition's batch): nothing
                 # of it was kept, so the same batch is simply written again. Past the last
                 # attempt, or after a timeout, the caller's failure policy retries it later.

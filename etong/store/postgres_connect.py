@@ -136,6 +136,7 @@ async def create_pool(
             # The pool's health check: a connection the server closed is replaced on acquire.
             max_inactive_connection_lifetime=300.0,
             server_settings=settings,
+            reset=keep_session,
         )
     except asyncpg.InvalidCatalogNameError as exc:
         raise StoreError(
@@ -157,6 +158,19 @@ async def create_pool(
             f"the PostgreSQL server of the store ({target.where}) refused to connect: {exc}"
         ) from exc
     return pool
+
+
+async def keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """What the pool does to a connection given back, beyond asyncpg's own (an open
+    transaction rolled back, listeners dropped): nothing.
+
+    asyncpg's default runs `RESET ALL; UNLISTEN *; CLOSE ALL; pg_advisory_unlock_all()`, one
+    more round trip after every call, which the caller waits for: a batch's read and write
+    would each cost two (issue #23). etong leaves no session state behind a call: its
+    settings are the connection's own (`server_settings`), `SET LOCAL` ends with its
+    transaction, no LISTEN, no cursor, and the one session lock (sealing at start-up,
+    `postgres_sealing.seal_clear_rows`) is released by the code that took it."""
+    del conn
 
 
 # The server gave up the statement or transaction because of another's locks: nothing of it
