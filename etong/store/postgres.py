@@ -108,7 +108,8 @@ class PostgresStore:
         instances starting at once migrate it once).
 
         `idle_in_transaction_ms`: the server ends a connection idle inside a transaction
-        that long (a paused owner's fenced write; see `postgres_leases`); None: never.
+        that long (a paused instance's; a fenced write is one statement and never idle
+        inside one: see `postgres_leases`); None: never.
         `check_integrity` (the daemon): refuse (`StoreRefusedError`, exit 3) a database
         whose schema is not this etong's. Raises `StoreError` naming the server and database
         when it cannot be reached or does not exist (`StoreUnavailableError` for the former).
@@ -234,9 +235,10 @@ class PostgresStore:
         return await self.opening(lambda conn, sealing: read_batch(conn, keys, station, sealing))
 
     async def write_fenced(self, batch: BatchWrite, now: float, fence: Fence | None) -> list[int]:
-        """Commit one batch; with a `fence`, first hold its lease row (or raise
-        `LeaseLostError`) and stamp the rows with its partition. Raises `StoreFullError`
-        (nothing kept; the same batch may be retried) when the server has no room."""
+        """Commit one batch, one statement; with a `fence`, it holds the lease row and
+        writes only while it does (else `LeaseLostError`, nothing kept) and stamps the rows
+        with its partition. Raises `StoreFullError` (nothing kept; the same batch may be
+        retried) when the server has no room."""
         if batch.is_empty():
             return []
         sealing = self.data_keys
