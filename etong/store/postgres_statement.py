@@ -6,7 +6,10 @@ that own their tables (`postgres_batch.py`, `postgres_figures.py`), each adding 
 queries and parameters here. Every part is always present, with empty arrays when the batch
 has nothing for it, so the statement's text is always the same and each connection prepares
 it once (asyncpg's statement cache): a part chosen by the batch's contents would give each
-combination a text of its own, and each a round trip to prepare.
+combination a text of its own, and each a round trip to prepare. asyncpg caches only
+statements up to `max_cacheable_statement_size` (15 KiB by default); a longer one would be
+prepared again at every call, one round trip more (the write is about 6 KiB; the round-trip
+test checks the limit).
 """
 
 from __future__ import annotations

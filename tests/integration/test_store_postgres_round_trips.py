@@ -30,6 +30,8 @@ from etong.store.base import Fence
 from etong.store.postgres_partition import PartitionStore
 from tests.sealing import unlocked
 
+ASYNCPG_CACHEABLE_CHARS = 15 * 1024  # asyncpg's default max_cacheable_statement_size
+
 
 class Statements:
     """The statements a connection ran since the last `taken()`."""
@@ -116,6 +118,8 @@ async def test_a_batchs_read_is_one_statement_and_its_fenced_write_one(
         assert len(await view.write(_batch(n), now=float(n))) == 2
         [write] = statements.taken()
         assert write.startswith("WITH fence")  # no BEGIN, no COMMIT: its own transaction
+        # Short enough for asyncpg's statement cache: prepared once per connection.
+        assert len(write) <= ASYNCPG_CACHEABLE_CHARS
     [delivery] = (await store.trace("E3"))["deliveries"]
     assert (delivery["state"], delivery["acked_by"]) == ("received", "o")
 
