@@ -51,6 +51,14 @@ def latency_bucket(seconds: float) -> int:
     return bisect_right(LATENCY_EDGES_S, max(0.0, seconds))
 
 
+def fate_flags(measure: str) -> tuple[int, bool, bool]:
+    """(mark, settles, timed) of a fate's measure: the once-only mark it sets (0: none),
+    whether it settles its report, whether it carries a latency bucket. What a store that
+    resolves fates inside its own statement needs (`store/postgres_figures.py`); `fate_rows`
+    is the rule, and the store contract tests hold both stores to it."""
+    return _MARKS.get(measure, 0), measure in _SETTLING, measure in LATENCY_MEASURES
+
+
 def station_of(roster: Roster, grid_id: str) -> str | None:
     """The station covering a grid, or None for a grid the roster does not know."""
     grid = roster.grids.get(grid_id)

@@ -108,7 +108,8 @@ class PostgresStore:
         instances starting at once migrate it once).
 
         `idle_in_transaction_ms`: the server ends a connection idle inside a transaction
-        that long (a paused owner's fenced write; see `postgres_leases`); None: never.
+        that long (a paused instance's; a fenced write is one statement and never idle
+        inside one: see `postgres_leases`); None: never.
         `check_integrity` (the daemon): refuse (`StoreRefusedError`, exit 3) a database
         whose schema is not this etong's. Raises `StoreError` naming the server and database
         when it cannot be reached or does not exist (`StoreUnavailableError` for the former).
@@ -234,9 +235,10 @@ class PostgresStore:
         return await self.opening(lambda conn, sealing: read_batch(conn, keys, station, sealing))
 
     async def write_fenced(self, batch: BatchWrite, now: float, fence: Fence | None) -> list[int]:
-        """Commit one batch; with a `fence`, first hold its lease row (or raise
-        `LeaseLostError`) and stamp the rows with its partition. Raises `StoreFullError`
-        (nothing kept; the same batch may be retried) when the server has no room."""
+        """Commit one batch, one statement; with a `fence`, it holds the lease row and
+        writes only while it does (else `LeaseLostError`, nothing kept) and stamps the rows
+        with its partition. Raises `StoreFullError` (nothing kept; the same batch may be
+        retried) when the server has no room."""
         if batch.is_empty():
             return []
         sealing = self.data_keys
@@ -245,13 +247,11 @@ class PostgresStore:
                 await postgres_sealing.ensure_now(conn, sealing, now)
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                async with self.transaction() as conn:
-                    if fence is not None:
-                        await postgres_leases.hold_fence(conn, fence)
-                    station = fence.partition if fence else ""
-                    return await write_batch(conn, batch, now, station, sealing)
+                # One statement, its own transaction (`write_batch`): no BEGIN, no COMMIT.
+                async with self.connection() as conn:
+                    return await write_batch(conn, batch, now, fence, sealing)
             except StoreBusyError as exc:
-                # The server rolled the whole transaction back to break a lock cycle (with
+                # The server rolled the whole statement back to break a lock cycle (with
                 # the daily purge, an operator's replay, another partition's batch): nothing
                 # of it was kept, so the same batch is simply written again. Past the last
                 # attempt, or after a timeout, the caller's failure policy retries it later.

@@ -4,19 +4,20 @@ a partition's write checks first.
 Every time is the database's `clock_timestamp()` (the real time of the statement, not of its
 transaction's start), so instances whose clocks disagree still agree on who owns what. Claim,
 renew and release are each one UPDATE: the row lock it takes orders it against every other
-claim and against the fenced writes, which hold the row FOR SHARE until their COMMIT. So a
-takeover's UPDATE waits for the deposed owner's batch in hand, and any batch that starts after
-the takeover finds another owner or epoch and commits nothing.
+claim and against the fenced writes, whose statement holds the row FOR SHARE until it commits
+(`add_fence`: its first part, on which every part that writes waits). So a takeover's UPDATE
+waits for the deposed owner's batch in hand, and any batch that starts after the takeover
+finds another owner or epoch and commits nothing.
 
-A batch in hand is milliseconds, unless its process is paused (SIGSTOP, a frozen VM) inside
-the transaction: the row would then stay held FOR SHARE, and the takeover wait, for as long as
-the pause. So a cluster instance's connections carry `idle_in_transaction_session_timeout` =
-a quarter lease (`idle_in_transaction_ms`): the server ends the paused owner's connection,
-which rolls its batch back (nothing of it was acked) and frees the row. Why a quarter: the
-owner writes only within `lease_s * 3/4` of its last renewal (`cluster/manager.py`), so a
-write paused at the latest instant is ended by the time the lease expires, and the takeover,
-which claims only then, never waits. Between two statements of a live batch the connection is
-idle for the event loop's turns (milliseconds; 750 ms at the smallest lease, 3 s, is far off).
+A batch in hand is one statement (issue #23): the server runs it to its commit without
+waiting on the client, so an owner paused (SIGSTOP, a frozen VM) before or after it holds
+nothing, and a paused owner cannot keep the row held across its pause. Before, a batch was a
+transaction of many statements, and a pause between two of them held the row: a cluster
+instance's connections still carry `idle_in_transaction_session_timeout` = a quarter lease
+(`idle_in_transaction_ms`), which now bounds only the other transactions an instance opens
+(none of them holds the lease row). Why a quarter: the owner writes only within
+`lease_s * 3/4` of its last renewal (`cluster/manager.py`), so a transaction paused at the
+latest instant is ended by the time the lease expires.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 
-from etong.errors import LeaseLostError
 from etong.store.base import Fence, Lease
 from etong.store.postgres_connect import Conn
+from etong.store.postgres_statement import Statement
 
 # The lease row as a `Lease`: expiry as unix seconds on the database's clock.
 _LEASE = "partition, owner, epoch, extract(epoch FROM expires_at)::float8"
@@ -159,21 +160,28 @@ async def leave(conn: Conn, instance_id: str) -> None:
     await conn.execute("DELETE FROM instances WHERE instance_id = $1", instance_id)
 
 
-async def hold_fence(conn: Conn, fence: Fence) -> None:
-    """The first statement of a partition's write: hold the lease row FOR SHARE until the
-    transaction ends, or raise `LeaseLostError` (then the caller's transaction rolls back)."""
-    held = await conn.fetchval(
-        "SELECT epoch FROM partitions WHERE partition = $1 AND owner = $2 AND epoch = $3 "
-        "AND expires_at > clock_timestamp() FOR SHARE",
-        fence.partition,
-        fence.owner,
-        fence.epoch,
-    )
-    if held is None:
-        raise LeaseLostError(fence.partition, await _why_lost(conn, fence))
+def add_fence(stmt: Statement, fence: Fence | None) -> str:
+    """The first part of a write statement, `fence`: the lease row held FOR SHARE until the
+    statement commits, if it is still `fence`'s and unexpired (no row: not held); and the
+    condition every part that writes adds, so that nothing is written without it. Without a
+    fence (the whole store's writes) `fence` is one row: always held."""
+    if fence is None:
+        stmt.with_("fence", "SELECT 0::int8 AS epoch", materialized=True)
+    else:
+        stmt.with_(
+            "fence",
+            f"SELECT epoch FROM partitions WHERE partition = {stmt.arg(fence.partition, 'text')} "
+            f"AND owner = {stmt.arg(fence.owner, 'text')} "
+            f"AND epoch = {stmt.arg(fence.epoch, 'int8')} "
+            "AND expires_at > clock_timestamp() FOR SHARE",
+            # Evaluated once, before any part writes (each waits on the condition first).
+            materialized=True,
+        )
+    return "EXISTS (SELECT FROM fence)"
 
 
-async def _why_lost(conn: Conn, fence: Fence) -> str:
+async def why_lost(conn: Conn, fence: Fence) -> str:
+    """Why `fence` no longer holds its partition, for `LeaseLostError`."""
     row = await conn.fetchrow(
         "SELECT owner, epoch, expires_at <= clock_timestamp() FROM partitions WHERE partition = $1",
         fence.partition,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from etong.errors import StoreError
 from etong.store.postgres_connect import Conn
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Any constant of our own: every instance that opens the store takes the same lock, so only
 # one of several starting at once migrates and the others wait, then find nothing to do.
@@ -204,6 +204,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX figures_monthly_month ON figures_monthly (month);
     """
     + FILL_MONTHLY,
+    # 5: a batch's write is one statement (issue #23, store/postgres_batch.py). A statement
+    # cannot undo itself in plain SQL: its last part calls this to raise an error of etong's
+    # own SQLSTATE (ET001 lease not held, ET002 an event id stored by another partition
+    # meanwhile), which undoes every part of it, with `message` for the store to read.
+    """
+    CREATE OR REPLACE FUNCTION etong_refuse(code text, message text) RETURNS boolean
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message;
+    END
+    $$;
+    """,
 ]
 
 # What `integrity_problems` expects to find (besides `meta`, which holds the version).
@@ -229,9 +241,22 @@ KEY_FINGERPRINT_KEY = "pii_key_fingerprint"
 
 def split_sql(script: str) -> list[str]:
     """Split a migration script into statements: `--` comments dropped first (they may hold a
-    semicolon), then split at semicolons (none inside our literals)."""
+    semicolon), then split at semicolons (none inside our literals) outside `$$` bodies (a
+    function's body is one statement's, semicolons and all)."""
     code = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
-    return [s.strip() for s in code.split(";") if s.strip()]
+    statements, current = [], ""
+    for i, piece in enumerate(code.split("$$")):
+        if i % 2:  # inside a $$ body
+            current += f"$${piece}$$"
+            continue
+        first, *rest = piece.split(";")
+        current += first
+        if rest:
+            statements.append(current)
+            *done, current = rest
+            statements.extend(done)
+    statements.append(current)
+    return [s.strip() for s in statements if s.strip()]
 
 
 def schema_problems(version: int | None, tables: set[str], limit: int) -> list[str]:

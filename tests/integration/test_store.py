@@ -148,8 +148,10 @@ async def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_commits(
     after = BatchWrite()
     after.events = [_event_row(2, 3.0)]
     after.receipts = [ReceiptRecord("E000002", "t", "accepted", b"{}")]
-    # The failed batch's receipt id was never used, so numbering goes on without a gap.
-    assert await store.write(after, now=3.0) == [2]
+    # SQLite gives the failed batch's receipt id again; PostgreSQL's sequence does not (the
+    # batch's one statement drew it before the clash): a gap, never a repeat.
+    [receipt_id] = await store.write(after, now=3.0)
+    assert receipt_id == 2 if backend.name == "sqlite" else receipt_id > 1
     assert (await store.trace("E000002"))["events"]
     await store.close()
 

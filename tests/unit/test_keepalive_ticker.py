@@ -15,6 +15,13 @@ async def test_one_task_ticks_every_connection_and_ends_with_the_last(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(keepalive, "TICK_S", 0.01)
+    logged: list[tuple[str, str]] = []
+
+    class Log:
+        def exception(self, event: str, *, broker: str) -> None:
+            logged.append((event, broker))
+
+    monkeypatch.setattr(keepalive, "log", Log())
     calls = {"a": 0, "b": 0}
     third_tick = asyncio.Event()
     first, second = object(), object()
@@ -38,6 +45,7 @@ async def test_one_task_ticks_every_connection_and_ends_with_the_last(
     assert len(tasks) == 1
     await asyncio.wait_for(third_tick.wait(), 10)
     assert calls["a"] >= 2  # still ticked after raising
+    assert logged[0] == ("mqtt_keepalive_failed", "a")
     own.discard(first)
     own.discard(second)
     await asyncio.sleep(0)
