@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 from zoneinfo import ZoneInfo
 
 from etong.brokers.base import Broker, PublishOptions
@@ -28,6 +28,9 @@ REPUBLISH_PAGE = 500
 RECEIPT_STATUSES: tuple[ReceiptStatus, ...] = get_args(ReceiptStatus)
 # The `reason` label of etong_pushes: a delivery's (`push_kind`), or a registrar's copy.
 PUSH_REASONS: tuple[PushReason | Literal["cc"], ...] = (*get_args(PushReason), "cc")
+
+
+T = TypeVar("T")
 
 
 class Outbox:
@@ -68,15 +71,10 @@ class Outbox:
         """Whether PUBACKs wait to be recorded in the store."""
         return bool(self.published_receipts or self.published_pushes)
 
-    def _note_push_puback(self, marker: int, delivery_id: str) -> None:
+    def _note_puback(self, ledger: list[T], entry: T) -> None:
+        """Add a PUBACK to its ledger (`published_pushes` or `published_receipts`)."""
         first = not self.has_unrecorded
-        self.published_pushes.append((marker, delivery_id))
-        if first:
-            self.on_first_unrecorded()
-
-    def _note_receipt_puback(self, receipt_id: int) -> None:
-        first = not self.has_unrecorded
-        self.published_receipts.append(receipt_id)
+        ledger.append(entry)
         if first:
             self.on_first_unrecorded()
 
@@ -150,14 +148,16 @@ class Outbox:
                 response_topic=acks_topic,
                 message_expiry_s=int(self._expiry_s) if self._expiry_s else None,
             ),
-            on_published=lambda: self._note_push_puback(marker, delivery_id),
+            on_published=lambda: self._note_puback(self.published_pushes, (marker, delivery_id)),
         )
         self._count_push[push_kind(d)].inc()
 
     def publish_receipt(self, receipt_id: int, topic: str, payload: bytes) -> None:
         """Publish a stored receipt; note it once the broker PUBACKs it."""
         self.grid_broker.publish(
-            topic, payload, on_published=lambda: self._note_receipt_puback(receipt_id)
+            topic,
+            payload,
+            on_published=lambda: self._note_puback(self.published_receipts, receipt_id),
         )
 
     def _expires_at(self, now: float) -> str | None:

@@ -30,9 +30,15 @@ from etong.store.base import Fence, Lease
 from etong.store.postgres_connect import Conn
 from etong.store.postgres_statement import Statement
 
-# The lease row as a `Lease`: expiry as unix seconds on the database's clock.
-_LEASE = "partition, owner, epoch, extract(epoch FROM expires_at)::float8"
-_LEASE_OF_P = "p.partition, p.owner, p.epoch, extract(epoch FROM p.expires_at)::float8"
+
+def _lease_columns(table: str = "") -> str:
+    """The lease row as a `Lease`'s columns (`_lease`), of `table` (an alias and a dot): the
+    expiry as unix seconds on the database's clock."""
+    t = table
+    return f"{t}partition, {t}owner, {t}epoch, extract(epoch FROM {t}expires_at)::float8"
+
+
+_LEASE = _lease_columns()
 _UNTIL = "clock_timestamp() + make_interval(secs => $3::float8)"
 IDLE_IN_TRANSACTION_OF_LEASE = 0.25
 
@@ -109,7 +115,7 @@ async def renew(conn: Conn, fences: Sequence[Fence], lease_s: float) -> list[Lea
         "FROM unnest($1::text[], $2::text[], $4::bigint[]) AS f(partition, owner, epoch) "
         "WHERE p.partition = f.partition AND p.owner = f.owner AND p.epoch = f.epoch "
         "AND p.expires_at > clock_timestamp() "
-        f"RETURNING {_LEASE_OF_P}",
+        f"RETURNING {_lease_columns('p.')}",
         [fence.partition for fence in ordered],
         [fence.owner for fence in ordered],
         lease_s,

@@ -12,6 +12,7 @@ import pytest
 
 from etong.devkit.localbridge import LocalBridge
 from etong.devkit.mosquitto import LocalMosquitto
+from tests.e2e.cluster_parts import Cluster
 from tests.e2e.helpers import Terminals, e2e_roster, write_config, write_roster
 
 ConfigWriter = Callable[..., Path]
@@ -97,3 +98,19 @@ def terminals(mosquitto: LocalMosquitto) -> Iterator[Terminals]:
     made = Terminals(mosquitto.url)
     yield made
     made.close()
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, mosquitto: LocalMosquitto, pg_url: str, roster_document: dict[str, Any]
+) -> Iterator[Cluster]:
+    """The cluster's parts (tests/e2e/cluster_parts.py) on this test's own database (dropped
+    afterwards by `pg_url`), for the roster the test module's `roster_document` gives;
+    `cluster.start()` starts the instances. Every process is killed at the end."""
+    made = Cluster(
+        tmp_path, mosquitto.url, pg_url, write_roster(tmp_path / "roster.toml", roster_document)
+    )
+    try:
+        yield made
+    finally:
+        made.close()

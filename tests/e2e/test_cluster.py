@@ -34,7 +34,7 @@ from tests.e2e.cluster_parts import (
     timestamp,
 )
 from tests.e2e.cluster_traffic import Ledger, ReportStream, Traffic
-from tests.e2e.helpers import TOPICS, write_roster
+from tests.e2e.helpers import TOPICS
 from tests.rosters import stations_roster
 from tests.waiting import poll_until
 
@@ -73,20 +73,6 @@ def quiet_traffic(mosquitto: LocalMosquitto, roster_document: dict[str, Any]) ->
     made = Traffic(mosquitto.url, roster_document, officers=False)
     yield made
     made.close()
-
-
-@pytest.fixture
-def cluster(
-    tmp_path: Path, mosquitto: LocalMosquitto, pg_url: str, roster_document: dict[str, Any]
-) -> Iterator[Cluster]:
-    """The cluster's parts on this test's own database (dropped afterwards by `pg_url`);
-    `cluster.start()` starts the instances. Every process is killed at the end."""
-    roster = write_roster(tmp_path / "roster.toml", roster_document)
-    made = Cluster(tmp_path, mosquitto.url, pg_url, roster)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def account(traffic: Traffic, stream: ReportStream) -> Ledger:

@@ -17,7 +17,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +26,6 @@ from etong.core.broker_reach import GIVE_UP_AFTER
 from etong.devkit.mosquitto import LocalMosquitto
 from tests.e2e.cluster_parts import LEASE_S, Cluster, held_by, timestamp
 from tests.e2e.cluster_traffic import Traffic
-from tests.e2e.helpers import write_roster
 from tests.e2e.test_cluster import account, begin_stream, figures, report
 from tests.rosters import stations_roster
 from tests.tcp_proxy import TcpProxy
@@ -65,19 +63,6 @@ def lasting_traffic(
     made = Traffic(mosquitto.url, roster_document, persistent_monitor=True)
     yield made
     made.close()
-
-
-@pytest.fixture
-def cluster(
-    tmp_path: Path, mosquitto: LocalMosquitto, pg_url: str, roster_document: dict[str, Any]
-) -> Iterator[Cluster]:
-    """The cluster's parts on this test's own database; every process killed at the end."""
-    roster = write_roster(tmp_path / "roster.toml", roster_document)
-    made = Cluster(tmp_path, mosquitto.url, pg_url, roster)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 @pytest.fixture

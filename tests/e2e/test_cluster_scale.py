@@ -24,7 +24,6 @@ import os
 import statistics
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -77,19 +76,6 @@ def traffic(mosquitto: LocalMosquitto, roster_document: dict[str, Any]) -> Itera
     made = Traffic(mosquitto.url, sample(roster_document))
     yield made
     made.close()
-
-
-@pytest.fixture
-def cluster(
-    tmp_path: Path, mosquitto: LocalMosquitto, pg_url: str, roster_document: dict[str, Any]
-) -> Iterator[Cluster]:
-    made = Cluster(
-        tmp_path, mosquitto.url, pg_url, write_roster(tmp_path / "roster.toml", roster_document)
-    )
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def at_rest(cluster: Cluster, seconds: float) -> str:
