@@ -338,6 +338,9 @@ def test_three_instances_serve_300_stations_and_a_killed_ones_share_moves_losing
     reload = reload_figures(cluster, stream, traffic, reload_at, time.time())
     reload["all_reloaded_s"] = round(reload_s, 1)
     reload["longest_healthz_s"] = longest_healthz
+    reload["rss_mb_after"] = [
+        round(rss_mb(pid)) for i in cluster.instances.values() if (pid := i.bridge.pid) is not None
+    ]
     victim = cluster.instances[max(cluster.instances, key=lambda i: len(held_by(rows, i)))]
     held = held_by(rows, victim.id)
     killed_at = time.time()
