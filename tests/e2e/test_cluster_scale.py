@@ -338,9 +338,9 @@ def test_three_instances_serve_300_stations_and_a_killed_ones_share_moves_losing
     reload = reload_figures(cluster, stream, traffic, reload_at, time.time())
     reload["all_reloaded_s"] = round(reload_s, 1)
     reload["longest_healthz_s"] = longest_healthz
-    reload["rss_mb_after"] = [
-        round(rss_mb(pid)) for i in cluster.instances.values() if (pid := i.bridge.pid) is not None
-    ]
+    reload["rss_mb_after"] = {
+        i.id: round(rss_mb(pid)) for i in cluster.instances.values() if (pid := i.bridge.pid)
+    }
     victim = cluster.instances[max(cluster.instances, key=lambda i: len(held_by(rows, i)))]
     held = held_by(rows, victim.id)
     killed_at = time.time()
@@ -367,9 +367,10 @@ def test_three_instances_serve_300_stations_and_a_killed_ones_share_moves_losing
         ),
     )
     takeover = [at - killed_at for at in again.values()]
-    pids = [pid for s in survivors.values() if (pid := s.bridge.pid) is not None]
+    pids = {i: pid for i, s in survivors.items() if (pid := s.bridge.pid) is not None}
     after_kill = (
-        f"survivors rss_mb={[round(rss_mb(p)) for p in pids]} fds={[descriptors(p) for p in pids]}"
+        f"killed {victim.id}; survivors rss_mb={ {i: round(rss_mb(p)) for i, p in pids.items()} } "
+        f"fds={ {i: descriptors(p) for i, p in pids.items()} }"
     )
 
     stream.finish()
