@@ -197,6 +197,9 @@ class Daemon:
                 roster=roster.summary(),
                 **(self.service.ready_fields() if self.service is not None else {}),
             )
+            # Not kept for the whole run: a reload must let the first roster go (a
+            # province's is ~150 MB; held here, every instance grew by that much).
+            del roster
             await self._until_stop_or_failure(tasks)
             await self._shutdown(tasks)
         totals = self.metrics.totals()

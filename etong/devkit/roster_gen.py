@@ -14,6 +14,7 @@ import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MEMBERS_PER_GRID = 5
 GRIDS_PER_OFFICER = 4
@@ -65,7 +66,7 @@ def _chunks(stations: int, grids: int, counts: list[int]) -> Iterator[str]:
     grid_no = member_no = 0
     for s in range(stations):
         share = grids // stations + (1 if s < grids % stations else 0)
-        station = f"s{s:04d}"
+        station = station_id(s)
         duty = f"p-{station}-duty"
         yield f'[[stations]]\nid = "{station}"\nname = "派出所{s}"\nduty_officer = "{duty}"\n\n'
         yield f'[[officers]]\nid = "{duty}"\nname = "值班{s}"\nstation = "{station}"\n\n'
@@ -102,6 +103,37 @@ def _chunks(stations: int, grids: int, counts: list[int]) -> Iterator[str]:
         counts[2] += 1 + officers + communities
     counts[3] = grid_no
     counts[4] = member_no
+
+
+def station_id(index: int) -> str:
+    """The id of the station written `index`-th (from 0)."""
+    return f"s{index:04d}"
+
+
+def first_grid(stations: int, grids: int, index: int) -> dict[str, Any]:
+    """The first grid of station `index` (from 0) as `write_roster` writes it, without
+    reading the file: a test drives a few terminals of a province's roster this way."""
+    grid_no = index * (grids // stations) + min(index, grids % stations)
+    station = station_id(index)
+    members = [f"g-{grid_no * MEMBERS_PER_GRID + m:07d}" for m in range(MEMBERS_PER_GRID)]
+    return {
+        "id": f"G{grid_no:06d}",
+        "name": f"网格{grid_no}",
+        "community": f"c-{station}-000",
+        "officer": f"p-{station}-000",
+        "head": members[0],
+        "members": members,
+    }
+
+
+def reach_of_first_grid(stations: int, grids: int, index: int) -> list[str]:
+    """The officers a delivery of station `index`'s first grid can reach: its officer, the
+    officer's backup, the community's registrar and the station's duty officer."""
+    share = grids // stations + (1 if index < grids % stations else 0)
+    officers = max(1, -(-share // GRIDS_PER_OFFICER))
+    station = station_id(index)
+    backup = f"p-{station}-{1 % officers:03d}"
+    return sorted({f"p-{station}-000", backup, f"r-{station}-000", f"p-{station}-duty"})
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import json
 import math
+import random
+import socket
 import subprocess
 import threading
 from collections.abc import Coroutine, Iterable, Mapping
@@ -45,6 +47,22 @@ ACK_TIMEOUT_S = 2.0
 def timestamp(record: dict[str, Any]) -> float:
     """Unix seconds of a log record's ISO `timestamp` (UTC)."""
     return datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+def listen_port() -> int:
+    """A free port on 127.0.0.1 below the kernel's ephemeral range, for a listener bound
+    later: an instance binds its HTTP port only after loading the roster (half a minute for
+    a province), and meanwhile the cluster's own thousand outgoing connections are handed
+    ephemeral ports — a port from `free_port` was taken that way (EADDRINUSE at start)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(10_000, max(10_001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 # --- the database, from the test's side ----------------------------------------------------
@@ -379,7 +397,7 @@ class Cluster:
                 "cluster": {"lease_s": LEASE_S},
                 "delivery": {"ack_timeout_s": ACK_TIMEOUT_S},
                 "limits": {"member_rate_per_min": 1_000_000},
-                "http": {"listen": f"127.0.0.1:{free_port()}"},
+                "http": {"listen": f"127.0.0.1:{listen_port()}"},
             },
         )
         config_path = folder / "etong.toml"

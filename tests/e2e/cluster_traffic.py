@@ -41,6 +41,7 @@ class TrafficMonitor(MqttClient):
         self.event_of: dict[str, str] = {}
         self.first_ack: dict[str, int] = {}  # delivery id -> position of its first `received`
         self.receipts: dict[str, list[tuple[int, str]]] = {}  # event id -> (position, status)
+        self.first_receipt_at: dict[str, float] = {}  # event id -> unix s of its first receipt
         self.pushes = 0
         super().__init__(
             url,
@@ -67,6 +68,8 @@ class TrafficMonitor(MqttClient):
         elif message.topic.endswith("/receipts"):
             event_id, status = str(payload.get("event_id")), str(payload.get("status"))
             self.receipts.setdefault(event_id, []).append((position, status))
+            if status in FIRST_RECEIPTS:
+                self.first_receipt_at.setdefault(event_id, time.time())
         return []
 
     def answered(self, event_ids: Sequence[str]) -> int:
@@ -163,6 +166,7 @@ class ReportStream:
             (m, m.event(rng=rng)) for m in (members[i % len(members)] for i in range(count))
         ]
         self.event_ids = [str(event["event_id"]) for _, event in self.plan]
+        self.sent_at: dict[str, float] = {}  # event id -> unix s of its first publish
         self.rate = rate
         self._sent = 0
         self._stop = threading.Event()
@@ -185,6 +189,7 @@ class ReportStream:
             # The stream's pace, not a wait for an event.
             if self._stop.wait(max(0.0, start + number / self.rate - time.monotonic())):
                 return
+            self.sent_at[str(event["event_id"])] = time.time()
             member.send(event)
             self._sent = number + 1
 

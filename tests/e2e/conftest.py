@@ -101,15 +101,21 @@ def terminals(mosquitto: LocalMosquitto) -> Iterator[Terminals]:
 
 
 @pytest.fixture
+def roster_file(tmp_path: Path, roster_document: dict[str, Any]) -> Path:
+    """The cluster's roster file: the test module's `roster_document` as TOML (a module may
+    write its own instead, such as a generated province's)."""
+    return write_roster(tmp_path / "roster.toml", roster_document)
+
+
+@pytest.fixture
 def cluster(
-    tmp_path: Path, mosquitto: LocalMosquitto, pg_url: str, roster_document: dict[str, Any]
+    tmp_path: Path, mosquitto: LocalMosquitto, pg_url: str, roster_file: Path
 ) -> Iterator[Cluster]:
     """The cluster's parts (tests/e2e/cluster_parts.py) on this test's own database (dropped
-    afterwards by `pg_url`), for the roster the test module's `roster_document` gives;
-    `cluster.start()` starts the instances. Every process is killed at the end."""
-    made = Cluster(
-        tmp_path, mosquitto.url, pg_url, write_roster(tmp_path / "roster.toml", roster_document)
-    )
+    afterwards by `pg_url`), for the roster of `roster_file` (by default the test module's
+    `roster_document`); `cluster.start()` starts the instances. Every process is killed at
+    the end."""
+    made = Cluster(tmp_path, mosquitto.url, pg_url, roster_file)
     try:
         yield made
     finally:
