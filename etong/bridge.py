@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import assert_never
 
+from prometheus_client import Histogram
+
 from etong.brokers.base import Broker, InboundMessage
 from etong.clock import iso_from_unix
 from etong.config import Settings
@@ -211,16 +213,21 @@ class Bridge:
         by the ingest loop while the failure is transient: nothing was kept or acked)."""
         ctx = self._context(self.roster)  # one instant, one roster, one day per batch
         self.ingest.in_hand = len(batch)
+        stages = StageTimer()
         async with self._lock:
             keys = lookup_keys(admitted, self.settings.dedup.window_s, ctx.now)
             lookup = await self.store.lookup(keys) if keys is not None else BatchLookup()
+            stages.end("lookup")
             outcome = decide_batch(admitted, lookup, ctx)
+            stages.end("decide")
             receipt_ids = await self._write(outcome, ctx.now)
+            stages.end("write")
         # Committed: now, and only now, tell the broker we have these messages.
         for msg in batch:
             msg.source.ack(msg)
         self.ingest.in_hand = 0
         self._carry_out(outcome, receipt_ids, ctx.now)
+        stages.end("publish")
         if batch:
             self.batches += 1
             self.processed += len(batch)
@@ -228,6 +235,8 @@ class Bridge:
             done = time.monotonic()
             for msg in batch:
                 self.metrics.ingest_latency.observe(done - msg.arrived_monotonic)
+            queued = stages.started - min(msg.arrived_monotonic for msg in batch)
+            stages.observe(self.metrics.batch_stage, queued=queued)
 
     async def run_due(self, limit: int = SCHEDULER_PAGE) -> int:
         """One scheduler page: decide the due deliveries, commit, publish. Returns the count."""
@@ -299,6 +308,25 @@ class Bridge:
             )
         else:
             log.info("store_writable", path=str(self.store.path), effect="taking reports again")
+
+
+class StageTimer:
+    """The seconds each stage of one batch took, from consecutive marks on the monotonic clock."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def end(self, stage: str) -> None:
+        """`stage` ended now; it began where the previous one ended."""
+        now = time.monotonic()
+        self.seconds[stage], self._last = now - self._last, now
+
+    def observe(self, histogram: Histogram, *, queued: float) -> None:
+        """Each stage's time on `histogram`, the wait before the batch (`queued`) first."""
+        histogram.labels("queued").observe(max(queued, 0.0))
+        for stage, seconds in self.seconds.items():
+            histogram.labels(stage).observe(seconds)
 
 
 def count_outcome(metrics: Metrics, counts: Mapping[CountKey, int]) -> None:
