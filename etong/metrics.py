@@ -15,7 +15,7 @@ DEAD_LETTER_DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 # The stages of an ingest batch (`etong_batch_stage_seconds`), in the order a batch runs them.
-BATCH_STAGES = ("queued", "lookup", "decide", "write", "publish")
+BATCH_STAGES = ("queued", "lookup", "decide", "write", "durable", "publish")
 
 
 class Metrics:
@@ -76,8 +76,9 @@ class Metrics:
         self.batch_stage = self._histogram(
             "etong_batch_stage_seconds",
             "Time of one ingest batch in each stage: queued (its oldest message's wait for the "
-            "batch to start), lookup, decide, write (the commit, durable), publish (PUBACKs, "
-            "pushes, receipts handed to the brokers)",
+            "batch to start), lookup, decide, write (the commit), durable (until the commit is "
+            "on disk and the batches before it acknowledged), publish (PUBACKs, pushes, "
+            "receipts handed to the brokers)",
             LATENCY_BUCKETS,
             "stage",
         )
