@@ -71,6 +71,7 @@ class Ingest:
         self.in_hand = 0  # messages taken from the queue and not yet acked (nor put back)
         # The acknowledgement of the last batch committed; each waits for the one before.
         self._acknowledging: asyncio.Future[None] | None = None
+        self._previous: asyncio.Future[None] | None = None  # the one before it
 
     def on_message(self, msg: InboundMessage) -> None:
         """Broker callback (loop thread): queue the message; it is acked after its commit."""
@@ -123,8 +124,12 @@ class Ingest:
                 break
             if self._unconfirmed() > MAX_UNCONFIRMED_PUBLISHES:
                 await self._wait_for_outbound()
+            await self._one_batch_ahead_at_most()
             await self._commit_batch(self.take_batch())
             self._resume_reading_if_drained()
+            # SQLite's lookup and commit run on this thread without a pause: let the
+            # acknowledgements, the sockets and the other partitions have their turn.
+            await asyncio.sleep(0)
 
     async def _commit_batch(self, batch: list[InboundMessage]) -> bool:
         """`process_batch`, retried as `etong.failures` says while the failure is transient.
@@ -168,7 +173,7 @@ class Ingest:
         """The batch is committed: acknowledge it once durable, after the batches before it."""
         for msg in batch:
             self._admitted.pop(id(msg), None)
-        before = self._acknowledging
+        before = self._previous = self._acknowledging
 
         async def in_order() -> None:
             try:
@@ -180,6 +185,15 @@ class Ingest:
 
         self._acknowledging = asyncio.ensure_future(in_order())
         self._acknowledging.add_done_callback(lambda _: self._wake.set())
+
+    async def _one_batch_ahead_at_most(self) -> None:
+        """Commit a batch while the one before it waits for the disk, not more: under load the
+        queue then grows into larger batches (fewer commits, fewer fsyncs) instead of a chain
+        of small batches whose acknowledgements wait behind each other."""
+        if self._previous is not None and not self._previous.done():
+            with contextlib.suppress(Exception):  # its failure is raised by the loop's check
+                await asyncio.shield(self._previous)
+        self._raise_if_acknowledging_failed()
 
     def _put_back(self, batch: list[InboundMessage]) -> None:
         """A batch not committed goes back to the head of the queue, unacknowledged."""
