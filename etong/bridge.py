@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import assert_never
 
+from prometheus_client import Histogram
+
 from etong.brokers.base import Broker, InboundMessage
 from etong.clock import iso_from_unix
 from etong.config import Settings
@@ -41,7 +43,7 @@ from etong.logging import get_logger
 from etong.metrics import DEAD_LETTER_DROP_REASONS, Metrics
 from etong.roster import Roster
 from etong.shell.delivery_ids import new_delivery_id
-from etong.shell.ingest import Ingest
+from etong.shell.ingest import Acknowledge, Ingest
 from etong.shell.outbox import Outbox
 from etong.shell.scheduler import (
     PARTITION_MAX_SLEEP_S,
@@ -126,7 +128,7 @@ class Bridge:
         ingest = Ingest(
             batch_max=self.settings.store.batch_max,
             admit=self.admit,
-            process_batch=self.process_admitted,
+            commit_batch=self.commit_admitted,
             unconfirmed=self.outbox.unconfirmed,
             has_unrecorded_pubacks=lambda: self.outbox.has_unrecorded,
             report_store_state=self._report_store_state,
@@ -203,31 +205,65 @@ class Bridge:
         ]
 
     async def process_batch(self, batch: list[InboundMessage]) -> None:
-        """The whole pipeline for one batch. See the module docstring for the rules."""
-        await self.process_admitted(batch, self.admit(batch))
+        """The whole pipeline for one batch taken outside the ingest loop (tests, tools),
+        counted as in hand while it runs. See the module docstring for the rules."""
+        self.ingest.in_hand += len(batch)
+        try:
+            await self.process_admitted(batch, self.admit(batch))
+        finally:
+            self.ingest.in_hand -= len(batch)
 
     async def process_admitted(self, batch: list[InboundMessage], admitted: list[Admitted]) -> None:
         """Read, decide, write, acknowledge, publish one admitted batch (retried as a whole
         by the ingest loop while the failure is transient: nothing was kept or acked)."""
+        acknowledge = await self.commit_admitted(batch, admitted)
+        await acknowledge()
+
+    async def commit_admitted(
+        self, batch: list[InboundMessage], admitted: list[Admitted]
+    ) -> Acknowledge:
+        """Read, decide and commit one admitted batch; return what acknowledges and
+        publishes it once the commit is durable.
+
+        The ingest loop decides and commits its next batch while this one's commit is made
+        durable (SQLite's WAL fsync, on a worker thread): the next batch's read sees this
+        one's rows, and the acknowledgements keep arrival order because the ingest loop
+        runs them one after another. Nothing of a batch is acknowledged, pushed or answered
+        before its commit is on disk (DESIGN §3).
+        """
         ctx = self._context(self.roster)  # one instant, one roster, one day per batch
-        self.ingest.in_hand = len(batch)
+        stages = StageTimer()
         async with self._lock:
             keys = lookup_keys(admitted, self.settings.dedup.window_s, ctx.now)
             lookup = await self.store.lookup(keys) if keys is not None else BatchLookup()
+            stages.end("lookup")
             outcome = decide_batch(admitted, lookup, ctx)
-            receipt_ids = await self._write(outcome, ctx.now)
-        # Committed: now, and only now, tell the broker we have these messages.
-        for msg in batch:
-            msg.source.ack(msg)
-        self.ingest.in_hand = 0
-        self._carry_out(outcome, receipt_ids, ctx.now)
-        if batch:
-            self.batches += 1
-            self.processed += len(batch)
-            self.metrics.batch_size.observe(len(batch))
-            done = time.monotonic()
+            stages.end("decide")
+            receipt_ids = await self._write(outcome, ctx.now, wait_durable=False)
+            stages.end("write")
+
+        async def acknowledge() -> None:
+            await self.store.durable()
+            stages.end("durable")
+            # Durable: now, and only now, tell the broker we have these messages.
             for msg in batch:
-                self.metrics.ingest_latency.observe(done - msg.arrived_monotonic)
+                msg.source.ack(msg)
+            self._carry_out(outcome, receipt_ids, ctx.now)
+            stages.end("publish")
+            if batch:
+                self._count_batch(batch, stages)
+
+        return acknowledge
+
+    def _count_batch(self, batch: list[InboundMessage], stages: StageTimer) -> None:
+        self.batches += 1
+        self.processed += len(batch)
+        self.metrics.batch_size.observe(len(batch))
+        done = time.monotonic()
+        for msg in batch:
+            self.metrics.ingest_latency.observe(done - msg.arrived_monotonic)
+        queued = stages.started - min(msg.arrived_monotonic for msg in batch)
+        stages.observe(self.metrics.batch_stage, queued=queued)
 
     async def run_due(self, limit: int = SCHEDULER_PAGE) -> int:
         """One scheduler page: decide the due deliveries, commit, publish. Returns the count."""
@@ -263,13 +299,13 @@ class Bridge:
             budgets=self._rejection_budgets,
         )
 
-    async def _write(self, outcome: Outcome, now: float) -> list[int]:
+    async def _write(self, outcome: Outcome, now: float, *, wait_durable: bool = True) -> list[int]:
         """Commit the outcome's rows with the PUBACKs noted since the last transaction; if
         the write fails, those PUBACKs go back for the next one."""
         write = outcome.write
         write.published_receipts, write.published_pushes = self.outbox.take_unrecorded()
         try:
-            return await self.store.write(write, now)
+            return await self.store.write(write, now, wait_durable=wait_durable)
         except BaseException:
             self.outbox.give_back(write.published_receipts, write.published_pushes)
             raise
@@ -299,6 +335,25 @@ class Bridge:
             )
         else:
             log.info("store_writable", path=str(self.store.path), effect="taking reports again")
+
+
+class StageTimer:
+    """The seconds each stage of one batch took, from consecutive marks on the monotonic clock."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def end(self, stage: str) -> None:
+        """`stage` ended now; it began where the previous one ended."""
+        now = time.monotonic()
+        self.seconds[stage], self._last = now - self._last, now
+
+    def observe(self, histogram: Histogram, *, queued: float) -> None:
+        """Each stage's time on `histogram`, the wait before the batch (`queued`) first."""
+        histogram.labels("queued").observe(max(queued, 0.0))
+        for stage, seconds in self.seconds.items():
+            histogram.labels(stage).observe(seconds)
 
 
 def count_outcome(metrics: Metrics, counts: Mapping[CountKey, int]) -> None:

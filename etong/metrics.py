@@ -12,6 +12,12 @@ from etong.core.budget import DropReason
 DEAD_LETTER_DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 
 
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+# The stages of an ingest batch (`etong_batch_stage_seconds`), in the order a batch runs them.
+BATCH_STAGES = ("queued", "lookup", "decide", "write", "durable", "publish")
+
+
 class Metrics:
     """Every metric the bridge exports on /metrics, declared in groups (in exposition order)."""
 
@@ -30,8 +36,10 @@ class Metrics:
     def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
         return Gauge(name, documentation, labels, registry=self.registry)
 
-    def _histogram(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
-        return Histogram(name, documentation, buckets=buckets, registry=self.registry)
+    def _histogram(
+        self, name: str, documentation: str, buckets: tuple[float, ...], *labels: str
+    ) -> Histogram:
+        return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
 
     def _declare_traffic(self) -> None:
         """What went in and out, and what went wrong with it."""
@@ -61,8 +69,21 @@ class Metrics:
         self.ingest_latency = self._histogram(
             "etong_ingest_seconds",
             "From arrival to commit and PUBACK of an inbound message",
-            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            LATENCY_BUCKETS,
         )
+        # Where a batch's time goes (issue 23): a slow `write` is the store (its round trip,
+        # its fsync), a slow `queued` a loop or store that falls behind the arrivals.
+        self.batch_stage = self._histogram(
+            "etong_batch_stage_seconds",
+            "Time of one ingest batch in each stage: queued (its oldest message's wait for the "
+            "batch to start), lookup, decide, write (the commit), durable (until the commit is "
+            "on disk and the batches before it acknowledged), publish (PUBACKs, pushes, "
+            "receipts handed to the brokers)",
+            LATENCY_BUCKETS,
+            "stage",
+        )
+        for stage in BATCH_STAGES:  # present from the start, so a dashboard sees every stage
+            self.batch_stage.labels(stage)
 
     def _declare_backlog(self) -> None:
         """What waits: deliveries for an ack, dead letters for an operator, inbound messages."""

@@ -121,10 +121,10 @@ class _FencedView:
         self._leases = leases
         self._fence = fence
 
-    async def write(self, batch: BatchWrite, now: float) -> list[int]:
+    async def write(self, batch: BatchWrite, now: float, *, wait_durable: bool = True) -> list[int]:
         if not self._leases._holds(self._fence):
             raise LeaseLostError(self._fence.partition, "the lease is another owner's now")
-        return await self._leases.store.write(batch, now)
+        return await self._leases.store.write(batch, now, wait_durable=wait_durable)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._leases.store, name)

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from e2e.measures import BatchTotals
+
 
 @dataclass(frozen=True)
 class Contender:
@@ -21,6 +23,6 @@ class Contender:
     store_pids: Callable[[], tuple[list[int], list[int]]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     """What the start measured (a cluster: how long until every station was served, by whom)."""
-    batches: Callable[[], tuple[float, float]] | None = None
+    batches: Callable[[], BatchTotals] | None = None
     """etong: (inbound messages committed, store transactions) so far, from every process's
     /metrics (`etong_batch_size` sum and count)."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -79,10 +81,35 @@ def mosquitto_pid(broker: LocalMosquitto) -> int | None:
     return None
 
 
-def batch_totals(ports: Iterable[int]) -> tuple[float, float]:
-    """(inbound messages committed, store transactions) so far, over the etong processes
-    whose /metrics listen on `ports` (`etong_batch_size` sum and count)."""
+@dataclass(frozen=True)
+class BatchTotals:
+    """What etong's /metrics counted so far: inbound messages committed, store transactions,
+    and the seconds its batches spent in each stage (`etong_batch_stage_seconds`)."""
+
+    messages: float = 0.0
+    batches: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def mean_batch_since(self, before: BatchTotals) -> float:
+        """Inbound messages per store transaction since `before`."""
+        return (self.messages - before.messages) / max(1.0, self.batches - before.batches)
+
+    def stage_ms_since(self, before: BatchTotals) -> dict[str, float]:
+        """The mean milliseconds a batch spent in each stage since `before`."""
+        batches = max(1.0, self.batches - before.batches)
+        return {
+            stage: 1000 * (seconds - before.stage_seconds.get(stage, 0.0)) / batches
+            for stage, seconds in self.stage_seconds.items()
+        }
+
+
+_STAGE_SUM = re.compile(r'^etong_batch_stage_seconds_sum\{stage="(\w+)"\} (\S+)$')
+
+
+def batch_totals(ports: Iterable[int]) -> BatchTotals:
+    """`BatchTotals` over the etong processes whose /metrics listen on `ports`."""
     messages = batches = 0.0
+    stages: dict[str, float] = {}
     for port in ports:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
@@ -92,7 +119,9 @@ def batch_totals(ports: Iterable[int]) -> tuple[float, float]:
                 messages += float(value)
             elif name == "etong_batch_size_count":
                 batches += float(value)
-    return messages, batches
+            elif match := _STAGE_SUM.match(line):
+                stages[match[1]] = stages.get(match[1], 0.0) + float(match[2])
+    return BatchTotals(messages, batches, stages)
 
 
 def cpu_of(pids: Iterable[int | None]) -> float:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from etong.metrics import BATCH_STAGES
+
 
 def round_line(r: Mapping[str, Any]) -> str:
     """One round's headline numbers."""
@@ -45,6 +47,10 @@ TABLE_ROWS = (
     ("messages per transaction, throughput", "mean_batch_messages", 1),
     ("messages per transaction, at --rate", "latency_mean_batch_messages", 1),
     ("messages per transaction, half load", "half_mean_batch_messages", 1),
+    *(
+        (f"half load: a batch's {stage}, mean ms", f"half_stage_{stage}_ms", 2)
+        for stage in BATCH_STAGES
+    ),
     ("contender CPU, ms/event", "cpu_ms_per_event", 3),
     ("PostgreSQL backends CPU, ms/event", "pg_backends_cpu_ms_per_event", 3),
     ("PostgreSQL background CPU, ms/event", "pg_background_cpu_ms_per_event", 3),

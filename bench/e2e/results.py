@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from etong.metrics import BATCH_STAGES
+
 from e2e.plan import Settings
 from e2e.stats import spread
 
@@ -63,6 +65,11 @@ CLUSTER_KEYS = (
 )
 
 
+# Where a half-load batch's time went, mean ms per stage (etong's etong_batch_stage_seconds);
+# summarised when every round has them (an etong of before issue 23 exports none).
+STAGE_KEYS = tuple(f"half_stage_{stage}_ms" for stage in BATCH_STAGES)
+
+
 PG_LIFECYCLE_GOAL = 0.7  # issue 11: PostgreSQL lifecycle throughput >= 0.7 x SQLite's
 
 
@@ -73,7 +80,8 @@ def summarise(rounds: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[
     """Medians at the top level (the contract's keys), min-max and every round beside them."""
     out: dict[str, Any] = {}
     ranges: dict[str, list[float]] = {}
-    for key in keys:
+    present = [k for k in STAGE_KEYS if rounds and all(k in r for r in rounds)]
+    for key in (*keys, *present):
         s = spread([float(r[key]) for r in rounds])
         out[key] = round(s["median"], 3)
         ranges[key] = [round(s["min"], 3), round(s["max"], 3)]

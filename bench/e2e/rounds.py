@@ -14,7 +14,7 @@ from etong.devkit.mosquitto import LocalMosquitto
 from e2e.contender import Contender
 from e2e.errors import BenchError
 from e2e.lineup import Kind
-from e2e.measures import CpuMeter, ForeignLoad, RssSampler, mosquitto_pid
+from e2e.measures import BatchTotals, CpuMeter, ForeignLoad, RssSampler, mosquitto_pid
 from e2e.plan import Plan, Settings
 from e2e.publisher import Publisher
 from e2e.stats import percentile
@@ -122,11 +122,16 @@ class Round:
             out["mean_batch_messages"] = self.mean_batch(batches0)
         return out
 
-    def mean_batch(self, before: tuple[float, float]) -> float:
+    def mean_batch(self, before: BatchTotals) -> float:
         """Inbound messages (reports and acks) per store transaction since `before`."""
         assert self.contender.batches is not None
-        messages, batches = self.contender.batches()
-        return (messages - before[0]) / max(1.0, batches - before[1])
+        return self.contender.batches().mean_batch_since(before)
+
+    def stage_ms(self, before: BatchTotals) -> dict[str, float]:
+        """The mean milliseconds a batch spent in each stage since `before` (etong's
+        `etong_batch_stage_seconds`; summed over instances)."""
+        assert self.contender.batches is not None
+        return self.contender.batches().stage_ms_since(before)
 
     def latency(self, phase: str, rate: float, count: int | None = None) -> dict[str, Any]:
         """Reports paced at `rate`: publish-to-push (and to `received`) latency percentiles.
@@ -156,6 +161,9 @@ class Round:
             out["received_p99_ms"] = percentile(lifecycle, 99)
         if batches0 is not None:
             out["mean_batch_messages"] = self.mean_batch(batches0)
+            if phase != "latency":
+                for stage, ms in self.stage_ms(batches0).items():
+                    out[f"stage_{stage}_ms"] = ms
         if phase == "latency":
             out["latency_foreign_cpu_share"] = out.pop("foreign_cpu_share")
             if "mean_batch_messages" in out:

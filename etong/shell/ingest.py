@@ -4,6 +4,10 @@
   reading (TCP and the broker hold the rest) until the queue has drained to a quarter.
 - The loop takes whatever is queued (at most `store.batch_max`) as one batch; while more than
   MAX_UNCONFIRMED_PUBLISHES of our publishes wait for PUBACKs it waits first (backpressure).
+- A batch is acknowledged once its commit is durable, by a task of its own that first waits
+  for the batch before it: so the loop decides and commits the next batch while the last
+  one's fsync runs (SQLite's group commit), and PUBACKs still leave in arrival order. A
+  failure there (the disk refused the fsync) ends the loop's task.
 - A batch the store cannot take now (full, away, a deadlock victim: `etong.failures` calls
   these transient) is decided and written again, with a capped backoff; nothing of it is
   acknowledged meanwhile (DESIGN §3: PUBACK only after the commit). One that lost a race for
@@ -31,7 +35,9 @@ MAX_QUEUED_INBOUND = 2000
 IDLE_FLUSH_S = 0.5
 
 Admit = Callable[[list[InboundMessage]], list[Admitted]]
-ProcessBatch = Callable[[list[InboundMessage], list[Admitted]], Awaitable[None]]
+Acknowledge = Callable[[], Awaitable[None]]
+"""Waits until a committed batch is durable, then acknowledges and publishes it."""
+CommitBatch = Callable[[list[InboundMessage], list[Admitted]], Awaitable[Acknowledge]]
 
 
 class Ingest:
@@ -42,7 +48,7 @@ class Ingest:
         *,
         batch_max: int,
         admit: Admit,
-        process_batch: ProcessBatch,
+        commit_batch: CommitBatch,
         unconfirmed: Callable[[], int],
         has_unrecorded_pubacks: Callable[[], bool],
         report_store_state: StoreStateReporter,
@@ -50,7 +56,7 @@ class Ingest:
         self.queue: deque[InboundMessage] = deque()
         self._batch_max = batch_max
         self._admit = admit
-        self._process_batch = process_batch
+        self._commit = commit_batch
         self._unconfirmed = unconfirmed
         self._has_unrecorded = has_unrecorded_pubacks
         self._report_store_state = report_store_state
@@ -62,7 +68,10 @@ class Ingest:
         self._accepting = True
         self._stopping = asyncio.Event()  # set by stop_accepting; ends a store-full wait
         self._paused: list[Broker] = []  # listener connections we stopped reading from
-        self.in_hand = 0  # messages of the batch being processed, until they are acked
+        self.in_hand = 0  # messages taken from the queue and not yet acked (nor put back)
+        # The acknowledgement of the last batch committed; each waits for the one before.
+        self._acknowledging: asyncio.Future[None] | None = None
+        self._previous: asyncio.Future[None] | None = None  # the one before it
 
     def on_message(self, msg: InboundMessage) -> None:
         """Broker callback (loop thread): queue the message; it is acked after its commit."""
@@ -82,7 +91,7 @@ class Ingest:
 
     @property
     def queued(self) -> int:
-        """Received and not yet committed: queued, or in the batch in hand."""
+        """Received and not yet acknowledged: queued, or taken into a batch."""
         return len(self.queue) + self.in_hand
 
     def pubacks_waiting(self) -> None:
@@ -98,6 +107,7 @@ class Ingest:
     async def loop(self) -> None:
         """Take whatever is queued (up to `store.batch_max`), process it as one batch, repeat."""
         while self._accepting:
+            self._raise_if_acknowledging_failed()
             if not self.queue:
                 # Idle: sleep until a message (or a first PUBACK, `pubacks_waiting`) comes;
                 # with PUBACKs to record, at most IDLE_FLUSH_S. No timer otherwise: a
@@ -114,8 +124,12 @@ class Ingest:
                 break
             if self._unconfirmed() > MAX_UNCONFIRMED_PUBLISHES:
                 await self._wait_for_outbound()
+            await self._one_batch_ahead_at_most()
             await self._commit_batch(self.take_batch())
             self._resume_reading_if_drained()
+            # SQLite's lookup and commit run on this thread without a pause: let the
+            # acknowledgements, the sockets and the other partitions have their turn.
+            await asyncio.sleep(0)
 
     async def _commit_batch(self, batch: list[InboundMessage]) -> bool:
         """`process_batch`, retried as `etong.failures` says while the failure is transient.
@@ -129,7 +143,7 @@ class Ingest:
         admitted = self._admission(batch)  # once, outside the retry
         while True:
             try:
-                await self._process_batch(batch, admitted)
+                acknowledge = await self._commit(batch, admitted)
             except Exception as exc:
                 # A full store, a lost database, a deadlock victim, a lost event-id race:
                 # nothing was kept, and what the write did is unknown, so the batch is decided
@@ -140,10 +154,10 @@ class Ingest:
                 self._report_store_state()
                 delay = backoff.delay(verdict)
                 if delay and not await self._wait_unless_stopping(delay):
-                    self.queue.extendleft(reversed(batch))
+                    self._put_back(batch)
                     return False
                 continue
-            self._committed(batch)
+            self._committed(batch, acknowledge)
             self._report_store_state()
             return True
 
@@ -155,9 +169,47 @@ class Ingest:
                 self._admitted[id(msg)] = item
         return [self._admitted[id(msg)] for msg in batch]
 
-    def _committed(self, batch: list[InboundMessage]) -> None:
+    def _committed(self, batch: list[InboundMessage], acknowledge: Acknowledge) -> None:
+        """The batch is committed: acknowledge it once durable, after the batches before it."""
         for msg in batch:
             self._admitted.pop(id(msg), None)
+        before = self._previous = self._acknowledging
+
+        async def in_order() -> None:
+            try:
+                if before is not None:
+                    await before  # its failure is this one's too: nothing is acked out of order
+                await acknowledge()
+            finally:
+                self.in_hand -= len(batch)
+
+        self._acknowledging = asyncio.ensure_future(in_order())
+        self._acknowledging.add_done_callback(lambda _: self._wake.set())
+
+    async def _one_batch_ahead_at_most(self) -> None:
+        """Commit a batch while the one before it waits for the disk, not more: under load the
+        queue then grows into larger batches (fewer commits, fewer fsyncs) instead of a chain
+        of small batches whose acknowledgements wait behind each other."""
+        if self._previous is not None and not self._previous.done():
+            with contextlib.suppress(Exception):  # its failure is raised by the loop's check
+                await asyncio.shield(self._previous)
+        self._raise_if_acknowledging_failed()
+
+    def _put_back(self, batch: list[InboundMessage]) -> None:
+        """A batch not committed goes back to the head of the queue, unacknowledged."""
+        self.queue.extendleft(reversed(batch))
+        self.in_hand -= len(batch)
+
+    def _raise_if_acknowledging_failed(self) -> None:
+        """An acknowledgement that failed (the disk refused the fsync) ends the loop."""
+        done = self._acknowledging
+        if done is not None and done.done() and done.exception() is not None:
+            done.result()  # raises it
+
+    async def acknowledged(self) -> None:
+        """Wait until every batch committed so far is acknowledged (its failure raised)."""
+        if self._acknowledging is not None:
+            await asyncio.shield(self._acknowledging)
 
     async def _wait_unless_stopping(self, seconds: float) -> bool:
         """Sleep `seconds`, or less if a stop is requested; True when not stopping."""
@@ -175,23 +227,28 @@ class Ingest:
         while self.queue and time.monotonic() < deadline:
             batch = self.take_batch()
             try:
-                await self._process_batch(batch, self._admission(batch))
+                acknowledge = await self._commit(batch, self._admission(batch))
             except Exception as exc:
                 verdict = classify(exc)
                 if not verdict.transient:
                     raise
-                self.queue.extendleft(reversed(batch))
+                self._put_back(batch)
                 if verdict.first_delay_s > 0:
                     self._report_store_state()
+                    await self.acknowledged()
                     return
                 continue  # decided again at the next turn (a lost event-id race)
-            self._committed(batch)
+            self._committed(batch, acknowledge)
+        await self.acknowledged()
         if self._has_unrecorded():
             try:  # unrecorded PUBACKs: published again by the next run if this fails
-                await self._process_batch([], [])
+                acknowledge = await self._commit([], [])
             except Exception as exc:
                 if not classify(exc).transient:
                     raise
+            else:
+                self._committed([], acknowledge)
+                await self.acknowledged()
 
     async def _wait_for_outbound(self) -> None:
         """Backpressure: stop taking reports while the broker is behind on our publishes.
@@ -209,4 +266,5 @@ class Ingest:
     def take_batch(self) -> list[InboundMessage]:
         """The oldest queued messages, at most `store.batch_max` of them, in arrival order."""
         n = min(self._batch_max, len(self.queue))
+        self.in_hand += n
         return [self.queue.popleft() for _ in range(n)]

@@ -6,7 +6,9 @@ records of `etong/core/records.py`, never as rows. Implementations must keep the
 the shell relies on:
 
 - `write` commits the whole batch in one transaction or nothing; it raises `StoreFullError`
-  (and sets `full`) when there is no room, and the shell retries the same batch.
+  (and sets `full`) when there is no room, and the shell retries the same batch. Unless
+  told not to wait, it returns once the commit is durable; `durable()` waits for the commits
+  made without waiting (SQLite's group commit), so the next batch can be decided meanwhile.
 - `write` returns the ids of the receipts it stored, in the batch's order; receipts written
   before `first_receipt_id_of_run` belong to earlier runs (the start-up re-publish pass).
 - Reads see every batch committed before them.
@@ -44,8 +46,14 @@ class Store(Protocol):
         """Everything a batch's decisions need from the store, in one read."""
         ...
 
-    async def write(self, batch: BatchWrite, now: float) -> list[int]:
-        """Commit one batch; the ids of the receipts it added, in order."""
+    async def write(self, batch: BatchWrite, now: float, *, wait_durable: bool = True) -> list[int]:
+        """Commit one batch; the ids of the receipts it added, in order. With
+        `wait_durable=False` it may return before the commit is on disk: the caller then
+        acknowledges nothing of the batch before `durable()` returns."""
+        ...
+
+    async def durable(self) -> None:
+        """Return once every batch committed before this call is on disk."""
         ...
 
     # ---- the schedule ----------------------------------------------------------------

@@ -259,8 +259,9 @@ class PostgresStore:
                     raise
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    async def write(self, batch: BatchWrite, now: float) -> list[int]:
-        """Commit one batch (rows of no partition: station ''); the receipts' ids, in order."""
+    async def write(self, batch: BatchWrite, now: float, *, wait_durable: bool = True) -> list[int]:
+        """Commit one batch (rows of no partition: station ''); the receipts' ids, in order.
+        Durable when it returns (`synchronous_commit`), whatever `wait_durable` says."""
         try:
             ids = await self.write_fenced(batch, now, None)
         except StoreFullError as exc:
@@ -268,6 +269,9 @@ class PostgresStore:
             raise
         self.full = None
         return ids
+
+    async def durable(self) -> None:
+        """Nothing to wait for: the server made each batch durable before answering it."""
 
     # ---- the schedule -------------------------------------------------------------------
 

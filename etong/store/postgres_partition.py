@@ -50,9 +50,9 @@ class PartitionStore:
         """The batch's read; deliveries of this station only, events of every station."""
         return await self.whole.lookup_for(keys, self.station)
 
-    async def write(self, batch: BatchWrite, now: float) -> list[int]:
+    async def write(self, batch: BatchWrite, now: float, *, wait_durable: bool = True) -> list[int]:
         """Commit one batch under the fence; `LeaseLostError` (nothing kept) when the lease
-        is no longer this fence's."""
+        is no longer this fence's. Durable when it returns, whatever `wait_durable` says."""
         try:
             ids = await self.whole.write_fenced(batch, now, self.fence)
         except StoreFullError as exc:
@@ -60,6 +60,9 @@ class PartitionStore:
             raise
         self.full = None
         return ids
+
+    async def durable(self) -> None:
+        """Nothing to wait for: the server made each batch durable before answering it."""
 
     # ---- the schedule: this station's own -------------------------------------------------
 

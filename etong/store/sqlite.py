@@ -313,12 +313,13 @@ class SqliteStore:
 
     # ---- batch write ------------------------------------------------------------------
 
-    async def write(self, batch: BatchWrite, now: float) -> list[int]:
+    async def write(self, batch: BatchWrite, now: float, *, wait_durable: bool = True) -> list[int]:
         """Commit one batch; returns the row ids of the receipts it added, in order.
 
         The whole transaction is one call (see `_run_batch`). Receipt ids are assigned here
         rather than read back one INSERT at a time; the daemon is the only writer of
-        receipts (see `open`).
+        receipts (see `open`). With `wait_durable=False` it returns once committed, before
+        the WAL's fsync: the caller acknowledges nothing of it before `durable()` returns.
         """
         if batch.is_empty():
             return []
@@ -343,11 +344,18 @@ class SqliteStore:
             self._next_dead_letter_id += len(letter_ids)
         # Outside the lock: the next batch (or the scheduler's) may commit while this fsync
         # runs, and the next fsync then covers it. Nothing of this batch is acknowledged
-        # before this returns.
-        if self._synchronous == "FULL":
-            await self.syncer.durable()
+        # before the fsync returns.
+        if wait_durable:
+            await self.durable()
         self._checkpoint_if_large()
         return receipt_ids
+
+    async def durable(self) -> None:
+        """Return once every batch committed before this call is on disk: one fsync of the
+        WAL on a worker thread, shared by every caller waiting at the time (`durability.py`).
+        Nothing to wait for when the store was opened with synchronous=NORMAL on purpose."""
+        if self._synchronous == "FULL":
+            await self.syncer.durable()
 
     def _checkpoint_if_large(self) -> None:
         """Start a PASSIVE checkpoint on aiosqlite's thread once the -wal file is large (the

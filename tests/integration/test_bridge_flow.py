@@ -215,7 +215,7 @@ async def test_late_ack_from_earlier_recipient_still_closes(harness: Harness) ->
 async def test_nothing_is_acked_when_the_commit_fails(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken_write(*_: object) -> list[int]:
+    async def broken_write(*_: object, **__: object) -> list[int]:
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(harness.store, "write", broken_write)
@@ -384,3 +384,18 @@ async def test_reading_pauses_while_too_many_reports_are_queued(
     await _until(lambda: not harness.broker.reading_paused)
     harness.bridge.stop_accepting()
     await ingest
+
+
+async def test_a_batch_times_each_of_its_stages_on_the_stage_histogram(harness: Harness) -> None:
+    # etong_batch_stage_seconds says where a slow batch spent its time (issue 23).
+    registry = harness.bridge.metrics.registry
+
+    def counted(stage: str) -> float | None:
+        return registry.get_sample_value("etong_batch_stage_seconds_count", {"stage": stage})
+
+    stages = ("queued", "lookup", "decide", "write", "durable", "publish")
+    assert [counted(stage) for stage in stages] == [0.0] * 6  # exported before any batch
+    await harness.send(EVENTS, _event())
+    assert [counted(stage) for stage in stages] == [1.0] * 6
+    write = registry.get_sample_value("etong_batch_stage_seconds_sum", {"stage": "write"})
+    assert write is not None and write > 0  # a real commit took time

@@ -315,9 +315,11 @@ async def test_a_failed_write_gives_back_the_puback_records_it_took(
         store = _sqlite(bridge)
         real_write = store.write
 
-        async def write_while_a_puback_comes(batch: BatchWrite, now: float) -> list[int]:
+        async def write_while_a_puback_comes(
+            batch: BatchWrite, now: float, **options: bool
+        ) -> list[int]:
             bridge.outbox.published_receipts.append(2)  # a PUBACK arrives meanwhile
-            return await real_write(batch, now)
+            return await real_write(batch, now, **options)
 
         store.write = write_while_a_puback_comes  # type: ignore[method-assign]
         try:

@@ -19,11 +19,12 @@ from etong.brokers.fake import FakeBrokers
 from etong.core.records import BatchWrite, EventRecord, ReceiptRecord
 from etong.daemon import Daemon
 from etong.devkit.messages import make_event
+from etong.failures import FatalError
 from etong.store import SqliteStore, durability
 from tests.integration.conftest import EXAMPLE_ROSTER, make_settings
 from tests.integration.test_daemon_lifecycle import EVENTS, restore_signal_handlers
 from tests.sealing import unlocked
-from tests.waiting import DEADLINE_S, wait_until
+from tests.waiting import DEADLINE_S, wait_until, wait_until_async
 
 __all__ = ["restore_signal_handlers"]  # a fixture this module's tests use
 
@@ -130,3 +131,73 @@ async def test_a_stalled_disk_delays_the_puback_but_not_the_daemon(
         disk.release()
         daemon.request_stop()
         assert await asyncio.wait_for(run, DEADLINE_S) == 0
+
+
+async def test_the_next_batch_is_committed_while_the_last_ones_fsync_runs(
+    tmp_path: Path, restore_signal_handlers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest loop does not wait for a batch's fsync before deciding the next one
+    (issue 23): while the disk stalls, the second report is committed too, neither is
+    acknowledged or pushed, and once the disk answers both PUBACKs go out in arrival order."""
+    roster = tmp_path / "roster.toml"
+    roster.write_text(EXAMPLE_ROSTER.read_text(encoding="utf-8"), encoding="utf-8")
+    brokers = FakeBrokers()
+    daemon = Daemon(make_settings(tmp_path, roster={"path": str(roster)}), broker_factory=brokers)
+    run = asyncio.create_task(daemon.run())
+    disk = StalledDisk()
+    try:
+        await wait_until(lambda: run.done() or daemon._readiness()[0], "the daemon ready")
+        bridge = daemon.bridge
+        assert bridge is not None
+        monkeypatch.setattr(durability, "fsync_path", disk.fsync)
+        listener = brokers["grid"]
+        first = listener.inject(EVENTS, make_event("ZS-017", "g-0231", rng=random.Random(1)))
+        await wait_until(disk.entered.is_set, "the first batch's fsync")
+        second = listener.inject(EVENTS, make_event("ZS-017", "g-0231", rng=random.Random(2)))
+        store = bridge.store
+
+        async def both_committed() -> bool:
+            return (await store.counts())["events"] == 2
+
+        await wait_until_async(both_committed, "both batches committed")
+        assert listener.acked == [] and bridge.queued == 2  # committed, not yet durable
+        pushed = [p for b in brokers.made.values() for p in b.published if "/inbox" in p.topic]
+        assert pushed == []
+        disk.release()
+        await wait_until(lambda: listener.acked == [first, second], "both PUBACKs, in order")
+        assert bridge.queued == 0
+    finally:
+        disk.release()
+        daemon.request_stop()
+        assert await asyncio.wait_for(run, DEADLINE_S) == 0
+
+
+async def test_a_failed_fsync_stops_the_daemon_with_the_report_unacknowledged(
+    tmp_path: Path, restore_signal_handlers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk refused to make a commit durable: nothing of the batch is acknowledged and
+    the daemon stops (systemd restarts it; the broker sends the report again), rather than
+    acknowledge what may not be on disk (PostgreSQL stops on a failed fsync for the same
+    reason: after one, what the page cache held is not known to be anywhere)."""
+    roster = tmp_path / "roster.toml"
+    roster.write_text(EXAMPLE_ROSTER.read_text(encoding="utf-8"), encoding="utf-8")
+    brokers = FakeBrokers()
+    daemon = Daemon(make_settings(tmp_path, roster={"path": str(roster)}), broker_factory=brokers)
+    run = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(lambda: run.done() or daemon._readiness()[0], "the daemon ready")
+
+        def failing_fsync(path: Path) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(durability, "fsync_path", failing_fsync)
+        listener = brokers["grid"]
+        listener.inject(EVENTS, make_event("ZS-017", "g-0231", rng=random.Random(1)))
+        with pytest.raises(FatalError, match="Input/output error") as stopped:
+            await asyncio.wait_for(run, DEADLINE_S)
+        assert stopped.value.exit_code != 0
+        assert listener.acked == []
+    finally:
+        if not run.done():
+            daemon.request_stop()
+            await asyncio.wait_for(run, DEADLINE_S)

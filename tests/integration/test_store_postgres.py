@@ -157,6 +157,20 @@ async def test_open_store_opens_the_postgresql_store_when_url_is_set(
         await store.close()
 
 
+async def test_the_store_plans_every_statement_with_its_values_and_without_jit(
+    pg_url: str,
+) -> None:
+    # A generic plan of a batch's read scanned the whole dedup window (issue 23), and JIT
+    # compiles for tens of ms: both are off on every connection the store's pool opens.
+    store = await PostgresStore.open(pg_url, application_name="etong/planning-test")
+    try:
+        async with store.connection() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+            assert await conn.fetchval("SHOW jit") == "off"
+    finally:
+        await store.close()
+
+
 async def test_a_connection_the_server_ended_is_an_error_naming_the_store_and_the_pool_recovers(
     store: PostgresStore, pg_url: str
 ) -> None:
