@@ -234,26 +234,45 @@ def connect_packet(user: str, persistent: bool) -> bytes:
             return b"\x10" + encoded + body
 
 
-def connect_lean(port: int, users: list[str], persistent: bool, batch: int = 64) -> list[Any]:
-    """Terminals as bare sockets: CONNECT sent, CONNACK read, kept open (thousands of paho
-    clients with a thread each would measure Python, not the broker). Sockets whose CONNACK
-    is not "accepted" are closed and left out."""
+_IP_BIND_ADDRESS_NO_PORT = 24  # Linux 4.2+, not named by Python's socket module before 3.12
+
+
+def connect_lean(
+    port: int, users: list[str], *, persistent: bool, stay: bool, batch: int = 64
+) -> tuple[list[Any], int]:
+    """Terminals as bare sockets: CONNECT sent, CONNACK read (thousands of paho clients with a
+    thread each would measure Python, not the broker). With `stay` the sockets are kept open
+    and returned; without, each sends DISCONNECT and closes at once (a persistent session
+    stays behind with its credentials), so sessions are not bounded by descriptors. Source
+    addresses 127.0.0.2 and up, 20,000 connections each, so ephemeral ports do not run out.
+    Returns (the open sockets, how many were accepted)."""
     kept: list[socket.socket] = []
+    accepted = 0
     for at in range(0, len(users), batch):
         opened = []
-        for user in users[at : at + batch]:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        for n, user in enumerate(users[at : at + batch], start=at):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(60)
+            # The port is chosen at connect, for the whole address pair: a bind to port 0
+            # alone searches the source address's ports and slows down as they fill.
+            sock.setsockopt(socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((f"127.0.0.{2 + n // 20_000}", 0))
+            sock.connect(("127.0.0.1", port))
             sock.sendall(connect_packet(user, persistent))
             opened.append(sock)
         for sock in opened:
             answer = b""
             while len(answer) < 4 and (chunk := sock.recv(4 - len(answer))):
                 answer += chunk
-            if answer[:1] == b"\x20" and answer[3:4] == b"\x00":
+            ok = answer[:1] == b"\x20" and answer[3:4] == b"\x00"
+            accepted += ok
+            if ok and stay:
                 kept.append(sock)
-            else:
-                sock.close()
-    return kept
+                continue
+            if ok:
+                sock.sendall(b"\xe0\x00")  # DISCONNECT: the session stays, with its credentials
+            sock.close()
+    return kept, accepted
 
 
 class Probe:
@@ -309,12 +328,9 @@ def reload_stall(
     terminals were still connected after."""
     probe = Probe(port, members[0])  # first: paho's select() wants a descriptor below 1024
     start = time.perf_counter()
-    idle = connect_lean(port, members[1 : clients + 1], persistent=True)
+    stay = sessions == "connected"
+    idle, accepted = connect_lean(port, members[1 : clients + 1], persistent=True, stay=stay)
     connect_s = time.perf_counter() - start
-    if sessions == "offline":
-        for sock in idle:
-            sock.sendall(b"\xe0\x00")  # DISCONNECT: the session stays, with its credentials
-            sock.close()
     stalls, cpus = [], []
     for _ in range(hups):
         probe.publish_for(1.0)
@@ -329,7 +345,7 @@ def reload_stall(
     give_up = time.perf_counter() + 5  # the last publishes' PUBACKs
     while probe.sent and time.perf_counter() < give_up:
         time.sleep(0.02)
-    connected = probe.client.is_connected() + (still_open(idle) if sessions == "connected" else 0)
+    connected = probe.client.is_connected() + still_open(idle)
     probe.client.disconnect()
     probe.client.loop_stop()
     for sock in idle:
@@ -345,6 +361,7 @@ def reload_stall(
         "unanswered": len(probe.sent),
         "connected_after": connected,
         "connected_before": len(idle) + 1,
+        "sessions_before": accepted + 1,
     }
 
 
@@ -505,7 +522,8 @@ def main() -> None:
         "--sessions",
         choices=["connected", "offline"],
         default="connected",
-        help="the terminals stay connected, or leave a persistent session and go",
+        help="the terminals stay connected, or leave a persistent session and go (no descriptor "
+        "each: up to a province's terminals)",
     )
     parser.add_argument("--reloads", type=int, default=3)
     parser.add_argument("--hups", type=int, default=3, help="mosquitto reloads per broker")

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# Past this many `$7$` lines a reload with every terminal connected stalls mosquitto ~0.6 s
-# for the hashes alone (~60 µs each, docs/SCALING.md): half the 1 s a reload may cost.
+# Past this many `$7$` lines, a reload while each of them has a session (connected, or away
+# with a persistent one) stalls mosquitto over 1 s for the hashes alone (~110 µs each,
+# docs/SCALING.md): the whole of what a reload may cost.
 ITERATED_HASHES_WARNED = 10_000
 
 
@@ -55,7 +56,7 @@ def warn_of_iterated_hashes(credentials: Path, tally: HashTally) -> None:
             terminals=tally.lines,
             fix=(
                 "hash terminals' random passwords with `mosquitto_passwd -H sha512` ($6$): "
-                "each $7$ line costs every mosquitto reload ~60 us per connected terminal "
+                "each $7$ line costs every mosquitto reload ~110 us per terminal with a session "
                 "(docs/OPERATIONS.md)"
             ),
         )

@@ -3,11 +3,12 @@
 The ACL confines terminals by patterns and names none of them, so removing a member from the
 roster must cut it off elsewhere: at the password store. The operator keeps every provisioned
 terminal's credentials in one mosquitto password file (`[acl] credentials`, made with
-`mosquitto_passwd`; the bridge never sees a password, only its salted hash), and the bridge
-writes `[acl] password_file`, the broker's terminal listener's file, with only the lines whose
-user name the roster holds as a terminal (`rules.terminal_users`). At the broker's reload
-(systemd's etong-acl.path) mosquitto re-reads it and disconnects every connected client whose
-user is gone; a removed member cannot log in again, an added one can at once.
+`mosquitto_passwd -H sha512`; the bridge never sees a password, only its salted hash), and
+the bridge writes `[acl] password_file`, the broker's terminal listener's file, with only the
+lines whose user name the roster holds as a terminal (`rules.terminal_users`). At the
+broker's reload (systemd's etong-acl.path) mosquitto re-reads it and disconnects every
+connected client whose user is gone; a removed member cannot log in again, an added one can
+at once.
 
 The file is streamed (a province's is ~50 MB): filtered line by line into a temporary file
 beside the target, fingerprinted on the way, and renamed over the target only when it differs,
@@ -16,8 +17,8 @@ so a broker is not reloaded for nothing. The user name is what precedes the firs
 The kept lines are tallied by hash kind on the way: mosquitto 2.0 re-checks the password of
 every client that has a session (connected, or away with a persistent one) at each reload,
 one hash per terminal while it serves nobody. mosquitto_passwd's default `$7$` (PBKDF2-SHA512,
-101 iterations) costs ~60 µs a terminal there, `$6$` (one SHA-512) a few: a province's
-terminals on `$7$` stall a reload for tens of seconds (docs/SCALING.md). Terminals' passwords
+101 iterations) costs ~110 µs a terminal there, `$6$` (one SHA-512) a small fraction: a
+province's terminals on `$7$` stall a reload for ~50 s (docs/SCALING.md). Terminals' passwords
 are random secrets, which iterations do not make harder to guess (docs/SECURITY.md).
 """
 
