@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 # Past this many `$7$` lines, a reload while each of them has a session (connected, or away
-# with a persistent one) stalls mosquitto over 1 s for the hashes alone (~110 µs each,
+# with a persistent one) stalls mosquitto over 1 s for the hashes alone (~90 µs each,
 # docs/SCALING.md): the whole of what a reload may cost.
 ITERATED_HASHES_WARNED = 10_000
 
@@ -56,7 +56,7 @@ def warn_of_iterated_hashes(credentials: Path, tally: HashTally) -> None:
             terminals=tally.lines,
             fix=(
                 "hash terminals' random passwords with `mosquitto_passwd -H sha512` ($6$): "
-                "each $7$ line costs every mosquitto reload ~110 us per terminal with a session "
+                "each $7$ line costs every mosquitto reload ~90 us per terminal with a session "
                 "(docs/OPERATIONS.md)"
             ),
         )

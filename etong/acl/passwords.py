@@ -17,8 +17,8 @@ so a broker is not reloaded for nothing. The user name is what precedes the firs
 The kept lines are tallied by hash kind on the way: mosquitto 2.0 re-checks the password of
 every client that has a session (connected, or away with a persistent one) at each reload,
 one hash per terminal while it serves nobody. mosquitto_passwd's default `$7$` (PBKDF2-SHA512,
-101 iterations) costs ~110 µs a terminal there, `$6$` (one SHA-512) a small fraction: a
-province's terminals on `$7$` stall a reload for ~50 s (docs/SCALING.md). Terminals' passwords
+101 iterations) costs ~90 µs a terminal there, `$6$` (one SHA-512) ~1 µs: a
+province's terminals on `$7$` stall a reload for ~40 s (docs/SCALING.md). Terminals' passwords
 are random secrets, which iterations do not make harder to guess (docs/SECURITY.md).
 """
 
