@@ -5,10 +5,14 @@ roster and measures, each as a child process of its own (wall time, peak RSS fro
 
 - `etong acl`: time, peak RSS, the file's size and lines;
 - the terminals' password file the bridge writes from the credentials (one line per terminal);
-- mosquitto (private, on a free port) started with that ACL and password file: seconds until
-  it accepts connections; then, with `--clients` terminals connected and one publishing QoS 1
-  every 20 ms, a SIGHUP: the longest PUBACK wait from the signal on (the stall connected
-  clients see) and whether every client is still connected;
+- mosquitto (private, on a free port) started with that ACL and password file (the
+  credentials hashed `--hash 7`, mosquitto_passwd's default `$7$`, or `--hash 6`, `$6$`):
+  seconds until it accepts connections; then, with `--clients` terminals holding a persistent
+  session (bare sockets: CONNECT, CONNACK; kept connected, or gone with `--sessions offline`)
+  and one more publishing QoS 1 every 20 ms, `--hups` SIGHUPs: for each, the longest PUBACK
+  wait from the signal on (the stall every client sees) and the broker's CPU until it answered
+  again; and whether every client is still connected. A comma list of `--clients` starts a
+  broker for each (the descriptor limit is raised to the hard one: ~19,000 clients here);
 - `etong check-config`: time and peak RSS;
 - the roster loaded as the daemon loads it (`etong.roster.apart.load_roster_apart`: a child
   process parses and checks it, the daemon rebuilds the rows), in a process of its own: time,
@@ -22,6 +26,12 @@ change) for a before/after table. Example:
 
     .venv/bin/python bench/province.py --sizes sub-district,city,province \\
         --json province.json
+
+and the broker's reload against the terminals connected (bench/results/
+province-broker-reload.json, docs/SCALING.md):
+
+    .venv/bin/python bench/province.py --sizes province --stages mosquitto \\
+        --clients 0,200,2000,10000,19000 --hash 7 --workdir /tmp/prov
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import ast
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -134,11 +145,18 @@ def run_child(argv: list[str], env: dict[str, str] | None = None) -> dict[str, A
     }
 
 
-def one_hash() -> str:
-    """A real mosquitto_passwd hash of PASSWORD (every terminal shares it: same parse cost)."""
+HASHES = {"7": "sha512-pbkdf2", "6": "sha512"}  # mosquitto_passwd -H: $7$ (its default), $6$
+
+
+def one_hash(kind: str) -> str:
+    """A real mosquitto_passwd hash of PASSWORD (every terminal shares it: same parse cost,
+    same cost per check), `$7$...` (PBKDF2-SHA512, 101 iterations) or `$6$...` (one SHA-512)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "p"
-        subprocess.run(["mosquitto_passwd", "-c", "-b", str(path), "x", PASSWORD], check=True)
+        subprocess.run(
+            ["mosquitto_passwd", "-H", HASHES[kind], "-c", "-b", str(path), "x", PASSWORD],
+            check=True,
+        )
         return path.read_text().strip().split(":", 1)[1]
 
 
@@ -197,59 +215,168 @@ def connect(port: int, user: str) -> mqtt.Client:
     return client
 
 
-def reload_stall(process: Any, port: int, members: list[str], clients: int) -> dict[str, Any]:
-    """SIGHUP under `clients` connected terminals, one publishing every 20 ms: the longest
-    PUBACK wait from the signal on, and how many terminals were still connected after."""
-    idle = [connect(port, user) for user in members[1 : clients + 1]]
-    prober_id = members[0]
-    prober = connect(port, prober_id)
-    sent: dict[int, float] = {}
-    waits: list[tuple[float, float]] = []
-    lock = threading.Lock()
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
 
-    def on_publish(_c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+
+def connect_packet(user: str, persistent: bool) -> bytes:
+    """An MQTT 3.1.1 CONNECT: user name and PASSWORD, keepalive 0 (the broker never times an
+    idle one out), a persistent session (clean session 0) as terminals use, or a clean one."""
+    flags = 0xC0 | (0 if persistent else 0x02)
+    body = _string("MQTT") + bytes([4, flags, 0, 0]) + _string(user) + _string(user)
+    body += _string(PASSWORD)
+    length, encoded = len(body), b""
+    while True:
+        length, digit = divmod(length, 128)
+        encoded += bytes([digit | (0x80 if length else 0)])
+        if not length:
+            return b"\x10" + encoded + body
+
+
+_IP_BIND_ADDRESS_NO_PORT = 24  # Linux 4.2+, not named by Python's socket module before 3.12
+
+
+def connect_lean(
+    port: int, users: list[str], *, persistent: bool, stay: bool, batch: int = 64
+) -> tuple[list[Any], int]:
+    """Terminals as bare sockets: CONNECT sent, CONNACK read (thousands of paho clients with a
+    thread each would measure Python, not the broker). With `stay` the sockets are kept open
+    and returned; without, each sends DISCONNECT and closes at once (a persistent session
+    stays behind with its credentials), so sessions are not bounded by descriptors. Source
+    addresses 127.0.0.2 and up, 20,000 connections each, so ephemeral ports do not run out.
+    Returns (the open sockets, how many were accepted)."""
+    kept: list[socket.socket] = []
+    accepted = 0
+    for at in range(0, len(users), batch):
+        opened = []
+        for n, user in enumerate(users[at : at + batch], start=at):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(60)
+            # The port is chosen at connect, for the whole address pair: a bind to port 0
+            # alone searches the source address's ports and slows down as they fill.
+            sock.setsockopt(socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((f"127.0.0.{2 + n // 20_000}", 0))
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(connect_packet(user, persistent))
+            opened.append(sock)
+        for sock in opened:
+            answer = b""
+            while len(answer) < 4 and (chunk := sock.recv(4 - len(answer))):
+                answer += chunk
+            ok = answer[:1] == b"\x20" and answer[3:4] == b"\x00"
+            accepted += ok
+            if ok and stay:
+                kept.append(sock)
+                continue
+            if ok:
+                sock.sendall(b"\xe0\x00")  # DISCONNECT: the session stays, with its credentials
+            sock.close()
+    return kept, accepted
+
+
+class Probe:
+    """One more terminal publishing QoS 1 every 20 ms; the PUBACK waits it saw."""
+
+    def __init__(self, port: int, user: str) -> None:
+        self.client = connect(port, user)
+        self.topic = f"etong/v1/grid/G000000/member/{user}/events"
+        self.sent: dict[int, float] = {}
+        self.waits: list[tuple[float, float]] = []  # (sent, answered)
+        self.lock = threading.Lock()
+        self.client.on_publish = self._answered
+        deadline = time.perf_counter() + 10
+        while not self.client.is_connected() and time.perf_counter() < deadline:
+            time.sleep(0.05)
+
+    def _answered(self, _c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
         now = time.perf_counter()
-        with lock:
-            if mid in sent:
-                waits.append((sent.pop(mid), now))
+        with self.lock:
+            if mid in self.sent:
+                self.waits.append((self.sent.pop(mid), now))
 
-    prober.on_publish = on_publish
-    deadline = time.perf_counter() + 10
-    while not (prober.is_connected() and all(c.is_connected() for c in idle)):
-        if time.perf_counter() > deadline:
-            break
-        time.sleep(0.05)
-    topic = f"etong/v1/grid/G000000/member/{prober_id}/events"
-    signalled = 0.0
-    end = time.perf_counter() + 6
-    while time.perf_counter() < end:
-        info = prober.publish(topic, b"{}", qos=1)
-        with lock:
-            sent[info.mid] = time.perf_counter()
-        if not signalled and time.perf_counter() > end - 5:
-            signalled = time.perf_counter()
-            process.send_signal(signal.SIGHUP)
+    def publish_for(self, seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            self.publish()
+
+    def publish(self) -> None:
+        info = self.client.publish(self.topic, b"{}", qos=1)
+        with self.lock:
+            self.sent[info.mid] = time.perf_counter()
         time.sleep(0.02)
-    settle = time.perf_counter() + 120  # a slow reload answers late: wait for every PUBACK
-    while time.perf_counter() < settle:
-        with lock:
-            if not sent:
-                break
-        time.sleep(0.05)
-    with lock:
-        after = [done - at for at, done in waits if done >= signalled]
-        unanswered = len(sent)
-    connected = sum(c.is_connected() for c in idle) + prober.is_connected()
-    for client in [*idle, prober]:
-        client.disconnect()
-        client.loop_stop()
+
+    def stalled_since(self, moment: float) -> bool:
+        """Whether a publish sent at or before `moment` (or over 0.2 s ago) is unanswered."""
+        now = time.perf_counter()
+        with self.lock:
+            return any(at <= moment or now - at > 0.2 for at in self.sent.values())
+
+    def longest_wait(self, start: float, end: float) -> float:
+        with self.lock:
+            waits = [done - at for at, done in self.waits if done >= start and at <= end]
+        return max(waits, default=float("inf"))
+
+
+def reload_stall(
+    process: Any, port: int, members: list[str], clients: int, *, sessions: str, hups: int
+) -> dict[str, Any]:
+    """`hups` SIGHUPs, 1 s apart, under `clients` terminals with a session (`sessions`:
+    "connected", or "offline": connected with a persistent session, then gone), one more
+    publishing every 20 ms: for each, the longest PUBACK wait from the signal on (the stall
+    every client sees) and the broker's CPU seconds until it answered again; and how many
+    terminals were still connected after."""
+    probe = Probe(port, members[0])  # first: paho's select() wants a descriptor below 1024
+    start = time.perf_counter()
+    stay = sessions == "connected"
+    idle, accepted = connect_lean(port, members[1 : clients + 1], persistent=True, stay=stay)
+    connect_s = time.perf_counter() - start
+    stalls, cpus = [], []
+    for _ in range(hups):
+        probe.publish_for(1.0)
+        cpu_before, signalled = cpu_of(process.pid), time.perf_counter()
+        process.send_signal(signal.SIGHUP)
+        probe.publish_for(0.5)  # mosquitto reloads at its loop's next turn
+        give_up = signalled + 120
+        while probe.stalled_since(signalled) and time.perf_counter() < give_up:
+            probe.publish()
+        stalls.append(probe.longest_wait(signalled, time.perf_counter()))
+        cpus.append(cpu_of(process.pid) - cpu_before)  # the reload's (the probe's: ~0.01 s)
+    give_up = time.perf_counter() + 5  # the last publishes' PUBACKs
+    while probe.sent and time.perf_counter() < give_up:
+        time.sleep(0.02)
+    connected = probe.client.is_connected() + still_open(idle)
+    probe.client.disconnect()
+    probe.client.loop_stop()
+    for sock in idle:
+        sock.close()
     return {
-        "stall_s": max(after) if after else float("inf"),
-        "median_puback_s": statistics.median(after) if after else float("inf"),
-        "unanswered": unanswered,
+        "clients": clients,
+        "sessions": sessions,
+        "connect_s": connect_s,
+        "stall_s": statistics.median(stalls),
+        "stalls_s": stalls,
+        "reload_cpu_s": statistics.median(cpus),
+        "reload_cpus_s": cpus,
+        "unanswered": len(probe.sent),
         "connected_after": connected,
         "connected_before": len(idle) + 1,
+        "sessions_before": accepted + 1,
     }
+
+
+def still_open(socks: list[Any]) -> int:
+    """How many of these sockets the broker has not closed (a closed one reads EOF)."""
+    open_ = 0
+    for sock in socks:
+        sock.setblocking(False)
+        try:
+            open_ += sock.recv(1) != b""
+        except BlockingIOError:
+            open_ += 1
+        except OSError:
+            pass
+    return open_
 
 
 _TERMINAL_ID = re.compile(rb'^\[\[(?:officers|members)\]\]\nid = "([^"]+)"', re.MULTILINE)
@@ -331,7 +458,7 @@ def measure_broker(
     # Every member of the generator's roster is in a grid: the terminals are every id below.
     users = [m.decode() for m in _TERMINAL_ID.findall(roster_path.read_bytes())]
     credentials, passwd = folder / "credentials.passwd", folder / "terminals.passwd"
-    write_credentials(credentials, users, one_hash())
+    write_credentials(credentials, users, one_hash(args.hash))
     start, cpu = time.perf_counter(), time.process_time()
     sync_password_file(credentials, passwd, frozenset(users))
     emit(
@@ -342,22 +469,25 @@ def measure_broker(
             "cpu_s": time.process_time() - cpu,
             "bytes": passwd.stat().st_size,
             "users": len(users),
+            "hash": f"${args.hash}$",
         },
     )
-
-    process, port, started = start_broker(folder, acl_file, passwd, args.start_timeout)
-    broker: dict[str, Any] = {"start_s": started}
-    try:
-        if started != float("inf"):
-            broker["start_cpu_s"] = cpu_of(process.pid)
-            members = [u for u in users if u.startswith("g-")]
-            before = cpu_of(process.pid)
-            broker.update(reload_stall(process, port, members, args.clients))
-            broker["reload_window_cpu_s"] = cpu_of(process.pid) - before
-    finally:
-        process.kill()
-        process.wait()
-    emit(row, "mosquitto", broker)
+    members = [u for u in users if u.startswith("g-")]
+    for clients in [int(n) for n in str(args.clients).split(",")]:
+        process, port, started = start_broker(folder, acl_file, passwd, args.start_timeout)
+        broker: dict[str, Any] = {"hash": f"${args.hash}$", "start_s": started}
+        try:
+            if started != float("inf"):
+                broker["start_cpu_s"] = cpu_of(process.pid)
+                broker.update(
+                    reload_stall(
+                        process, port, members, clients, sessions=args.sessions, hups=args.hups
+                    )
+                )
+        finally:
+            process.kill()
+            process.wait()
+        emit(row, "mosquitto", broker)
 
 
 def measure_roster(
@@ -377,8 +507,26 @@ def measure_roster(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="sub-district,city,province")
-    parser.add_argument("--clients", type=int, default=200, help="terminals connected at reload")
+    parser.add_argument(
+        "--clients",
+        default="200",
+        help="terminals with a session at the reload; a comma list runs a broker for each",
+    )
+    parser.add_argument(
+        "--hash",
+        choices=sorted(HASHES),
+        default="7",
+        help="the credentials' mosquitto_passwd hash: 7 ($7$, its default) or 6 ($6$, -H sha512)",
+    )
+    parser.add_argument(
+        "--sessions",
+        choices=["connected", "offline"],
+        default="connected",
+        help="the terminals stay connected, or leave a persistent session and go (no descriptor "
+        "each: up to a province's terminals)",
+    )
     parser.add_argument("--reloads", type=int, default=3)
+    parser.add_argument("--hups", type=int, default=3, help="mosquitto reloads per broker")
     parser.add_argument(
         "--stages",
         default="acl,mosquitto,check,roster",
@@ -395,6 +543,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    # One descriptor per connected terminal, here and in the broker (which inherits it).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory(prefix="etong-province-") as tmp:
         work = args.workdir or Path(tmp)
         rows = []

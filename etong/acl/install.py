@@ -6,10 +6,11 @@ password_file`, the terminals' password file (the roster's terminals: who may lo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etong.acl.files import sync_acl_file
-from etong.acl.passwords import sync_password_file
+from etong.acl.passwords import HashTally, sync_password_file
 from etong.config import Settings
 from etong.logging import get_logger
 
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from etong.acl import AclFiles
 
 log = get_logger(__name__)
+
+# Past this many `$7$` lines, a reload while each of them has a session (connected, or away
+# with a persistent one) stalls mosquitto over 1 s for the hashes alone (~90 µs each,
+# docs/SCALING.md): the whole of what a reload may cost.
+ITERATED_HASHES_WARNED = 10_000
 
 
 def install_acl(settings: Settings, files: AclFiles) -> None:
@@ -29,11 +35,30 @@ def install_acl(settings: Settings, files: AclFiles) -> None:
         log.info("acl_written", path=str(acl.path), format=acl.format)
     if acl.credentials is None or acl.password_file is None:
         return
-    if sync_password_file(acl.credentials, acl.password_file, files.terminals):
+    tally = HashTally()
+    if sync_password_file(acl.credentials, acl.password_file, files.terminals, tally):
         log.info(
             "terminal_passwords_written",
             path=str(acl.password_file),
             terminals=len(files.terminals),
+        )
+    warn_of_iterated_hashes(acl.credentials, tally)
+
+
+def warn_of_iterated_hashes(credentials: Path, tally: HashTally) -> None:
+    """One warning per write when many terminals' hashes are `$7$`: each costs mosquitto a
+    PBKDF2 run per connected terminal at every reload."""
+    if tally.iterated > ITERATED_HASHES_WARNED:
+        log.warning(
+            "terminal_passwords_slow_hash",
+            path=str(credentials),
+            iterated=tally.iterated,
+            terminals=tally.lines,
+            fix=(
+                "hash terminals' random passwords with `mosquitto_passwd -H sha512` ($6$): "
+                "each $7$ line costs every mosquitto reload ~90 us per terminal with a session "
+                "(docs/OPERATIONS.md)"
+            ),
         )
 
 

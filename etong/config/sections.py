@@ -505,8 +505,9 @@ class AclSettings(_Section):
     credentials: ConfigPath | None = Field(
         default=None,
         description=(
-            "A mosquitto password file (mosquitto_passwd) holding every provisioned terminal; "
-            "the bridge copies from it the lines of the roster's terminals into password_file."
+            "A mosquitto password file (mosquitto_passwd -H sha512) holding every provisioned "
+            "terminal; the bridge copies from it the lines of the roster's terminals into "
+            "password_file."
         ),
     )
     password_file: ConfigPath | None = Field(

@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from etong.acl import (
+    AclFiles,
     AclRules,
     acl_text,
     derive_rules,
@@ -20,7 +23,8 @@ from etong.acl import (
     terminal_users,
     write_atomically,
 )
-from etong.acl.passwords import sync_password_file
+from etong.acl import install as acl_install
+from etong.acl.passwords import HashTally, sync_password_file
 from etong.acl.rules import USER
 from etong.cli import main
 from etong.commands import check_config
@@ -451,6 +455,65 @@ def test_unreadable_credentials_raise_and_keep_the_old_password_file(tmp_path: P
         sync_password_file(tmp_path / "missing", target, frozenset({"g-1"}))
     assert target.read_text(encoding="utf-8") == "g-1:old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["passwd.terminals"]
+
+
+def test_the_kept_lines_are_tallied_by_hash_kind_whether_rewritten_or_not(
+    tmp_path: Path,
+) -> None:
+    credentials = tmp_path / "all"
+    credentials.write_text(
+        "g-1:$7$101$c2FsdA==$aGFzaA==\ng-2:$6$c2FsdA==$aGFzaA==\n"
+        "g-3:$7$101$c2FsdA==$aGFzaA==\ng-gone:$7$101$c2FsdA==$aGFzaA==\n",
+        encoding="utf-8",
+    )
+    users = frozenset({"g-1", "g-2", "g-3"})
+    for rewritten in (True, False):
+        tally = HashTally()
+        assert sync_password_file(credentials, tmp_path / "t", users, tally) is rewritten
+        assert (tally.lines, tally.iterated) == (3, 2)
+
+
+def _install(tmp_path: Path, hash_: str, users: list[str]) -> list[MutableMapping[str, Any]]:
+    """`install_acl` with credentials of one hash kind; what it logged."""
+    tmp_path.mkdir(exist_ok=True)
+    credentials = tmp_path / "all.passwd"
+    credentials.write_text("".join(f"{u}:{hash_}$c2FsdA==$aGFzaA==\n" for u in users), "utf-8")
+    s = settings(
+        tmp_path,
+        acl={"path": "etong.acl", "credentials": "all.passwd", "password_file": "t.passwd"},
+    )
+    with capture_logs() as logged:
+        acl_install.install_acl(s, AclFiles("# rules\n", frozenset(users)))
+        acl_install.install_acl(s, AclFiles("# rules\n", frozenset(users)))  # unchanged
+    return logged
+
+
+def test_many_iterated_hashes_are_warned_of_naming_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(acl_install, "ITERATED_HASHES_WARNED", 2)
+    logged = _install(tmp_path, "$7$101", ["g-1", "g-2", "g-3"])
+
+    warned = [e for e in logged if e["event"] == "terminal_passwords_slow_hash"]
+    assert len(warned) == 2  # at each put-in-force (start, each roster reload), one line
+    assert warned[0]["log_level"] == "warning"
+    assert (warned[0]["iterated"], warned[0]["terminals"]) == (3, 3)
+    assert "mosquitto_passwd -H sha512" in warned[0]["fix"]
+    assert warned[0]["path"] == str(tmp_path / "all.passwd")
+
+
+def test_single_hashes_or_few_iterated_ones_are_not_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(acl_install, "ITERATED_HASHES_WARNED", 2)
+    assert not [
+        e for e in _install(tmp_path, "$6", ["g-1", "g-2", "g-3"]) if e["log_level"] == "warning"
+    ]
+    assert not [
+        e
+        for e in _install(tmp_path / "few", "$7$101", ["g-1", "g-2"])
+        if e["log_level"] == "warning"
+    ]
 
 
 def test_the_password_file_and_its_credentials_go_together(tmp_path: Path) -> None:
