@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from etong.config import close_match_hint, read_toml, validation_problems
+from etong.config import close_match_hint, parse_toml, read_toml, validation_problems
 from etong.errors import ConfigError
 from etong.ids import ID_PATTERN
 from etong.roster.index import Roster
@@ -36,6 +36,7 @@ __all__ = [
     "load_roster",
     "load_rows",
     "roster_problems",
+    "rows_from_bytes",
 ]
 
 _ID_RE = re.compile(ID_PATTERN)
@@ -52,13 +53,25 @@ def load_roster(path: Path) -> Roster:
 
 
 def load_rows(path: Path) -> CheckedRows:
-    """`load_roster` without the indexes: what a loader child sends (etong.roster.apart)."""
+    """`load_roster` without the indexes."""
     data, problems = read_toml(path)
     if data is None:
         raise ConfigError(problems, source=str(path))
+    return _checked(data, str(path))
+
+
+def rows_from_bytes(raw: bytes, source: str) -> CheckedRows:
+    """`load_rows` of the file's bytes, already read (the loader hashes the bytes it parses)."""
+    data, problems = parse_toml(raw)
+    if data is None:
+        raise ConfigError(problems, source=source)
+    return _checked(data, source)
+
+
+def _checked(data: Mapping[str, Any], source: str) -> CheckedRows:
     rows, problems = check_rows(data)
     if rows is None:
-        raise ConfigError(problems, source=str(path))
+        raise ConfigError(problems, source=source)
     return rows
 
 
