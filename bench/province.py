@@ -77,18 +77,18 @@ def replace():  # as the daemon's start and SIGHUP: the new roster in, the old o
         loaded = load_apart(path, previous=roster, cache=cache)
     roster = loaded.roster
     give_back_freed_memory()
-    return loaded
+    return loaded.source, loaded.rows, loaded.reused  # not the roster: it must go when replaced
 start = time.perf_counter(); cpu = time.process_time(); child_cpu = children_cpu()
-first = replace()
+first_source, rows, _ = replace()
 load_s = time.perf_counter() - start; load_cpu_s = time.process_time() - cpu
 load_child_cpu_s = children_cpu() - child_cpu
 gc.collect(); after_load = rss_mb()
 after_each, reload_s, sources, reused = [], [], [], []
 for _ in range(reloads):
     start = time.perf_counter()
-    loaded = replace()
+    source, _, kept = replace()
     reload_s.append(round(time.perf_counter() - start, 3))
-    sources.append(loaded.source); reused.append(loaded.reused)
+    sources.append(source); reused.append(kept)
     gc.collect(); after_each.append(round(rss_mb(), 1))
 async def blocked(apart):
     lags = []
@@ -109,7 +109,7 @@ async def blocked(apart):
     return max(lags)
 on_loop = asyncio.run(blocked(False)) if sys.argv[3] == "both" else None
 apart = asyncio.run(blocked(True))
-print({"source": first.source, "rows": first.rows, "load_s": load_s, "load_cpu_s": load_cpu_s,
+print({"source": first_source, "rows": rows, "load_s": load_s, "load_cpu_s": load_cpu_s,
        "load_child_cpu_s": load_child_cpu_s, "rss_after_load_mb": after_load,
        "rss_after_each_reload_mb": after_each, "reloads": reloads, "reload_s": reload_s,
        "reload_sources": sources, "rows_reused": reused,
@@ -378,7 +378,7 @@ def measure_roster(
     restart), `--repeats` times each; then once with no cache at all, every reload from the
     file. Time, CPU, RSS, each reload's source and rows kept, the loop's hold-up."""
     both = "both" if grids <= args.on_loop_max_grids else "thread"
-    cache = roster_path.with_name("roster.cache")
+    cache = roster_path.with_name("roster-cache.bin")
     env = dict(os.environ, PYTHONPATH=str(REPO))
 
     def load(cache_arg: str) -> dict[str, Any]:

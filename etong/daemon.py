@@ -406,7 +406,7 @@ class Daemon:
     # ---- the roster and the broker's ACL ---------------------------------------------------
 
     def _roster_cache(self) -> RosterCache:
-        """`roster.cache` in the store file's folder: /var/lib/etong (systemd's StateDirectory)
+        """`roster-cache.bin` in the store file's folder: /var/lib/etong (systemd's StateDirectory)
         by default, with a PostgreSQL store too (whose `store.path` is otherwise unused)."""
         return RosterCache(self.settings.store.path.parent / CACHE_NAME)
 

@@ -3,7 +3,7 @@
 Parsing a province's 40 MB roster TOML costs ~4 s of CPU whatever the parser, and checking it
 ~1.6 s more; its checked rows, as the frames `etong.roster.frames` defines, read back in a
 fraction of that. After a load from the file the daemon keeps those frames in
-`roster.cache` (in the store's folder: `Daemon._roster_cache`), keyed by the SHA-256 of the roster
+`roster-cache.bin` (in the store's folder: `Daemon._roster_cache`), keyed by the SHA-256 of the roster
 file's bytes, the frame format, etong's version and Python's; a start or a reload whose
 roster file has that digest reads the cache instead of parsing.
 
@@ -31,7 +31,7 @@ from etong.roster.frames import FORMAT, Frame, encode, row_layout, split_frames
 
 __all__ = ["CACHE_NAME", "CacheUnusable", "CacheWriter", "RosterCache", "file_digest"]
 
-CACHE_NAME = "roster.cache"
+CACHE_NAME = "roster-cache.bin"
 _MAGIC = "etong-roster-cache"
 _DIGEST_SIZE = hashlib.sha256().digest_size
 MODE = 0o600
