@@ -14,12 +14,14 @@ roster and measures, each as a child process of its own (wall time, peak RSS fro
   again; and whether every client is still connected. A comma list of `--clients` starts a
   broker for each (the descriptor limit is raised to the hard one: ~19,000 clients here);
 - `etong check-config`: time and peak RSS;
-- the roster loaded as the daemon loads it (`etong.roster.apart.load_roster_apart`: a child
-  process parses and checks it, the daemon rebuilds the rows), in a process of its own: time,
-  the CPU of both, RSS after loading and after each of `--reloads` more loads (each replacing
-  the last), and the longest an asyncio loop's 10 ms ticker was held up while the load ran on
-  the loop itself (`load_roster`, before issue 18) and as the daemon's SIGHUP runs it (a
-  worker thread, `daemon.collector_paused`, the child).
+- the roster loaded as the daemon loads it (`etong.roster.apart.load_apart`), in a process
+  of its own: from the file (no cache: a child process parses and checks it, the daemon
+  rebuilds the rows and writes the roster cache) and from the cache that left (a restart),
+  `--repeats` times each, and once without a cache at all: time, the CPU of both, RSS after
+  loading and after each of `--reloads` more loads (each replacing the last, keeping its
+  unchanged rows), and the longest an asyncio loop's 10 ms ticker was held up while the load
+  ran on the loop itself (`load_roster`, before issue 18) and as the daemon's SIGHUP runs it
+  (a worker thread, `daemon.collector_paused`).
 
 `--code DIR` runs `etong acl` and `check-config` from another checkout (say main before this
 change) for a before/after table. Example:
@@ -69,29 +71,35 @@ import asyncio, gc, resource, sys, time
 from pathlib import Path
 from etong.daemon import collector_paused, give_back_freed_memory
 from etong.roster import load_roster
-from etong.roster.apart import load_roster_apart
+from etong.roster.apart import load_apart
+from etong.roster.cache import RosterCache
 path, reloads = Path(sys.argv[1]), int(sys.argv[2])
+cache = RosterCache(Path(sys.argv[4])) if sys.argv[4] else None
+roster = None
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
 def children_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-def quietly():  # as the daemon's start and SIGHUP do it
-    with collector_paused():
-        return load_roster_apart(path)
-def replace():  # the new roster in, the old one out, the freed heap given back
+def replace():  # as the daemon's start and SIGHUP: the new roster in, the old one out
     global roster
-    roster = quietly()
+    with collector_paused():
+        loaded = load_apart(path, previous=roster, cache=cache)
+    roster = loaded.roster
     give_back_freed_memory()
+    return loaded.source, loaded.rows, loaded.reused  # not the roster: it must go when replaced
 start = time.perf_counter(); cpu = time.process_time(); child_cpu = children_cpu()
-replace()
+first_source, rows, _ = replace()
 load_s = time.perf_counter() - start; load_cpu_s = time.process_time() - cpu
 load_child_cpu_s = children_cpu() - child_cpu
 gc.collect(); after_load = rss_mb()
-after_each = []
+after_each, reload_s, sources, reused = [], [], [], []
 for _ in range(reloads):
-    replace()
+    start = time.perf_counter()
+    source, _, kept = replace()
+    reload_s.append(round(time.perf_counter() - start, 3))
+    sources.append(source); reused.append(kept)
     gc.collect(); after_each.append(round(rss_mb(), 1))
 async def blocked(apart):
     lags = []
@@ -103,7 +111,7 @@ async def blocked(apart):
             now = time.perf_counter(); lags.append(now - last - 0.01); last = now
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0.05)
-    if apart:  # the daemon's SIGHUP: a worker thread, the collector paused, a child parsing
+    if apart:  # the daemon's SIGHUP: a worker thread, the collector paused
         await asyncio.to_thread(replace)
     else:  # before issue 18: parsed on the loop
         load_roster(path)
@@ -112,9 +120,11 @@ async def blocked(apart):
     return max(lags)
 on_loop = asyncio.run(blocked(False)) if sys.argv[3] == "both" else None
 apart = asyncio.run(blocked(True))
-print({"load_s": load_s, "load_cpu_s": load_cpu_s, "load_child_cpu_s": load_child_cpu_s,
-       "rss_after_load_mb": after_load, "rss_after_each_reload_mb": after_each,
-       "reloads": reloads, "loop_block_on_loop_s": on_loop, "loop_block_reload_s": apart})
+print({"source": first_source, "rows": rows, "load_s": load_s, "load_cpu_s": load_cpu_s,
+       "load_child_cpu_s": load_child_cpu_s, "rss_after_load_mb": after_load,
+       "rss_after_each_reload_mb": after_each, "reloads": reloads, "reload_s": reload_s,
+       "reload_sources": sources, "rows_reused": reused,
+       "loop_block_on_loop_s": on_loop, "loop_block_reload_s": apart})
 """
 
 
@@ -493,15 +503,56 @@ def measure_broker(
 def measure_roster(
     row: dict[str, Any], grids: int, roster_path: Path, args: argparse.Namespace
 ) -> None:
-    """The roster loaded in a child: time, CPU, RSS, reloads, the loop's hold-up."""
+    """The roster loaded as the daemon loads it, each load in a process of its own: from the
+    file with no cache (a first start, or an edited roster), then from the cache it left (a
+    restart), `--repeats` times each; then once with no cache at all, every reload from the
+    file. Time, CPU, RSS, each reload's source and rows kept, the loop's hold-up."""
     both = "both" if grids <= args.on_loop_max_grids else "thread"
-    load = run_child(
-        [sys.executable, "-c", _LOAD_CHILD, str(roster_path), str(args.reloads), both],
-        dict(os.environ, PYTHONPATH=str(REPO)),
+    cache = roster_path.with_name("roster-cache.bin")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+
+    def load(cache_arg: str) -> dict[str, Any]:
+        argv = [sys.executable, "-c", _LOAD_CHILD, str(roster_path), str(args.reloads)]
+        run = run_child([*argv, both, cache_arg], env)
+        if run["rc"] != 0:
+            raise RuntimeError(run["err"].decode(errors="replace"))
+        # The last line: the loader logs (roster_cache_written) on stdout before it.
+        figures: dict[str, Any] = ast.literal_eval(run["out"].decode().splitlines()[-1])
+        figures["peak_rss_mb"] = run["rss_mb"]
+        return figures
+
+    runs: dict[str, list[dict[str, Any]]] = {"file": [], "cache": []}
+    for _ in range(args.repeats):
+        cache.unlink(missing_ok=True)
+        runs["file"].append(load(str(cache)))
+        runs["cache"].append(load(str(cache)))
+    without_cache = load("")
+    cache.unlink(missing_ok=True)
+    for runs_of in runs.values():
+        assert all(run["source"] == runs_of[0]["source"] for run in runs_of), runs_of
+    emit(
+        row,
+        "roster",
+        {
+            **{
+                f"{source}_{key}": spread(r[key] for r in these)
+                for source, these in runs.items()
+                for key in ("load_s", "load_cpu_s", "load_child_cpu_s", "rss_after_load_mb")
+            },
+            "runs": runs,
+            "no_cache": without_cache,
+        },
     )
-    figures = ast.literal_eval(load["out"].decode())
-    figures["peak_rss_mb"] = load["rss_mb"]
-    emit(row, "roster", figures)
+
+
+def spread(values: Any) -> dict[str, float]:
+    """Median, min and max, rounded."""
+    numbers = sorted(values)
+    return {
+        "median": round(statistics.median(numbers), 3),
+        "min": round(numbers[0], 3),
+        "max": round(numbers[-1], 3),
+    }
 
 
 def main() -> None:
@@ -527,6 +578,7 @@ def main() -> None:
     )
     parser.add_argument("--reloads", type=int, default=3)
     parser.add_argument("--hups", type=int, default=3, help="mosquitto reloads per broker")
+    parser.add_argument("--repeats", type=int, default=3, help="roster loads of each kind")
     parser.add_argument(
         "--stages",
         default="acl,mosquitto,check,roster",

@@ -51,7 +51,8 @@ from etong.keyfile import load_or_create_key
 from etong.logging import get_logger
 from etong.metrics import Metrics
 from etong.roster import Roster
-from etong.roster.apart import load_roster_apart
+from etong.roster.apart import load_apart
+from etong.roster.cache import CACHE_NAME, RosterCache
 from etong.runner import BridgeRunner, Identity
 from etong.sdnotify import notify, watchdog_interval_s
 from etong.service import Service, SingleInstance
@@ -83,7 +84,7 @@ def _settle_startup_garbage() -> None:
 
 
 @contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
+def collector_paused(*, freeze: bool = True) -> Iterator[None]:
     """Keep the cyclic collector off while a roster is built in a worker thread, then hide
     the new roster from it (issue 18).
 
@@ -91,13 +92,15 @@ def collector_paused() -> Iterator[None]:
     province's roster (millions of objects) triggers full collections over the growing heap,
     which held the event loop up for 9.5 s (bench/province.py). Reference counting still
     frees the parse's temporaries and, later, the replaced roster; only cycles made meanwhile
-    wait (and those made by the loop in those seconds are frozen with the roster).
+    wait (and those made by the loop in those seconds are frozen with the roster). At start
+    (`freeze=False`) `_settle_startup_garbage` collects, then freezes, once everything is up.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
-        gc.freeze()
+        if freeze:
+            gc.freeze()
     finally:
         if was_enabled:
             gc.enable()
@@ -148,6 +151,8 @@ class Daemon:
         on PostgreSQL (the partitions this instance holds, DESIGN §7)."""
         self._status: Broker | None = None  # a cluster instance's status and last will
         self._store: Store | None = None
+        self._roster: Roster | None = None
+        """The roster in service: a reload keeps its unchanged rows (issue 18)."""
 
     @property
     def bridge(self) -> Bridge | None:
@@ -227,7 +232,9 @@ class Daemon:
         """
         self._raise_if_stopped()  # stage "starting": nothing opened yet
         self._stage = "store"
-        roster = self._checked_roster()  # before anything opens: a bad one is exit 2
+        with collector_paused(freeze=False):
+            roster = self._checked_roster()  # before anything opens: a bad one is exit 2
+        self._roster = roster
         give_back_freed_memory()  # what the load freed (issue 18)
         acl = self._acl_for(roster)
         if acl is not None:
@@ -401,17 +408,35 @@ class Daemon:
 
     # ---- the roster and the broker's ACL ---------------------------------------------------
 
+    def _roster_cache(self) -> RosterCache:
+        """`roster-cache.bin` in the store file's folder: /var/lib/etong (systemd's StateDirectory)
+        by default, with a PostgreSQL store too (whose `store.path` is otherwise unused)."""
+        return RosterCache(self.settings.store.path.parent / CACHE_NAME)
+
     def _checked_roster(self) -> Roster:
         """The roster file, refused (ConfigError) when a cluster cannot partition it.
 
-        A large one is parsed and checked in a child process (issue 18): the parse holds the
-        interpreter's lock, and its garbage would stay in the daemon's heap."""
-        roster = load_roster_apart(self.settings.roster.path)
+        Read from the roster cache when it holds this very file, else parsed and checked, a
+        large one in a child process (issue 18): the parse holds the interpreter's lock, and
+        its garbage would stay in the daemon's heap. Rows unchanged since the roster in
+        service are kept, not made again."""
+        started = time.monotonic()
+        path = self.settings.roster.path
+        loaded = load_apart(path, previous=self._roster, cache=self._roster_cache())
+        log.info(
+            "roster_loaded",
+            source=loaded.source,
+            rows=loaded.rows,
+            rows_reused=loaded.reused,
+            load_s=round(time.monotonic() - started, 3),
+        )
+        roster = loaded.roster
         if self.settings.store.is_postgres and (problems := cross_station_problems(roster)):
-            raise ConfigError(problems, str(self.settings.roster.path))
+            raise ConfigError(problems, str(path))
         return roster
 
     async def _apply_roster(self, roster: Roster) -> None:
+        self._roster = roster  # the replaced one goes once nothing holds it
         if self.service is not None:
             await self.service.replace_roster(roster)
 

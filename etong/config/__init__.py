@@ -12,7 +12,13 @@ Callers import from `etong.config`; the names below are the package's public sur
 """
 
 from etong.config.filechecks import settings_file_problems
-from etong.config.loading import load_settings, parse_settings, peek_roster_path, read_toml
+from etong.config.loading import (
+    load_settings,
+    parse_settings,
+    parse_toml,
+    peek_roster_path,
+    read_toml,
+)
 from etong.config.overrides import (
     ENV_PREFIX,
     apply_env_overrides,
@@ -58,6 +64,7 @@ __all__ = [
     "is_env_override",
     "load_settings",
     "parse_settings",
+    "parse_toml",
     "peek_roster_path",
     "read_toml",
     "settings_file_problems",

@@ -29,6 +29,11 @@ def read_toml(path: Path) -> tuple[dict[str, Any] | None, list[str]]:
         raw = path.read_bytes()
     except OSError as exc:
         return None, [f"cannot read file: {exc.strerror or exc}"]
+    return parse_toml(raw)
+
+
+def parse_toml(raw: bytes) -> tuple[dict[str, Any] | None, list[str]]:
+    """`read_toml` of bytes already read (the roster loader hashes the very bytes it parses)."""
     try:
         return tomli.loads(raw.decode("utf-8")), []
     except UnicodeDecodeError as exc:

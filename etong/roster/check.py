@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Set
 from dataclasses import dataclass
 from functools import cache
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from etong.config import close_match_hint, read_toml, validation_problems
+from etong.config import close_match_hint, parse_toml, read_toml, validation_problems
 from etong.errors import ConfigError
 from etong.ids import ID_PATTERN
 from etong.roster.index import Roster
@@ -36,6 +37,7 @@ __all__ = [
     "load_roster",
     "load_rows",
     "roster_problems",
+    "rows_from_bytes",
 ]
 
 _ID_RE = re.compile(ID_PATTERN)
@@ -43,6 +45,7 @@ _RowT = TypeVar("_RowT", bound=Row)
 # Rows per pydantic-core call: small enough that a call holds the GIL for milliseconds.
 CHUNK_ROWS = 4096
 _ABSENCE_KEYS = {"from": None, "to": None}
+_ID_OF = attrgetter("id")
 
 
 # --------------------------------------------------------------------------- loading
@@ -52,13 +55,25 @@ def load_roster(path: Path) -> Roster:
 
 
 def load_rows(path: Path) -> CheckedRows:
-    """`load_roster` without the indexes: what a loader child sends (etong.roster.apart)."""
+    """`load_roster` without the indexes."""
     data, problems = read_toml(path)
     if data is None:
         raise ConfigError(problems, source=str(path))
+    return _checked(data, str(path))
+
+
+def rows_from_bytes(raw: bytes, source: str) -> CheckedRows:
+    """`load_rows` of the file's bytes, already read (the loader hashes the bytes it parses)."""
+    data, problems = parse_toml(raw)
+    if data is None:
+        raise ConfigError(problems, source=source)
+    return _checked(data, source)
+
+
+def _checked(data: Mapping[str, Any], source: str) -> CheckedRows:
     rows, problems = check_rows(data)
     if rows is None:
-        raise ConfigError(problems, source=str(path))
+        raise ConfigError(problems, source=source)
     return rows
 
 
@@ -115,7 +130,7 @@ def check_rows(data: Mapping[str, Any]) -> tuple[CheckedRows | None, list[str]]:
     parsed: dict[str, dict[str, Any]] = {}
     # Ids of every row, valid or not, so a row with a bad field does not also make every
     # reference to it "unknown".
-    known: dict[str, Collection[str]] = {}
+    known: dict[str, Set[str]] = {}
     for table, model in ROW_TYPES.items():
         parsed[table], known[table] = _parse_rows(table, model, raw[table], problems)
     stations: dict[str, Station] = parsed["stations"]
@@ -135,7 +150,7 @@ def check_rows(data: Mapping[str, Any]) -> tuple[CheckedRows | None, list[str]]:
         return None, problems
     warnings = [
         f"members[{member_id}]: listed in no grid, so cannot report"
-        for member_id in members
+        for member_id in (members if len(member_grids) < len(members) else ())
         if member_id not in member_grids
     ]
     warnings += _station_mismatches(grids, communities, officers)
@@ -177,7 +192,7 @@ def _keys_at(table: str) -> Callable[[tuple[int | str, ...]], Mapping[str, Any]]
 
 def _parse_rows(
     table: str, model: type[_RowT], rows: list[Any], problems: list[str]
-) -> tuple[dict[str, _RowT], Collection[str]]:
+) -> tuple[dict[str, _RowT], Set[str]]:
     """The table's valid rows by id, and the ids of all its rows with a valid id.
 
     Each row is checked on its own, so one bad row does not hide the problems of the others.
@@ -188,8 +203,8 @@ def _parse_rows(
     parsed: dict[str, _RowT] = {}
     try:
         for start in range(0, len(rows), CHUNK_ROWS):
-            for item in adapter.validate_python(rows[start : start + CHUNK_ROWS]):
-                parsed[item.id] = item
+            items = adapter.validate_python(rows[start : start + CHUNK_ROWS])
+            parsed.update(zip(map(_ID_OF, items), items, strict=True))  # C loops
     except ValidationError:
         pass
     else:
@@ -259,9 +274,7 @@ def _unknown(label: str, kind: str, ref: str | None, table: Collection[str]) -> 
     return [f"{label}: unknown {kind} '{ref}'"]
 
 
-def _station_references(
-    stations: dict[str, Station], known: dict[str, Collection[str]]
-) -> list[str]:
+def _station_references(stations: dict[str, Station], known: dict[str, Set[str]]) -> list[str]:
     problems: list[str] = []
     for station in stations.values():
         problems += _unknown(
@@ -274,7 +287,7 @@ def _station_references(
 
 
 def _community_references(
-    communities: dict[str, Community], known: dict[str, Collection[str]]
+    communities: dict[str, Community], known: dict[str, Set[str]]
 ) -> list[str]:
     problems: list[str] = []
     for community in communities.values():
@@ -286,9 +299,7 @@ def _community_references(
     return problems
 
 
-def _officer_references(
-    officers: dict[str, Officer], known: dict[str, Collection[str]]
-) -> list[str]:
+def _officer_references(officers: dict[str, Officer], known: dict[str, Set[str]]) -> list[str]:
     problems: list[str] = []
     for officer in officers.values():
         label = f"officers[{officer.id}]"
@@ -301,20 +312,23 @@ def _officer_references(
 
 
 def _grid_references(
-    grids: dict[str, Grid], known: dict[str, Collection[str]]
+    grids: dict[str, Grid], known: dict[str, Set[str]]
 ) -> tuple[list[str], dict[str, str]]:
     """Problems of every grid, and which grid each member is in (first grid wins)."""
     problems: list[str] = []
     member_grids: dict[str, str] = {}
     communities, officers, members = known["communities"], known["officers"], known["members"]
+    taken = member_grids.keys()
     for grid in grids.values():
         listed = grid.members
-        if (  # the usual grid, checked without naming anything (a province has 85,000)
+        if (  # the usual grid, checked without naming anything (a province has 85,000);
+            # the set operations loop in C
             grid.community in communities
             and grid.officer in officers
             and grid.head in listed
-            and len(set(listed)) == len(listed)
-            and all(m in members and m not in member_grids for m in listed)
+            and len(distinct := set(listed)) == len(listed)
+            and members >= distinct
+            and taken.isdisjoint(listed)
         ):
             member_grids.update(dict.fromkeys(listed, grid.id))
             continue

@@ -4,6 +4,7 @@ problems, as `load_roster` in the daemon's own process; a failed child is a Conf
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,10 @@ def test_rows_loaded_apart_share_one_string_per_id(large_roster: Path) -> None:
     assert grid.officer is roster.officers[grid.officer].id
 
 
-def test_absences_and_phones_survive_the_trip(tmp_path: Path) -> None:
+def test_absences_survive_the_trip_and_phones_are_checked_but_left_behind(
+    tmp_path: Path,
+) -> None:
+    """Nothing in the daemon reads a phone number: its roster holds none (nor its cache)."""
     path = tmp_path / "roster.toml"
     write_roster(path, stations=1, grids=1000)
     text = path.read_text(encoding="utf-8")
@@ -58,9 +62,13 @@ def test_absences_and_phones_survive_the_trip(tmp_path: Path) -> None:
 
     here, apart = load_roster(path), load_roster_apart(path)
 
-    assert apart.officers["p-s0000-000"] == here.officers["p-s0000-000"]
-    assert apart.officers["p-s0000-000"].phone == "13800138000"
+    assert here.officers["p-s0000-000"].phone == "13800138000"
+    assert apart.officers["p-s0000-000"] == replace(here.officers["p-s0000-000"], phone=None)
     assert len(apart.officers["p-s0000-000"].absent) == 1
+
+    path.write_text(text.replace('phone = "13800138000"', 'phone = "call me"'), encoding="utf-8")
+    with pytest.raises(ConfigError, match="phone"):
+        load_roster_apart(path)
 
 
 def test_a_large_invalid_roster_reports_the_same_problems(large_roster: Path) -> None:

@@ -131,6 +131,10 @@ async def test_reports_are_acked_promptly_while_a_large_roster_reloads(
             reporting = group.create_task(reporter())
             ticking = group.create_task(ticker())
             await wait_until(lambda: len(latencies) >= 5, "reports acked before the reload")
+            # An edit, so the reload parses the file in a child (an unchanged file's roster
+            # would come from the roster cache in milliseconds).
+            with roster_path.open("a", encoding="utf-8") as roster_file:
+                roster_file.write("\n# edited\n")
             signalled = time.perf_counter()
             os.kill(os.getpid(), signal.SIGHUP)
             await wait_until(lambda: bridge.roster is not before, "the reloaded roster")
