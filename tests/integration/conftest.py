@@ -17,9 +17,10 @@ import asyncpg
 import pytest
 
 from etong.bridge import Bridge
-from etong.brokers.fake import FakeBroker
+from etong.brokers.fake import FakeBroker, FakeBrokers
 from etong.config import Settings, parse_settings
 from etong.core.keys import Keyer
+from etong.daemon import Daemon
 from etong.roster import Roster, load_roster
 from etong.store import PostgresStore, SqliteStore, Store
 from etong.store.base import Fence
@@ -78,6 +79,16 @@ class Harness:
 
     def pushes(self, officer: str) -> list[dict[str, Any]]:
         return self.broker.on(f"/officer/{officer}/inbox")
+
+
+def start_daemon(tmp_path: Path) -> tuple[Daemon, FakeBrokers, asyncio.Task[int]]:
+    """The whole daemon on fake brokers, a copy of the example roster and a store in
+    `tmp_path`, starting: the caller waits for it to be ready, and stops it."""
+    roster = tmp_path / "roster.toml"
+    roster.write_text(EXAMPLE_ROSTER.read_text(encoding="utf-8"), encoding="utf-8")
+    brokers = FakeBrokers()
+    daemon = Daemon(make_settings(tmp_path, roster={"path": str(roster)}), broker_factory=brokers)
+    return daemon, brokers, asyncio.create_task(daemon.run())
 
 
 def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:

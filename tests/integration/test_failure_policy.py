@@ -22,14 +22,12 @@ import asyncpg
 import pytest
 
 from etong import housekeeping
-from etong.brokers.fake import FakeBrokers
 from etong.core.records import BatchWrite, Delivery, EventRecord, ReceiptRecord
-from etong.daemon import Daemon
 from etong.devkit.messages import make_event
 from etong.errors import StoreBusyError, StoreFailedError, StoreUnavailableError
 from etong.failures import EXIT_ERROR, FatalError
 from etong.store import PostgresStore, SqliteStore, Store
-from tests.integration.conftest import EXAMPLE_ROSTER, make_settings
+from tests.integration.conftest import make_settings, start_daemon
 from tests.sealing import unlocked
 from tests.waiting import DEADLINE_S, wait_until, wait_until_async
 
@@ -200,11 +198,7 @@ async def test_a_write_that_fails_for_good_stops_the_daemon_at_once_with_exit_co
 ) -> None:
     """The fatal row: a table gone under the daemon (no retry can help). Ingest's task fails,
     the group cancels the others, and `run` raises at once with the row's exit code."""
-    roster = tmp_path / "roster.toml"
-    roster.write_text(EXAMPLE_ROSTER.read_text(encoding="utf-8"), encoding="utf-8")
-    brokers = FakeBrokers()
-    daemon = Daemon(make_settings(tmp_path, roster={"path": str(roster)}), broker_factory=brokers)
-    run = asyncio.create_task(daemon.run())
+    daemon, brokers, run = start_daemon(tmp_path)
     try:
         await wait_until(lambda: run.done() or daemon._readiness()[0], "the daemon to be ready")
         with sqlite3.connect(tmp_path / "etong.db") as conn:

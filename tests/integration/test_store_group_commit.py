@@ -15,13 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from etong.brokers.fake import FakeBrokers
 from etong.core.records import BatchWrite, EventRecord, ReceiptRecord
-from etong.daemon import Daemon
 from etong.devkit.messages import make_event
 from etong.failures import FatalError
 from etong.store import SqliteStore, durability
-from tests.integration.conftest import EXAMPLE_ROSTER, make_settings
+from tests.integration.conftest import start_daemon
 from tests.integration.test_daemon_lifecycle import EVENTS, restore_signal_handlers
 from tests.sealing import unlocked
 from tests.waiting import DEADLINE_S, wait_until, wait_until_async
@@ -110,11 +108,7 @@ async def test_a_stalled_disk_delays_the_puback_but_not_the_daemon(
     """The whole daemon on fake brokers: while the disk stalls, the report is committed but
     not acknowledged, and the loop keeps answering (readiness, the next report queued);
     once the disk answers, both are acknowledged in arrival order."""
-    roster = tmp_path / "roster.toml"
-    roster.write_text(EXAMPLE_ROSTER.read_text(encoding="utf-8"), encoding="utf-8")
-    brokers = FakeBrokers()
-    daemon = Daemon(make_settings(tmp_path, roster={"path": str(roster)}), broker_factory=brokers)
-    run = asyncio.create_task(daemon.run())
+    daemon, brokers, run = start_daemon(tmp_path)
     disk = StalledDisk()
     try:
         await wait_until(lambda: run.done() or daemon._readiness()[0], "the daemon ready")
@@ -139,11 +133,7 @@ async def test_the_next_batch_is_committed_while_the_last_ones_fsync_runs(
     """The ingest loop does not wait for a batch's fsync before deciding the next one
     (issue 23): while the disk stalls, the second report is committed too, neither is
     acknowledged or pushed, and once the disk answers both PUBACKs go out in arrival order."""
-    roster = tmp_path / "roster.toml"
-    roster.write_text(EXAMPLE_ROSTER.read_text(encoding="utf-8"), encoding="utf-8")
-    brokers = FakeBrokers()
-    daemon = Daemon(make_settings(tmp_path, roster={"path": str(roster)}), broker_factory=brokers)
-    run = asyncio.create_task(daemon.run())
+    daemon, brokers, run = start_daemon(tmp_path)
     disk = StalledDisk()
     try:
         await wait_until(lambda: run.done() or daemon._readiness()[0], "the daemon ready")
@@ -179,11 +169,7 @@ async def test_a_failed_fsync_stops_the_daemon_with_the_report_unacknowledged(
     the daemon stops (systemd restarts it; the broker sends the report again), rather than
     acknowledge what may not be on disk (PostgreSQL stops on a failed fsync for the same
     reason: after one, what the page cache held is not known to be anywhere)."""
-    roster = tmp_path / "roster.toml"
-    roster.write_text(EXAMPLE_ROSTER.read_text(encoding="utf-8"), encoding="utf-8")
-    brokers = FakeBrokers()
-    daemon = Daemon(make_settings(tmp_path, roster={"path": str(roster)}), broker_factory=brokers)
-    run = asyncio.create_task(daemon.run())
+    daemon, brokers, run = start_daemon(tmp_path)
     try:
         await wait_until(lambda: run.done() or daemon._readiness()[0], "the daemon ready")
 
