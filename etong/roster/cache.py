@@ -95,6 +95,7 @@ class CacheWriter:
     def __init__(self, path: Path, key: tuple[Any, ...]) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _remove_leftovers(path)
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         self._temporary = Path(name)
         try:
@@ -130,6 +131,15 @@ class CacheWriter:
         with contextlib.suppress(OSError):
             self._out.close()
         self._temporary.unlink(missing_ok=True)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete the temporary files of writers that never finished (a kill -9 mid-write; a
+    province's is ~20 MB each). Safe: one daemon writes a store folder's cache (its store is
+    opened exclusively), one load at a time, and this runs before its own temporary exists."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def _sync_folder(folder: Path) -> None:

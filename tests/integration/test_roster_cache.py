@@ -204,6 +204,18 @@ def test_no_phone_number_reaches_the_cache(tmp_path: Path, cache: RosterCache) -
     assert load_apart(path, cache=cache).source == "cache"
 
 
+def test_a_writer_that_never_finished_leaves_nothing_once_the_next_cache_is_written(
+    roster_file: Path, cache: RosterCache
+) -> None:
+    # A kill -9 mid-write leaves a temporary file (a province's ~20 MB): the next write of
+    # the cache deletes it.
+    cache.path.parent.mkdir(parents=True, exist_ok=True)
+    leftover = cache.path.with_name(f".{cache.path.name}.k9x1ll3d.tmp")
+    leftover.write_bytes(b"half a cache")
+    assert load_apart(roster_file, cache=cache).source == "file"
+    assert [p.name for p in cache.path.parent.iterdir()] == [CACHE_NAME]
+
+
 async def _start_and_stop(tmp_path: Path, roster: Path) -> list[MutableMapping[str, Any]]:
     """Run the daemon on fake brokers until ready, stop it; what it logged."""
     settings = make_settings(tmp_path, roster={"path": str(roster)})
