@@ -207,11 +207,8 @@ class Bridge:
     async def process_batch(self, batch: list[InboundMessage]) -> None:
         """The whole pipeline for one batch taken outside the ingest loop (tests, tools),
         counted as in hand while it runs. See the module docstring for the rules."""
-        self.ingest.in_hand += len(batch)
-        try:
+        with self.ingest.held(batch):
             await self.process_admitted(batch, self.admit(batch))
-        finally:
-            self.ingest.in_hand -= len(batch)
 
     async def process_admitted(self, batch: list[InboundMessage], admitted: list[Admitted]) -> None:
         """Read, decide, write, acknowledge, publish one admitted batch (retried as a whole

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,11 @@ def contender_sections(doc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, A
     return out
 
 
+def _per_round(ratios: Iterable[float]) -> str:
+    """Per-round ratios as the lines print them: `1.05, 1.02, 1.13`."""
+    return ", ".join(f"{r:.2f}" for r in ratios)
+
+
 def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
@@ -114,7 +119,7 @@ def _table(doc: Mapping[str, Any]) -> list[str]:
 def _goal_lines(doc: Mapping[str, Any]) -> list[str]:
     """Issue #5's goals against this run's figures."""
     s, goals = doc["settings"], doc["goals"]
-    pairs = ", ".join(f"{r:.2f}" for r in doc["ratio_per_round_pair"])
+    pairs = _per_round(doc["ratio_per_round_pair"])
     return [
         "",
         f"ratio etong/baseline events/s: {doc['ratio']:.3f} (per round pair: {pairs}); "
@@ -133,14 +138,14 @@ def _comparison_lines(doc: Mapping[str, Any]) -> list[str]:
     lines.append(
         f"etong/wire relay: throughput {relay['events_per_s']['ratio']:.3f}, lifecycle "
         f"{relay['lifecycle_events_per_s']['ratio']:.3f} (per round "
-        + ", ".join(f"{r:.2f}" for r in relay["lifecycle_events_per_s"]["per_round"])
+        + _per_round(relay["lifecycle_events_per_s"]["per_round"])
         + f"), CPU per report {relay['cpu_ms_per_event']['ratio']:.2f}x"
     )
     paho = doc["etong_vs_paho_relay"]
     lines.append(
         f"etong/plain-paho relay: lifecycle {paho['lifecycle_events_per_s']['ratio']:.3f} "
         "(per round "
-        + ", ".join(f"{r:.2f}" for r in paho["lifecycle_events_per_s"]["per_round"])
+        + _per_round(paho["lifecycle_events_per_s"]["per_round"])
         + f"; issue 23's goal >= 1.2), CPU per report {paho['cpu_ms_per_event']['ratio']:.2f}x"
     )
     if "pg_vs_sqlite" in doc:
@@ -148,14 +153,14 @@ def _comparison_lines(doc: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"PostgreSQL (1 instance)/SQLite lifecycle: {goals['pg_lifecycle_ratio']:.3f} "
             "(per round "
-            + ", ".join(f"{r:.2f}" for r in pg["lifecycle_events_per_s"]["per_round"])
+            + _per_round(pg["lifecycle_events_per_s"]["per_round"])
             + f"); goal >= {goals['pg_lifecycle_ratio_min']}: "
             f"{_verdict(goals['pg_lifecycle_ratio_met'])}; p99 at {s['rate']:g}/s "
             f"{pg['p99_ms']['sqlite']:.1f} / {pg['p99_ms']['postgres']:.1f} ms, at half load "
             f"{pg['half_p99_ms']['sqlite']:.1f} / {pg['half_p99_ms']['postgres']:.1f} ms"
         )
     for n, scaling in doc.get("cluster_cpu", {}).items():
-        per_round = ", ".join(f"{r:.2f}" for r in scaling["cpu_ms_per_event"]["per_round"])
+        per_round = _per_round(scaling["cpu_ms_per_event"]["per_round"])
         line = (
             f"CPU per report, {n} instances / 1: {scaling['cpu_ms_per_event']['ratio']:.3f} "
             f"(per round {per_round}; with the PostgreSQL server's "

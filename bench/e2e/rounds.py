@@ -119,19 +119,20 @@ class Round:
             last_received = max(self.terminals.received.first[e] for e in ids)
             out["lifecycle_events_per_s"] = n / (last_received - first_send)
         if batches0 is not None:
-            out["mean_batch_messages"] = self.mean_batch(batches0)
+            out.update(self.batch_figures(batches0, stages=False))
         return out
 
-    def mean_batch(self, before: BatchTotals) -> float:
-        """Inbound messages (reports and acks) per store transaction since `before`."""
+    def batch_figures(self, before: BatchTotals, *, stages: bool) -> dict[str, float]:
+        """Since `before`, from one read of etong's /metrics: inbound messages (reports and
+        acks) per store transaction and, with `stages`, the mean milliseconds a batch spent
+        in each stage (`etong_batch_stage_seconds`; summed over instances)."""
         assert self.contender.batches is not None
-        return self.contender.batches().mean_batch_since(before)
-
-    def stage_ms(self, before: BatchTotals) -> dict[str, float]:
-        """The mean milliseconds a batch spent in each stage since `before` (etong's
-        `etong_batch_stage_seconds`; summed over instances)."""
-        assert self.contender.batches is not None
-        return self.contender.batches().stage_ms_since(before)
+        now = self.contender.batches()
+        out = {"mean_batch_messages": now.mean_batch_since(before)}
+        if stages:
+            for stage, ms in now.stage_ms_since(before).items():
+                out[f"stage_{stage}_ms"] = ms
+        return out
 
     def latency(self, phase: str, rate: float, count: int | None = None) -> dict[str, Any]:
         """Reports paced at `rate`: publish-to-push (and to `received`) latency percentiles.
@@ -160,10 +161,7 @@ class Round:
             out["received_p50_ms"] = percentile(lifecycle, 50)
             out["received_p99_ms"] = percentile(lifecycle, 99)
         if batches0 is not None:
-            out["mean_batch_messages"] = self.mean_batch(batches0)
-            if phase != "latency":
-                for stage, ms in self.stage_ms(batches0).items():
-                    out[f"stage_{stage}_ms"] = ms
+            out.update(self.batch_figures(batches0, stages=phase != "latency"))
         if phase == "latency":
             out["latency_foreign_cpu_share"] = out.pop("foreign_cpu_share")
             if "mean_batch_messages" in out:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from etong.brokers.base import Broker, InboundMessage
 from etong.core.admission import Admitted
@@ -93,6 +93,15 @@ class Ingest:
     def queued(self) -> int:
         """Received and not yet acknowledged: queued, or taken into a batch."""
         return len(self.queue) + self.in_hand
+
+    @contextlib.contextmanager
+    def held(self, batch: list[InboundMessage]) -> Iterator[None]:
+        """Count `batch`, taken outside the loop (tests, tools), as in hand while it runs."""
+        self.in_hand += len(batch)
+        try:
+            yield
+        finally:
+            self.in_hand -= len(batch)
 
     def pubacks_waiting(self) -> None:
         """PUBACKs now wait to be recorded: an idle loop starts its flush timer."""
