@@ -116,17 +116,30 @@ class Scheduler:
             return
 
     async def _sleep_until_due(self) -> None:
-        try:
-            next_due = await self._store.next_due_time()
-        except Exception as exc:
-            if not classify(exc).transient:
-                raise
-            next_due = None  # the store cannot answer now: look again after the longest sleep
-        now = self._clock()
-        self._target = next_due if next_due is not None else now + 3600
-        delay = max(0.0, min(self._target - now, self._max_sleep_s))
-        self._wake.clear()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
-        self._target = 0.0
+        """Sleep until the next due time, a nudge, or something due found by a look.
+
+        A sleep cut short by `max_sleep_s` with nothing due at the last look asks the store
+        only for its next due time (one statement), not for a page and then the next due
+        time: a province's idle partitions each look once a minute, and that look is most
+        of an idle instance's CPU (docs/SCALING.md). A page is taken once something is due.
+        """
+        while True:
+            try:
+                next_due = await self._store.next_due_time()
+            except Exception as exc:
+                if not classify(exc).transient:
+                    raise
+                next_due = None  # the store cannot answer now: look again after the longest sleep
+            now = self._clock()
+            self._target = next_due if next_due is not None else now + 3600
+            until_due = self._target - now
+            delay = max(0.0, min(until_due, self._max_sleep_s))
+            self._wake.clear()
+            nudged = False
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                    nudged = True
+            self._target = 0.0
+            if nudged or until_due <= self._max_sleep_s:
+                return  # something is due now, or may be
