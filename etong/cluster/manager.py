@@ -181,7 +181,7 @@ class ClusterManager:
             log.warning("cluster_tick_failed", error=self._state.last_error)
             return
         self._state.last_tick_ok, self._state.last_error = self._monotonic(), None
-        stations = set(self.roster.stations)
+        stations = self.roster.stations  # a dict: no copy of a province's ids every tick
         rows = [row for row in rows if row.partition in stations]
         self._cm.partitions_total.set(len(rows))
         self._cm.live_instances.set(len(self._state.live))
@@ -217,9 +217,13 @@ class ClusterManager:
         """Abandon each partition unrenewed for lease_s * 3/4 (before its lease can expire
         on the database's clock, so no other owner starts while this one still acks)."""
         limit = self.lease_s * UNRENEWED_LIMIT
+        # One clock reading per look (every lease_s / 20, over a province's share), read again
+        # only after a loss, the one step here that lets time pass.
+        now = self._monotonic()
         for partition, held in list(self.held.items()):
-            if self._monotonic() - held.renewed_at >= limit:
+            if now - held.renewed_at >= limit:
                 await self._lose(partition, "unrenewed")
+                now = self._monotonic()
 
     async def check_broker_reach(self) -> None:
         """Give up the partitions this instance cannot reach the broker for (cluster/reach.py)."""
@@ -227,7 +231,7 @@ class ClusterManager:
         # A partition still starting is judged by the instance's own connection only: its
         # connections are being made, and a session with a backlog takes time to subscribe.
         reach = self.reach.look(
-            {p: held.runner.brokers if held.serving else [] for p, held in self.held.items()}
+            {p: not held.serving or held.runner.all_connected() for p, held in self.held.items()}
         )
         for partition in reach.give_up:
             await self._give_up(partition)

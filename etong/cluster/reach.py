@@ -1,16 +1,16 @@
 """Since when this instance's broker connections have been down, judged by
 `core/broker_reach.judge`: which partitions the instance gives up, and whether it stands aside.
 
-The cluster manager shows it the connections it holds every `lease_s / 20`; this module keeps
-the instants (a monotonic clock) and logs when the instance stands aside or rejoins.
+Every `lease_s / 20` the cluster manager tells it, for each partition it holds, whether all of
+the partition's connections are up; this module keeps the instants (a monotonic clock) and logs
+when the instance stands aside or rejoins.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
-from etong.brokers.base import Broker
 from etong.core.broker_reach import Reach, judge
 from etong.logging import get_logger
 
@@ -37,20 +37,18 @@ class ReachWatch:
         self.standing_aside = False
         """Claim nothing and leave the live set (see core/broker_reach.py)."""
 
-    def look(self, held: Mapping[str, Sequence[Broker]]) -> Reach:
-        """Note what is down now among `held` (partition → its connections), and judge.
-
-        The partitions the verdict gives up count as given up now."""
+    def look(self, held: Mapping[str, bool]) -> Reach:
+        """Note what is down now among `held` (partition → whether all its connections are
+        up), and judge. The partitions the verdict gives up count as given up now."""
         now = self._monotonic()
         if self._broker_up():
             self._own_down_since = None
         elif self._own_down_since is None:
             self._own_down_since = now
+        down_since = self._down_since
         self._down_since = {
-            partition: None
-            if all(broker.connected for broker in brokers)
-            else (self._down_since.get(partition) or now)
-            for partition, brokers in held.items()
+            partition: None if up else (down_since.get(partition) or now)
+            for partition, up in held.items()
         }
         reach = judge(
             now=now,

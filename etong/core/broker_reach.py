@@ -66,10 +66,14 @@ def judge(
     """
     limit = lease_s * GIVE_UP_AFTER
     cut_off = instance_down_since is not None and now - instance_down_since >= limit
+    # Sorted after the choice, not before: at rest nothing is down, and the watch asks every
+    # lease_s / 20 about every partition held (a province's share: ~390).
     give_up = tuple(
-        partition
-        for partition, since in sorted(partitions_down_since.items())
-        if cut_off or (since is not None and now - since >= limit)
+        sorted(
+            partition
+            for partition, since in partitions_down_since.items()
+            if cut_off or (since is not None and now - since >= limit)
+        )
     )
     recently = (
         last_given_up_at is not None

@@ -13,7 +13,7 @@ This size fits CI's time. The province's station count is the same test with
 `ETONG_SCALE_STATIONS=1178` (a grid per station); `ETONG_SCALE_ROSTER=province` (or `city`)
 runs it with the whole roster `etong/devkit/roster_gen.py` writes for that size (1,178
 stations, 85,000 grids, 425,000 members), the traffic then the first grid of every tenth-ish
-station, its officers, backup, registrar and duty officer. `ETONG_SCALE_IDLE_S=40` also
+station, its officers, backup, registrar and duty officer. `ETONG_SCALE_IDLE_S=60` also
 prints what each instance costs at rest (SCALE_AT_REST: CPU, RSS, descriptors, the
 database's transactions a second) and the survivors after the kill; SCALE_RELOAD says what
 the simultaneous reload cost (leases lost, stations unserved and for how long, the longest
@@ -58,7 +58,9 @@ STATIONS = GENERATED.stations if GENERATED else int(os.environ.get("ETONG_SCALE_
 SAMPLE_EVERY = max(10, STATIONS // 30)
 """The traffic's members and officers: those of station 1, 11, 21, ... (about 30 stations)."""
 IDLE_S = float(os.environ.get("ETONG_SCALE_IDLE_S", "0"))
-"""How long to measure the instances at rest after the cold start (0: not at all)."""
+"""How long to measure the instances at rest after the cold start (0: not at all). Whole
+minutes: the partitions' re-send schedulers look at the store once a minute, all together after
+a cold start (docs/SCALING.md), and a shorter window may miss their looks."""
 RESULTS = os.environ.get("ETONG_SCALE_JSON", "")
 """Where to write the figures as JSON ('': nowhere)."""
 RATE = 20.0

@@ -250,14 +250,15 @@ async def test_an_owner_cut_off_the_broker_gives_every_partition_up_and_stands_a
     assert (len(a.held), len(b.held)) == (1, 2)
 
 
+@pytest.mark.parametrize("connection", ["grid-s2-pub", "grid-s2"])
 async def test_a_partition_whose_connection_stays_down_is_given_up_and_not_claimed_back(
-    instances: Any, shared: MemoryLeases
+    instances: Any, shared: MemoryLeases, connection: str
 ) -> None:
     a, b = instances("i1"), instances("i2")
     await a.manager.first_tick()
     await a.serving()
     await b.manager.first_tick()
-    a.brokers["grid-s2-pub"].drop()  # one connection of one partition (a second broker, say)
+    a.brokers[connection].drop()  # one connection of one partition (a second broker, say)
     await a.manager.check_broker_reach()
     a.monotonic.now += LEASE_S / 2
     await a.manager.check_broker_reach()

@@ -65,3 +65,8 @@ def test_the_bound_scales_with_the_lease() -> None:
         last_given_up_at=None,
     )
     assert short.give_up == ("s1",)
+
+
+def test_partitions_given_up_come_in_order_whatever_order_they_are_held_in() -> None:
+    reach = _judge(100.0, partitions={"s3": 90.0, "s2": None, "s1": 95.0})
+    assert reach == Reach(give_up=("s1", "s3"), stand_aside=True)
