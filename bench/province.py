@@ -13,6 +13,11 @@ roster and measures, each as a child process of its own (wall time, peak RSS fro
   wait from the signal on (the stall every client sees) and the broker's CPU until it answered
   again; and whether every client is still connected. A comma list of `--clients` starts a
   broker for each (the descriptor limit is raised to the hard one: ~19,000 clients here);
+  with `--auth dynsec` the terminals are in mosquitto's dynamic-security plugin instead
+  (PBKDF2 of `--iterations`; the same ACL file), and before the SIGHUPs it also times the
+  plugin's commands (a createClient, a deleteClient of a connected terminal: kicked? refused
+  again?, `--batch` createClient in one message) and checks that the ACL's patterns still
+  confine the users it authenticates (docs/SCALING.md);
 - `etong check-config`: time and peak RSS;
 - the roster loaded as the daemon loads it (`etong.roster.apart.load_apart`), in a process
   of its own: from the file (no cache: a child process parses and checks it, the daemon
@@ -40,6 +45,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import base64
+import hashlib
 import json
 import os
 import re
@@ -52,6 +59,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +195,11 @@ def write_config(folder: Path, roster: Path) -> Path:
     return config
 
 
-def start_broker(folder: Path, acl: Path, passwd: Path, timeout: float) -> tuple[Any, int, float]:
-    """mosquitto with this ACL and password file; (process, port, seconds until it accepts)."""
+def start_broker(
+    folder: Path, acl: Path, auth: list[str], timeout: float
+) -> tuple[Any, int, float]:
+    """mosquitto with this ACL and authentication (`password_file ...`, or the dynamic-security
+    plugin's lines); (process, port, seconds until it accepts)."""
     port = free_port()
     conf = folder / "mosquitto.conf"
     user = ["user root"] if os.geteuid() == 0 else []
@@ -196,7 +208,7 @@ def start_broker(folder: Path, acl: Path, passwd: Path, timeout: float) -> tuple
             [
                 f"listener {port} 127.0.0.1",
                 "allow_anonymous false",
-                f"password_file {passwd}",
+                *auth,
                 f"acl_file {acl}",
                 "use_username_as_clientid true",
                 "max_queued_messages 100000",
@@ -218,9 +230,11 @@ def start_broker(folder: Path, acl: Path, passwd: Path, timeout: float) -> tuple
 
 
 def connect(port: int, user: str) -> mqtt.Client:
+    """A paho client; keepalive 0: a stall longer than 1.5 keepalives would have the broker
+    drop it (and the timing with it)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=user, protocol=mqtt.MQTTv5)
     client.username_pw_set(user, PASSWORD)
-    client.connect("127.0.0.1", port)
+    client.connect("127.0.0.1", port, keepalive=0)
     client.loop_start()
     return client
 
@@ -328,19 +342,154 @@ class Probe:
         return max(waits, default=float("inf"))
 
 
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+DYNSEC_ADMIN = "dynsec-admin"
+DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
+
+
+def write_dynsec(path: Path, users: list[str], iterations: int) -> None:
+    """The dynamic-security plugin's file: every user with PASSWORD as PBKDF2-HMAC-SHA512 of
+    `iterations` (one salt for all: the same parse and the same cost per check), no role, and
+    every default access false, so that its ACL check defers to the acl_file's patterns; and
+    an admin whose role allows the control topic."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", PASSWORD.encode(), salt, iterations)
+    secret = {
+        "salt": base64.b64encode(salt).decode(),
+        "password": base64.b64encode(digest).decode(),
+        "iterations": iterations,
+    }
+    kinds = ("publishClientSend", "publishClientReceive", "subscribePattern")
+    control = [{"acltype": k, "topic": "$CONTROL/dynamic-security/#", "allow": True} for k in kinds]
+    defaults = ("publishClientSend", "publishClientReceive", "subscribe", "unsubscribe")
+    config = {
+        "clients": [
+            *({"username": user, "roles": [], **secret} for user in users),
+            {"username": DYNSEC_ADMIN, "roles": [{"rolename": "admin"}], **secret},
+        ],
+        "groups": [],
+        "roles": [{"rolename": "admin", "acls": control}],
+        "defaultACLAccess": dict.fromkeys(defaults, False),
+    }
+    path.write_text(json.dumps(config))
+
+
+class Admin:
+    """The plugin's admin: sends a control message, waits for its response."""
+
+    def __init__(self, port: int) -> None:
+        self.client = connect(port, DYNSEC_ADMIN)
+        self.answered = threading.Event()
+        self.responses: list[dict[str, Any]] = []
+        self.client.on_message = self._response
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        deadline = time.perf_counter() + 10
+        while not self.client.is_connected() and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        self.client.subscribe(f"{DYNSEC_TOPIC}/response", qos=1)
+        subscribed.wait(10)
+
+    def _response(self, _c: Any, _u: Any, message: Any) -> None:
+        self.responses = json.loads(message.payload)["responses"]
+        self.answered.set()
+
+    def send(self, commands: list[dict[str, Any]]) -> None:
+        self.answered.clear()
+        self.client.publish(DYNSEC_TOPIC, json.dumps({"commands": commands}), qos=1)
+
+
+def command_stall(
+    process: Any, probe: Probe, admin: Admin, commands: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One control message under the probe's traffic: the longest PUBACK wait from its sending,
+    the seconds until the plugin answered, the broker's CPU, the commands' errors."""
+    probe.publish_for(0.5)
+    cpu_before, sent = cpu_of(process.pid), time.perf_counter()
+    admin.send(commands)
+    while not admin.answered.is_set() and time.perf_counter() < sent + 600:
+        probe.publish()
+    answered = time.perf_counter()
+    while probe.stalled_since(answered) and time.perf_counter() < answered + 60:
+        probe.publish()
+    return {
+        "stall_s": probe.longest_wait(sent, time.perf_counter()),
+        "answer_s": answered - sent,
+        "cpu_s": cpu_of(process.pid) - cpu_before,
+        "errors": [r["error"] for r in admin.responses if "error" in r],
+    }
+
+
+def dynsec_commands(
+    process: Any,
+    port: int,
+    probe: Probe,
+    idle: list[Any],
+    *,
+    members: list[str],
+    repeats: int,
+    batch: int,
+) -> dict[str, Any]:
+    """`repeats` times each: one createClient, one deleteClient of a terminal holding a session
+    (kicked at once? refused at its reconnect?) and `batch` createClient in one message."""
+    admin = Admin(port)
+    runs: dict[str, list[dict[str, Any]]] = {"create": [], "delete": [], "create_batch": []}
+    for n in range(repeats):
+        new = {"command": "createClient", "username": f"new-{n}", "password": PASSWORD}
+        runs["create"].append(command_stall(process, probe, admin, [new]))
+        print(json.dumps({"create": runs["create"][-1]}), flush=True)  # a long run's progress
+        gone = {"command": "deleteClient", "username": members[1 + n]}
+        run = command_stall(process, probe, admin, [gone])
+        if idle:  # connected: the plugin kicks it at once (the socket reads EOF)
+            give_up = time.perf_counter() + 5
+            while still_open(idle[n : n + 1]) and time.perf_counter() < give_up:
+                time.sleep(0.01)
+            run["kicked"] = not still_open(idle[n : n + 1])
+        run["reconnect_refused"] = (
+            connect_lean(port, members[1 + n : 2 + n], persistent=True, stay=False)[1] == 0
+        )
+        runs["delete"].append(run)
+        print(json.dumps({"delete": run}), flush=True)
+        if batch:
+            many = [
+                {"command": "createClient", "username": f"batch-{n}-{i}", "password": PASSWORD}
+                for i in range(batch)
+            ]
+            runs["create_batch"].append(command_stall(process, probe, admin, many))
+            print(json.dumps({"create_batch": runs["create_batch"][-1]}), flush=True)
+    admin.client.disconnect()
+    admin.client.loop_stop()
+    figures: dict[str, Any] = {
+        f"{kind}_{key}": spread(run[key] for run in these)
+        for kind, these in runs.items()
+        if these
+        for key in ("stall_s", "answer_s", "cpu_s")
+    }
+    return {**figures, "runs": runs, "deleted": repeats, "batch": batch}
+
+
 def reload_stall(
-    process: Any, port: int, members: list[str], clients: int, *, sessions: str, hups: int
+    process: Any,
+    port: int,
+    members: list[str],
+    clients: int,
+    *,
+    sessions: str,
+    hups: int,
+    before: Callable[[Probe, list[Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """`hups` SIGHUPs, 1 s apart, under `clients` terminals with a session (`sessions`:
     "connected", or "offline": connected with a persistent session, then gone), one more
     publishing every 20 ms: for each, the longest PUBACK wait from the signal on (the stall
     every client sees) and the broker's CPU seconds until it answered again; and how many
-    terminals were still connected after."""
+    terminals were still connected after. `before` measures something else first (with the
+    probe and the open sockets)."""
     probe = Probe(port, members[0])  # first: paho's select() wants a descriptor below 1024
     start = time.perf_counter()
     stay = sessions == "connected"
     idle, accepted = connect_lean(port, members[1 : clients + 1], persistent=True, stay=stay)
     connect_s = time.perf_counter() - start
+    first = before(probe, idle) if before else None
     stalls, cpus = [], []
     for _ in range(hups):
         probe.publish_for(1.0)
@@ -372,6 +521,7 @@ def reload_stall(
         "connected_after": connected,
         "connected_before": len(idle) + 1,
         "sessions_before": accepted + 1,
+        **({"commands": first} if first else {}),
     }
 
 
@@ -464,40 +614,128 @@ def measure_acl(row: dict[str, Any], config: Path, acl_file: Path, env: dict[str
 def measure_broker(
     row: dict[str, Any], folder: Path, roster_path: Path, acl_file: Path, args: argparse.Namespace
 ) -> None:
-    """The terminals' password file, then mosquitto's start and a SIGHUP under load."""
+    """The terminals' password file (or the dynamic-security plugin's file), then mosquitto's
+    start and a SIGHUP under load (and with the plugin: its commands, and the ACL's confinement
+    of the users it authenticates)."""
     # Every member of the generator's roster is in a grid: the terminals are every id below.
     users = [m.decode() for m in _TERMINAL_ID.findall(roster_path.read_bytes())]
+    members = [u for u in users if u.startswith("g-")]
+    dynsec = args.auth == "dynsec"
     credentials, passwd = folder / "credentials.passwd", folder / "terminals.passwd"
-    write_credentials(credentials, users, one_hash(args.hash))
+    pristine, dynsec_file = folder / "dynsec-start.json", folder / "dynsec.json"
     start, cpu = time.perf_counter(), time.process_time()
-    sync_password_file(credentials, passwd, frozenset(users))
+    if dynsec:
+        write_dynsec(pristine, [*users, BRIDGE], args.iterations)
+        written = {"bytes": pristine.stat().st_size, "iterations": args.iterations}
+    else:
+        write_credentials(credentials, users, one_hash(args.hash))
+        start, cpu = time.perf_counter(), time.process_time()
+        sync_password_file(credentials, passwd, frozenset(users))
+        written = {"bytes": passwd.stat().st_size, "hash": f"${args.hash}$"}
+    elapsed = {"s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
     emit(
         row,
-        "password_file",
-        {
-            "s": time.perf_counter() - start,
-            "cpu_s": time.process_time() - cpu,
-            "bytes": passwd.stat().st_size,
-            "users": len(users),
-            "hash": f"${args.hash}$",
-        },
+        "dynsec_file" if dynsec else "password_file",
+        {**elapsed, **written, "users": len(users)},
     )
-    members = [u for u in users if u.startswith("g-")]
+    auth = [f"password_file {passwd}"]
+    if dynsec:
+        auth = [f"plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {dynsec_file}"]
     for clients in [int(n) for n in str(args.clients).split(",")]:
-        process, port, started = start_broker(folder, acl_file, passwd, args.start_timeout)
-        broker: dict[str, Any] = {"hash": f"${args.hash}$", "start_s": started}
+        if dynsec:  # the commands of a run before rewrote it
+            dynsec_file.write_bytes(pristine.read_bytes())
+        process, port, started = start_broker(folder, acl_file, auth, args.start_timeout)
+        broker: dict[str, Any] = {
+            "start_s": started,
+            **{k: v for k, v in written.items() if k != "bytes"},
+        }
         try:
             if started != float("inf"):
                 broker["start_cpu_s"] = cpu_of(process.pid)
+                broker["rss_after_start_mb"] = rss_of(process.pid)["VmRSS"]
+                before = None
+                if dynsec:
+                    broker["confinement"] = confinement(port, members[-2:])
+                    before = partial(
+                        dynsec_commands,
+                        process,
+                        port,
+                        members=members,
+                        repeats=args.hups,
+                        batch=args.batch,
+                    )
                 broker.update(
                     reload_stall(
-                        process, port, members, clients, sessions=args.sessions, hups=args.hups
+                        process,
+                        port,
+                        members,
+                        clients,
+                        sessions=args.sessions,
+                        hups=args.hups,
+                        before=before,
                     )
                 )
+                broker["rss_end_mb"] = rss_of(process.pid)
         finally:
             process.kill()
             process.wait()
         emit(row, "mosquitto", broker)
+
+
+def rss_of(pid: int) -> dict[str, float]:
+    """A running process's resident set now and at its peak, MB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def confinement(port: int, pair: list[str]) -> dict[str, Any]:
+    """The acl_file's patterns confine users the plugin authenticated: the bridge's receipt to
+    terminal A reaches A, not B (subscribed to A's receipts and to #); B's report in A's name
+    does not reach the bridge, A's own does; an unknown user is refused."""
+    a, b = pair
+    grid = "etong/v1/grid/G000000/member"
+    got: dict[str, list[str]] = {a: [], b: [], BRIDGE: []}
+    subscriptions = {
+        a: [f"etong/v1/grid/+/member/{a}/receipts"],
+        b: [f"etong/v1/grid/+/member/{a}/receipts", "#"],
+        BRIDGE: ["etong/v1/grid/+/member/+/events"],
+    }
+    clients = {}
+    for user, topics in subscriptions.items():
+        client = connect(port, user)
+        subscribed = threading.Event()
+        client.on_subscribe = lambda *_, done=subscribed: done.set()
+        client.on_message = lambda _c, _u, message, mine=got[user]: mine.append(message.topic)
+        deadline = time.perf_counter() + 10
+        while not client.is_connected() and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        client.subscribe([(topic, 1) for topic in topics])
+        subscribed.wait(10)
+        clients[user] = client
+    sent = [
+        clients[BRIDGE].publish(f"{grid}/{a}/receipts", b"{}", qos=1),
+        clients[b].publish(f"{grid}/{a}/events", b"{}", qos=1),
+        clients[a].publish(f"{grid}/{a}/events", b"{}", qos=1),
+    ]
+    for info in sent:
+        info.wait_for_publish(10)
+    deadline = time.perf_counter() + 10
+    while not (got[a] and got[BRIDGE]) and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)  # anything the ACL let through goes out with the two expected deliveries
+    for client in clients.values():
+        client.disconnect()
+        client.loop_stop()
+    return {
+        "a_got_its_receipt": got[a] == [f"{grid}/{a}/receipts"],
+        "b_got": got[b],
+        "bridge_got": got[BRIDGE],
+        "bridge_got_only_a": got[BRIDGE] == [f"{grid}/{a}/events"],
+        "unknown_user_refused": connect_lean(port, ["nobody"], persistent=False, stay=False)[1]
+        == 0,
+    }
 
 
 def measure_roster(
@@ -575,6 +813,19 @@ def main() -> None:
         default="connected",
         help="the terminals stay connected, or leave a persistent session and go (no descriptor "
         "each: up to a province's terminals)",
+    )
+    parser.add_argument(
+        "--auth",
+        choices=["password_file", "dynsec"],
+        default="password_file",
+        help="terminals in a password file, or in mosquitto's dynamic-security plugin (then "
+        "also: its createClient / deleteClient / --batch commands, --hups times each)",
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=101, help="dynsec's PBKDF2 iterations (its own: 101)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=100, help="dynsec: createClient commands in one message"
     )
     parser.add_argument("--reloads", type=int, default=3)
     parser.add_argument("--hups", type=int, default=3, help="mosquitto reloads per broker")

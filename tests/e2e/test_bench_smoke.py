@@ -192,3 +192,35 @@ def test_province_bench_measures_every_stage_of_a_sub_district(tmp_path: Path) -
         assert run["source"] == source
         assert run["loop_block_on_loop_s"] > 0 and run["loop_block_reload_s"] > 0
         assert len(run["rss_after_each_reload_mb"]) == 1
+
+
+DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+
+
+@pytest.mark.skipif(not DYNSEC_PLUGIN.exists(), reason="mosquitto's dynamic-security plugin")
+def test_province_bench_measures_the_dynamic_security_plugin(tmp_path: Path) -> None:
+    out = tmp_path / "province.json"
+    _run(
+        "province.py",
+        [
+            *("--sizes", "sub-district", "--stages", "mosquitto", "--auth", "dynsec"),
+            *("--iterations", "1", "--clients", "3", "--hups", "1", "--batch", "2"),
+            *("--workdir", str(tmp_path), "--json", str(out)),
+        ],
+        timeout=300,
+    )
+    (row,) = json.loads(out.read_text())
+
+    assert row["dynsec_file"]["users"] == 945 + row["counts"]["officers"]
+    broker = row["mosquitto"]
+    confinement = broker["confinement"]  # the acl_file's patterns decide for dynsec's users
+    assert confinement["a_got_its_receipt"] and confinement["b_got"] == []
+    assert confinement["bridge_got_only_a"] and confinement["unknown_user_refused"]
+    commands = broker["commands"]
+    for kind in ("create", "delete", "create_batch"):
+        ((run,),) = [commands["runs"][kind]]
+        assert run["errors"] == [] and run["stall_s"] > 0
+    (deleted,) = commands["runs"]["delete"]
+    assert deleted["kicked"] and deleted["reconnect_refused"]
+    assert broker["connected_after"] == broker["connected_before"] - 1 == 3
+    assert broker["unanswered"] == 0 and broker["stall_s"] > 0
