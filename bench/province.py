@@ -342,7 +342,19 @@ class Probe:
         return max(waits, default=float("inf"))
 
 
-DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+def dynsec_plugin() -> str:
+    """mosquitto's dynamic-security plugin, where Debian's package puts it (any architecture),
+    or SystemExit saying what to install."""
+    found = sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so"))
+    found += sorted(Path("/usr/lib").glob("mosquitto_dynamic_security.so"))
+    if not found:
+        raise SystemExit(
+            "--auth dynsec: mosquitto_dynamic_security.so not found under /usr/lib "
+            "(it comes with Debian's mosquitto package: apt-get install mosquitto)"
+        )
+    return str(found[0])
+
+
 DYNSEC_ADMIN = "dynsec-admin"
 DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
 
@@ -640,7 +652,7 @@ def measure_broker(
     )
     auth = [f"password_file {passwd}"]
     if dynsec:
-        auth = [f"plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {dynsec_file}"]
+        auth = [f"plugin {dynsec_plugin()}", f"plugin_opt_config_file {dynsec_file}"]
     for clients in [int(n) for n in str(args.clients).split(",")]:
         if dynsec:  # the commands of a run before rewrote it
             dynsec_file.write_bytes(pristine.read_bytes())

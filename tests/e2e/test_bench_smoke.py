@@ -194,10 +194,6 @@ def test_province_bench_measures_every_stage_of_a_sub_district(tmp_path: Path) -
         assert len(run["rss_after_each_reload_mb"]) == 1
 
 
-DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
-
-
-@pytest.mark.skipif(not DYNSEC_PLUGIN.exists(), reason="mosquitto's dynamic-security plugin")
 def test_province_bench_measures_the_dynamic_security_plugin(tmp_path: Path) -> None:
     out = tmp_path / "province.json"
     _run(
