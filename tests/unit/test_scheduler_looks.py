@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from etong.shell.scheduler import Scheduler
 from etong.store import Store
@@ -27,29 +27,36 @@ class ScheduleStore:
         return self.next_due
 
 
-async def test_an_idle_look_asks_for_the_next_due_time_only_and_a_due_delivery_gets_a_page() -> (
-    None
-):
-    store = ScheduleStore()
-    pages: list[int] = []
+def scheduler_on(store: ScheduleStore, pages: list[int], *, max_sleep_s: float) -> Scheduler:
+    """A scheduler on `store` whose pages are recorded in `pages`; each page sends what
+    was due, so nothing is left due after it."""
 
     async def run_page(limit: int) -> int:
         pages.append(limit)
-        store.next_due = None  # the page sent what was due: nothing is left
+        store.next_due = None
         return 0
 
     async def republish() -> tuple[int, int]:
         return 0, 0
 
-    scheduler = Scheduler(
+    return Scheduler(
         cast(Store, store),
         run_page=run_page,
         republish=republish,
         report_store_state=lambda: None,
         clock=lambda: NOW,
         on_republished=lambda pushes, receipts: None,
-        max_sleep_s=0.001,  # every sleep ends at its longest: nothing is due
+        max_sleep_s=max_sleep_s,
     )
+
+
+async def test_an_idle_look_asks_for_the_next_due_time_only_and_a_due_delivery_gets_a_page() -> (
+    None
+):
+    store = ScheduleStore()
+    pages: list[int] = []
+    # Every sleep ends at its longest: nothing is due.
+    scheduler = scheduler_on(store, pages, max_sleep_s=0.001)
     task = asyncio.create_task(scheduler.loop())
     try:
         await wait_until(lambda: store.looks >= 5, "several idle looks")
@@ -66,24 +73,8 @@ async def test_an_idle_look_asks_for_the_next_due_time_only_and_a_due_delivery_g
 
 async def test_a_nudge_ends_the_sleep_with_a_page() -> None:
     store = ScheduleStore(next_due=NOW + 30)
-    pages: list[Any] = []
-
-    async def run_page(limit: int) -> int:
-        pages.append(limit)
-        return 0
-
-    async def republish() -> tuple[int, int]:
-        return 0, 0
-
-    scheduler = Scheduler(
-        cast(Store, store),
-        run_page=run_page,
-        republish=republish,
-        report_store_state=lambda: None,
-        clock=lambda: NOW,
-        on_republished=lambda pushes, receipts: None,
-        max_sleep_s=60,
-    )
+    pages: list[int] = []
+    scheduler = scheduler_on(store, pages, max_sleep_s=60)
     task = asyncio.create_task(scheduler.loop())
     try:
         await wait_until(lambda: store.looks == 1, "the first look")
