@@ -81,11 +81,14 @@ class Harness:
         return self.broker.on(f"/officer/{officer}/inbox")
 
 
-def start_daemon(tmp_path: Path) -> tuple[Daemon, FakeBrokers, asyncio.Task[int]]:
-    """The whole daemon on fake brokers, a copy of the example roster and a store in
-    `tmp_path`, starting: the caller waits for it to be ready, and stops it."""
-    roster = tmp_path / "roster.toml"
-    roster.write_text(EXAMPLE_ROSTER.read_text(encoding="utf-8"), encoding="utf-8")
+def start_daemon(
+    tmp_path: Path, roster: Path | None = None
+) -> tuple[Daemon, FakeBrokers, asyncio.Task[int]]:
+    """The whole daemon on fake brokers, `roster` (default: a copy of the example roster)
+    and a store in `tmp_path`, starting: the caller waits for it to be ready, and stops it."""
+    if roster is None:
+        roster = tmp_path / "roster.toml"
+        roster.write_text(EXAMPLE_ROSTER.read_text(encoding="utf-8"), encoding="utf-8")
     brokers = FakeBrokers()
     daemon = Daemon(make_settings(tmp_path, roster={"path": str(roster)}), broker_factory=brokers)
     return daemon, brokers, asyncio.create_task(daemon.run())

@@ -25,7 +25,7 @@ from etong.roster import Roster, load_roster
 from etong.roster import apart as apart_module
 from etong.roster.apart import IN_PROCESS_MAX_BYTES, load_apart
 from etong.roster.cache import CACHE_NAME, RosterCache
-from tests.integration.conftest import make_settings
+from tests.integration.conftest import make_settings, start_daemon
 from tests.integration.test_daemon_lifecycle import restore_signal_handlers
 from tests.waiting import DEADLINE_S, wait_until
 
@@ -257,10 +257,7 @@ async def test_a_sighup_after_one_edit_keeps_the_other_rows_in_service(
 ) -> None:
     roster = tmp_path / "roster.toml"
     write_roster(roster, stations=3, grids=1000)
-    daemon = Daemon(
-        make_settings(tmp_path, roster={"path": str(roster)}), broker_factory=FakeBrokers()
-    )
-    run = asyncio.create_task(daemon.run())
+    daemon, _, run = start_daemon(tmp_path, roster)
     try:
         await wait_until(lambda: run.done() or daemon._readiness()[0], "the daemon ready")
         bridge = daemon.bridge

@@ -15,14 +15,13 @@ from random import Random
 import pytest
 
 from etong import daemon as daemon_module
-from etong.brokers.fake import FakeBrokers
 from etong.config import load_settings
 from etong.daemon import Daemon
 from etong.devkit.messages import make_event
 from etong.devkit.roster_gen import write_roster
 from etong.roster import Roster, load_roster
 from etong.roster.apart import IN_PROCESS_MAX_BYTES
-from tests.integration.conftest import make_settings
+from tests.integration.conftest import start_daemon
 from tests.integration.test_daemon_lifecycle import restore_signal_handlers
 from tests.waiting import DEADLINE_S, wait_until
 
@@ -96,11 +95,7 @@ async def test_reports_are_acked_promptly_while_a_large_roster_reloads(
     roster_path = tmp_path / "roster.toml"
     counts = write_roster(roster_path, stations=20, grids=3000)
     assert roster_path.stat().st_size > IN_PROCESS_MAX_BYTES  # the child process's path
-    brokers = FakeBrokers()
-    daemon = Daemon(
-        make_settings(tmp_path, roster={"path": str(roster_path)}), broker_factory=brokers
-    )
-    run = asyncio.create_task(daemon.run())
+    daemon, brokers, run = start_daemon(tmp_path, roster_path)
     try:
         await wait_until(lambda: run.done() or daemon._readiness()[0], "the daemon to be ready")
         bridge = daemon.bridge
